@@ -1,0 +1,81 @@
+# Finds every third-party dependency. Each is a Debian 12 package; a missing one stops
+# configure with the name of the package to apt-get install.
+
+function(ftrun_missing what package)
+  message(FATAL_ERROR "ftrun: ${what} not found. Install it with: apt-get install ${package}")
+endfunction()
+
+find_package(Torch QUIET)
+if(NOT Torch_FOUND)
+  ftrun_missing("libtorch (TorchConfig.cmake)" "libtorch-dev")
+endif()
+# Debian's TorchConfig adds Caffe2 targets that carry include dirs for the C++ API only
+# through TORCH_INCLUDE_DIRS; keep them on one interface target.
+add_library(ftrun_torch INTERFACE)
+target_link_libraries(ftrun_torch INTERFACE ${TORCH_LIBRARIES})
+target_include_directories(ftrun_torch SYSTEM INTERFACE ${TORCH_INCLUDE_DIRS})
+
+find_package(PkgConfig QUIET)
+if(NOT PKG_CONFIG_FOUND)
+  ftrun_missing("pkg-config" "pkg-config")
+endif()
+
+find_package(yaml-cpp QUIET)
+if(NOT yaml-cpp_FOUND)
+  ftrun_missing("yaml-cpp" "libyaml-cpp-dev")
+endif()
+
+find_package(Boost 1.74 QUIET COMPONENTS program_options)
+if(NOT Boost_FOUND)
+  ftrun_missing("Boost.Program_options" "libboost-program-options-dev")
+endif()
+
+find_package(nlohmann_json 3 QUIET)
+if(NOT nlohmann_json_FOUND)
+  ftrun_missing("nlohmann/json" "nlohmann-json3-dev")
+endif()
+
+pkg_check_modules(SENTENCEPIECE QUIET IMPORTED_TARGET sentencepiece)
+if(NOT SENTENCEPIECE_FOUND)
+  ftrun_missing("sentencepiece" "libsentencepiece-dev")
+endif()
+find_library(SENTENCEPIECE_TRAIN_LIB sentencepiece_train)
+if(NOT SENTENCEPIECE_TRAIN_LIB)
+  ftrun_missing("sentencepiece trainer library" "libsentencepiece-dev")
+endif()
+
+pkg_check_modules(PCRE2 QUIET IMPORTED_TARGET libpcre2-8)
+if(NOT PCRE2_FOUND)
+  ftrun_missing("PCRE2" "libpcre2-dev")
+endif()
+
+pkg_check_modules(ZMQ QUIET IMPORTED_TARGET libzmq)
+if(NOT ZMQ_FOUND)
+  ftrun_missing("ZeroMQ" "libzmq3-dev")
+endif()
+if(NOT EXISTS /usr/include/zmq.hpp)
+  ftrun_missing("cppzmq (zmq.hpp)" "cppzmq-dev")
+endif()
+
+find_package(MPI QUIET COMPONENTS CXX)
+if(NOT MPI_CXX_FOUND)
+  ftrun_missing("OpenMPI" "libopenmpi-dev openmpi-bin")
+endif()
+find_program(MPIRUN mpirun)
+
+find_library(GLOO_LIB gloo)
+if(NOT GLOO_LIB)
+  ftrun_missing("Gloo" "libgloo-dev")
+endif()
+
+if(NOT EXISTS /usr/lib/x86_64-linux-gnu/libopenblas.so.0 AND NOT EXISTS /usr/lib/x86_64-linux-gnu/openblas-pthread/libblas.so.3)
+  message(WARNING "ftrun: OpenBLAS not found; libtorch falls back to the slow reference BLAS. apt-get install libopenblas0")
+endif()
+
+if(FTRUN_BUILD_TESTS OR NOT DEFINED FTRUN_BUILD_TESTS)
+  find_package(GTest QUIET)
+  if(NOT GTest_FOUND)
+    ftrun_missing("GoogleTest" "libgtest-dev")
+  endif()
+  find_package(Python3 QUIET COMPONENTS Interpreter)
+endif()

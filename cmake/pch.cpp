@@ -1,0 +1,1 @@
+// Empty: exists so the shared precompiled header has a target to live on.

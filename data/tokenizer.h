@@ -1,0 +1,39 @@
+// Tokenizer interface and the sentencepiece implementation.
+//
+// A tokenizer directory holds `tokenizer.model` (sentencepiece) and `tokenizer_config.json`
+// whose `added_tokens_decoder` ({"ID": {"content": "<|eot_id|>", "special": true}, ...})
+// lists special tokens appended after the sentencepiece vocabulary (ChatGLM3's layout). Special
+// tokens are never matched inside text by encode(): chat templates insert them by id, so user
+// text that happens to contain "<|eot_id|>" stays text.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace ftrun::data {
+
+class Tokenizer {
+ public:
+  virtual ~Tokenizer() = default;
+  // Plain text to ids: no BOS/EOS added, no special-token parsing.
+  virtual std::vector<int64_t> encode(const std::string& text) const = 0;
+  virtual std::string decode(const std::vector<int64_t>& ids, bool skip_special = true) const = 0;
+  virtual int64_t vocab_size() const = 0;  // including the special tokens
+  virtual bool has_special(const std::string& token) const = 0;
+  virtual int64_t special_id(const std::string& token) const = 0;  // throws naming the token
+  virtual bool is_special(int64_t id) const = 0;
+  // Stable hash of the vocabulary and specials (keys the tokenized-data cache).
+  virtual std::string fingerprint() const = 0;
+};
+
+// Loads the tokenizer of a model directory; errors name the directory and the missing file.
+std::unique_ptr<Tokenizer> load_tokenizer(const std::string& dir);
+
+// Trains a sentencepiece model (BPE, byte fallback, deterministic: one thread, fixed seed)
+// on text_file and writes dir/tokenizer.model + dir/tokenizer_config.json with `specials`
+// appended after the learned vocabulary.
+void train_tokenizer(const std::string& text_file, const std::string& dir, int vocab_size,
+                     const std::vector<std::string>& specials);
+
+}  // namespace ftrun::data

@@ -1,0 +1,50 @@
+// HF config.json of a causal LM, parsed into the fields the model families need.
+// Keys and defaults follow transformers' LlamaConfig / Qwen2Config; an absent required key
+// or a wrong type is an error naming config.json's path and the key.
+#pragma once
+#include <nlohmann/json.hpp>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace ftrun::models {
+
+struct RopeScaling {
+  std::string type;  // "" (none), "llama3", "linear"
+  double factor = 1.0;
+  double low_freq_factor = 1.0;
+  double high_freq_factor = 4.0;
+  int64_t original_max_position_embeddings = 8192;
+};
+
+struct ModelConfig {
+  std::string path;        // the config.json it came from
+  std::string model_type;  // "llama", "qwen2", "mistral", ...
+  std::vector<std::string> architectures;
+  int64_t vocab_size = 0;
+  int64_t hidden_size = 0;
+  int64_t intermediate_size = 0;
+  int64_t num_hidden_layers = 0;
+  int64_t num_attention_heads = 0;
+  int64_t num_key_value_heads = 0;  // defaults to num_attention_heads
+  int64_t head_dim = 0;             // defaults to hidden_size / num_attention_heads
+  int64_t max_position_embeddings = 2048;
+  double rms_norm_eps = 1e-6;
+  double rope_theta = 10000.0;
+  RopeScaling rope_scaling;
+  bool tie_word_embeddings = false;
+  bool attention_bias = false;  // bias on q, k, v and o (Llama)
+  bool qkv_bias = false;        // bias on q, k, v only (Qwen2)
+  bool mlp_bias = false;
+  std::string hidden_act = "silu";
+  std::string torch_dtype = "float32";
+  int64_t bos_token_id = -1, pad_token_id = -1;
+  std::vector<int64_t> eos_token_id;
+  nlohmann::json raw;  // the whole file, written back unchanged on save
+};
+
+ModelConfig load_model_config(const std::string& dir_or_file);
+ModelConfig parse_model_config(const nlohmann::json& j, const std::string& path);
+
+}  // namespace ftrun::models

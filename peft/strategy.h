@@ -1,0 +1,42 @@
+// The Strategy interface: what trains, which modules are added, how the result is saved and
+// loaded. Plug-ins (lora; later ptuning_v2, full) register a factory under their PEFT
+// `peft_type`; the trainer knows only this interface.
+#pragma once
+#include <ATen/core/Tensor.h>
+#include <nlohmann/json.hpp>
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "models/model.h"
+
+namespace ftrun::peft {
+
+using NamedTensors = std::vector<std::pair<std::string, at::Tensor>>;
+
+class Strategy {
+ public:
+  virtual ~Strategy() = default;
+  virtual std::string name() const = 0;
+  // Freezes what must not train and adds the strategy's modules to the model.
+  virtual void apply(models::CausalLM& model) = 0;
+  // The trainable tensors (requires_grad), named as they are saved
+  // (e.g. "base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight").
+  virtual NamedTensors trainable() const = 0;
+  // Writes the result in its on-disk format (PEFT adapter, or HF model for full).
+  virtual void save(const std::string& dir, const std::string& base_model_path) const = 0;
+  // Loads a saved result into the applied modules (continue training, or inference).
+  virtual void load(const std::string& dir) = 0;
+};
+
+using Factory = std::function<std::unique_ptr<Strategy>(const nlohmann::json& peft_config)>;
+void register_strategy(const std::string& peft_type, Factory factory);
+// peft_config["peft_type"] picks the plug-in; an unknown type lists the registered ones.
+std::unique_ptr<Strategy> make_strategy(const nlohmann::json& peft_config);
+// Reads dir/adapter_config.json and builds the matching strategy (for generate / resume).
+std::unique_ptr<Strategy> strategy_from_adapter_dir(const std::string& dir);
+
+}  // namespace ftrun::peft

@@ -1,0 +1,76 @@
+// The run configuration: the GLM-4 fine-tune demo's YAML schema (configs/lora.yaml,
+// ptuning_v2.yaml, sft.yaml; see shared/reference/glm4-demo.md sec. 2) plus a few ftrun keys.
+//
+// YAML is read as YAML 1.2 (5e-4 is a float). training_args keys mean what they mean in HF
+// Seq2SeqTrainingArguments, with its defaults. An unknown key anywhere is an error naming the
+// file, line, key and the closest known key; a wrong type or value names the key and what is
+// expected. Keys that HF knows but ftrun does not act on are accepted with a warning.
+#pragma once
+#include <nlohmann/json.hpp>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace ftrun::runtime {
+
+struct DataConfig {
+  std::string train_file, val_file, test_file;  // resolved against data_dir; "" = none
+  int64_t num_proc = 1;
+};
+
+struct TrainingArgs {
+  std::string output_dir = "./output";
+  int64_t max_steps = -1;           // > 0 overrides num_train_epochs
+  double num_train_epochs = 3.0;
+  double learning_rate = 5e-5;
+  int64_t per_device_train_batch_size = 8;
+  int64_t per_device_eval_batch_size = 8;
+  int64_t gradient_accumulation_steps = 1;
+  double weight_decay = 0.0;
+  double adam_beta1 = 0.9, adam_beta2 = 0.999, adam_epsilon = 1e-8;
+  double max_grad_norm = 1.0;
+  std::string lr_scheduler_type = "linear";  // linear, constant, constant_with_warmup, cosine
+  int64_t warmup_steps = 0;
+  double warmup_ratio = 0.0;
+  std::string logging_strategy = "steps";  // steps, epoch, no
+  int64_t logging_steps = 500;
+  std::string save_strategy = "steps";     // steps, epoch, no
+  int64_t save_steps = 500;
+  int64_t save_total_limit = -1;           // -1 = keep all
+  std::string eval_strategy = "no";        // steps, epoch, no
+  int64_t eval_steps = -1;                 // -1 = logging_steps (HF)
+  int64_t seed = 42;
+  bool predict_with_generate = false;
+  nlohmann::json generation_config;        // e.g. {"max_new_tokens": 512}
+  std::string deepspeed;                   // path to a DeepSpeed JSON, "" = none
+  int64_t dataloader_num_workers = 0;
+  bool gradient_checkpointing = false;
+  bool bf16 = false, fp16 = false;
+  std::string log_level = "passive";
+};
+
+struct Config {
+  std::string path;            // the YAML file
+  // ftrun keys (the demo takes these as CLI arguments instead)
+  std::string model_dir;       // base model directory (HF layout)
+  std::string data_dir;        // data files are relative to it; "" = the current directory
+  std::string chat_template;   // "" = chosen from the model's config
+  // the demo's keys
+  DataConfig data_config;
+  int64_t max_input_length = 0;
+  int64_t max_output_length = 0;
+  bool combine = true;
+  bool freezeV = true;
+  TrainingArgs training_args;
+  nlohmann::json peft_config;  // null = full fine-tuning; else as written (peft_type, r, ...)
+  std::vector<std::string> warnings;  // accepted-but-ignored keys etc., for the log
+};
+
+// Reads the YAML file, applies `--set a.b=c` overrides (value parsed as YAML), validates.
+Config load_config(const std::string& yaml_path, const std::vector<std::string>& overrides = {});
+
+// The known key closest to `key` by edit distance ("" when nothing is reasonably close).
+std::string closest_key(const std::string& key, const std::vector<std::string>& known);
+
+}  // namespace ftrun::runtime
