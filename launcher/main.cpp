@@ -1,1 +1,142 @@
-int main() { return 0; }
+// The ftrun executable: `ftrun CONFIG.yaml` trains; subcommands generate and make-tiny-model.
+// Command-line parsing only; the work is in runtime/.
+#include <boost/program_options.hpp>
+#include <torch/torch.h>
+
+#include <filesystem>
+#include <iostream>
+
+#include "data/tokenizer.h"
+#include "models/tiny.h"
+#include "runtime/config.h"
+#include "runtime/generate.h"
+#include "runtime/trainer.h"
+
+namespace po = boost::program_options;
+namespace fs = std::filesystem;
+using namespace ftrun;
+
+namespace {
+
+const char* kUsage =
+    "usage:\n"
+    "  ftrun CONFIG.yaml [--set KEY=VALUE]... [--model-dir DIR] [--data-dir DIR]\n"
+    "  ftrun generate PATH --prompt TEXT [--max-new-tokens N] [--base DIR] [--system TEXT]\n"
+    "  ftrun make-tiny-model OUT_DIR --corpus FILE [--vocab-size N] [--seed S] [--model-type llama|qwen2]\n";
+
+int cmd_train(const std::vector<std::string>& argv) {
+  po::options_description opts("train options");
+  std::vector<std::string> sets;
+  std::string config, model_dir, data_dir;
+  opts.add_options()("help,h", "show help")(
+      "set", po::value(&sets)->composing(), "override a config key: --set training_args.max_steps=10")(
+      "model-dir", po::value(&model_dir), "base model directory (HF layout)")(
+      "data-dir", po::value(&data_dir), "directory the data files are relative to")(
+      "config", po::value(&config), "the YAML config");
+  po::positional_options_description pos;
+  pos.add("config", 1);
+  po::variables_map vm;
+  po::store(po::command_line_parser(argv).options(opts).positional(pos).run(), vm);
+  po::notify(vm);
+  if (vm.count("help") || config.empty()) {
+    std::cout << kUsage << opts;
+    return config.empty() && !vm.count("help") ? 2 : 0;
+  }
+  if (!model_dir.empty()) sets.push_back("model_dir=" + model_dir);
+  if (!data_dir.empty()) sets.push_back("data_dir=" + data_dir);
+  auto cfg = runtime::load_config(config, sets);
+  runtime::train(cfg);
+  return 0;
+}
+
+int cmd_generate(const std::vector<std::string>& argv) {
+  po::options_description opts("generate options");
+  std::string path, prompt, base, system;
+  int64_t max_new = 64;
+  opts.add_options()("help,h", "show help")("path", po::value(&path), "model or adapter directory")(
+      "prompt", po::value(&prompt), "the user message")(
+      "system", po::value(&system), "an optional system message")(
+      "base", po::value(&base), "base model directory (overrides the adapter's)")(
+      "max-new-tokens", po::value(&max_new), "at most this many new tokens");
+  po::positional_options_description pos;
+  pos.add("path", 1);
+  po::variables_map vm;
+  po::store(po::command_line_parser(argv).options(opts).positional(pos).run(), vm);
+  po::notify(vm);
+  if (vm.count("help") || path.empty() || prompt.empty()) {
+    std::cout << kUsage << opts;
+    return vm.count("help") ? 0 : 2;
+  }
+  auto inf = runtime::load_for_inference(path, base);
+  std::vector<data::Message> msgs;
+  if (!system.empty()) msgs.push_back({"system", system});
+  msgs.push_back({"user", prompt});
+  auto ids = inf.chat_template->prompt(msgs, *inf.tokenizer);
+  auto out = runtime::greedy_generate(*inf.model, ids, max_new, inf.chat_template->stop_ids(*inf.tokenizer));
+  std::cout << inf.tokenizer->decode(out, /*skip_special=*/true) << std::endl;
+  return 0;
+}
+
+int cmd_make_tiny(const std::vector<std::string>& argv) {
+  po::options_description opts("make-tiny-model options");
+  std::string out, corpus, model_type = "llama";
+  int vocab = 512;
+  uint64_t seed = 42;
+  opts.add_options()("help,h", "show help")("out", po::value(&out), "output directory")(
+      "corpus", po::value(&corpus), "text file the tokenizer is trained on")(
+      "vocab-size", po::value(&vocab), "sentencepiece vocabulary size (before specials)")(
+      "seed", po::value(&seed), "weight seed")("model-type", po::value(&model_type), "llama or qwen2");
+  po::positional_options_description pos;
+  pos.add("out", 1);
+  po::variables_map vm;
+  po::store(po::command_line_parser(argv).options(opts).positional(pos).run(), vm);
+  po::notify(vm);
+  if (vm.count("help") || out.empty() || corpus.empty()) {
+    std::cout << kUsage << opts;
+    return vm.count("help") ? 0 : 2;
+  }
+  // Written beside the target and renamed, so an interrupted build never leaves half a model.
+  auto tmp = out + ".tmp";
+  fs::remove_all(tmp);
+  fs::create_directories(tmp);
+  const std::vector<std::string> specials = {"<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>",
+                                             "<|end_header_id|>", "<|eot_id|>"};
+  data::train_tokenizer(corpus, tmp, vocab, specials);
+  auto tok = data::load_tokenizer(tmp);
+  models::TinySpec spec;
+  spec.model_type = model_type;
+  spec.vocab_size = tok->vocab_size();
+  spec.bos_token_id = tok->special_id("<|begin_of_text|>");
+  spec.eos_token_id = tok->special_id("<|eot_id|>");
+  spec.pad_token_id = tok->special_id("<|end_of_text|>");
+  spec.seed = seed;
+  models::write_tiny_model(tmp, spec);
+  fs::remove_all(out);
+  fs::rename(tmp, out);
+  std::cout << "ftrun: wrote tiny " << model_type << " model (vocab " << spec.vocab_size << ") to " << out << "\n";
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::vector<std::string> args(argv + 1, argv + argc);
+  if (args.empty() || args[0] == "--help" || args[0] == "-h") {
+    std::cout << kUsage;
+    return args.empty() ? 2 : 0;
+  }
+  try {
+    auto sub = args[0];
+    std::vector<std::string> rest(args.begin() + 1, args.end());
+    if (sub == "generate") return cmd_generate(rest);
+    if (sub == "make-tiny-model") return cmd_make_tiny(rest);
+    if (sub == "train") return cmd_train(rest);
+    return cmd_train(args);
+  } catch (const po::error& e) {
+    std::cerr << "ftrun: " << e.what() << "\n" << kUsage;
+    return 2;
+  } catch (const std::exception& e) {
+    std::cerr << "ftrun: error: " << e.what() << "\n";
+    return 1;
+  }
+}

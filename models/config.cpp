@@ -1,1 +1,139 @@
-// placeholder
+// Parses HF config.json into ModelConfig, with transformers' defaults for absent keys.
+#include "models/config.h"
+
+#include <filesystem>
+#include <fstream>
+#include <stdexcept>
+
+namespace fs = std::filesystem;
+
+namespace ftrun::models {
+namespace {
+
+[[noreturn]] void fail(const std::string& path, const std::string& what) {
+  throw std::runtime_error(path + ": " + what);
+}
+
+int64_t get_int(const nlohmann::json& j, const std::string& path, const char* key,
+                int64_t dflt, bool required = false) {
+  if (!j.contains(key) || j[key].is_null()) {
+    if (required) fail(path, std::string("missing required key '") + key + "'");
+    return dflt;
+  }
+  if (!j[key].is_number_integer())
+    fail(path, std::string("'") + key + "' must be an integer, got " + j[key].dump());
+  return j[key].get<int64_t>();
+}
+
+double get_double(const nlohmann::json& j, const std::string& path, const char* key,
+                  double dflt) {
+  if (!j.contains(key) || j[key].is_null()) return dflt;
+  if (!j[key].is_number()) fail(path, std::string("'") + key + "' must be a number, got " + j[key].dump());
+  return j[key].get<double>();
+}
+
+bool get_bool(const nlohmann::json& j, const std::string& path, const char* key, bool dflt) {
+  if (!j.contains(key) || j[key].is_null()) return dflt;
+  if (!j[key].is_boolean()) fail(path, std::string("'") + key + "' must be true or false, got " + j[key].dump());
+  return j[key].get<bool>();
+}
+
+std::vector<int64_t> get_ids(const nlohmann::json& j, const std::string& path, const char* key) {
+  std::vector<int64_t> out;
+  if (!j.contains(key) || j[key].is_null()) return out;
+  if (j[key].is_number_integer()) return {j[key].get<int64_t>()};
+  if (!j[key].is_array()) fail(path, std::string("'") + key + "' must be an integer or a list of integers");
+  for (const auto& v : j[key]) {
+    if (!v.is_number_integer()) fail(path, std::string("'") + key + "' must hold integers only");
+    out.push_back(v.get<int64_t>());
+  }
+  return out;
+}
+
+}  // namespace
+
+ModelConfig parse_model_config(const nlohmann::json& j, const std::string& path) {
+  if (!j.is_object()) fail(path, "config must be a JSON object");
+  ModelConfig c;
+  c.path = path;
+  c.raw = j;
+  if (!j.contains("model_type") || !j["model_type"].is_string())
+    fail(path, "missing required key 'model_type' (a string such as \"llama\")");
+  c.model_type = j["model_type"].get<std::string>();
+  if (j.contains("architectures") && j["architectures"].is_array())
+    for (const auto& a : j["architectures"])
+      if (a.is_string()) c.architectures.push_back(a.get<std::string>());
+
+  c.vocab_size = get_int(j, path, "vocab_size", 0, true);
+  c.hidden_size = get_int(j, path, "hidden_size", 0, true);
+  c.intermediate_size = get_int(j, path, "intermediate_size", 0, true);
+  c.num_hidden_layers = get_int(j, path, "num_hidden_layers", 0, true);
+  c.num_attention_heads = get_int(j, path, "num_attention_heads", 0, true);
+  c.num_key_value_heads = get_int(j, path, "num_key_value_heads", c.num_attention_heads);
+  if (c.num_attention_heads <= 0 || c.hidden_size <= 0 || c.vocab_size <= 0 ||
+      c.num_hidden_layers <= 0 || c.intermediate_size <= 0)
+    fail(path, "vocab_size, hidden_size, intermediate_size, num_hidden_layers and "
+               "num_attention_heads must be positive");
+  c.head_dim = get_int(j, path, "head_dim", c.hidden_size / c.num_attention_heads);
+  if (c.num_key_value_heads <= 0 || c.num_attention_heads % c.num_key_value_heads != 0)
+    fail(path, "num_attention_heads (" + std::to_string(c.num_attention_heads) +
+                   ") must be a multiple of num_key_value_heads (" +
+                   std::to_string(c.num_key_value_heads) + ")");
+  if (c.head_dim % 2 != 0) fail(path, "head_dim must be even for rotary embeddings");
+  c.max_position_embeddings = get_int(j, path, "max_position_embeddings", 2048);
+  c.rms_norm_eps = get_double(j, path, "rms_norm_eps", 1e-6);
+  c.rope_theta = get_double(j, path, "rope_theta", 10000.0);
+  c.tie_word_embeddings = get_bool(j, path, "tie_word_embeddings", false);
+  c.attention_bias = get_bool(j, path, "attention_bias", false);
+  c.mlp_bias = get_bool(j, path, "mlp_bias", false);
+  // Qwen2's modeling file hard-codes bias on q/k/v and none on o.
+  c.qkv_bias = c.model_type == "qwen2";
+  if (j.contains("hidden_act") && j["hidden_act"].is_string())
+    c.hidden_act = j["hidden_act"].get<std::string>();
+  if (c.hidden_act != "silu" && c.hidden_act != "swish")
+    fail(path, "hidden_act '" + c.hidden_act + "' is not supported (expected \"silu\")");
+  if (j.contains("torch_dtype") && j["torch_dtype"].is_string())
+    c.torch_dtype = j["torch_dtype"].get<std::string>();
+  auto bos = get_ids(j, path, "bos_token_id");
+  c.bos_token_id = bos.empty() ? -1 : bos[0];
+  auto pad = get_ids(j, path, "pad_token_id");
+  c.pad_token_id = pad.empty() ? -1 : pad[0];
+  c.eos_token_id = get_ids(j, path, "eos_token_id");
+
+  if (j.contains("rope_scaling") && !j["rope_scaling"].is_null()) {
+    const auto& rs = j["rope_scaling"];
+    if (!rs.is_object()) fail(path, "'rope_scaling' must be an object or null");
+    std::string type;
+    if (rs.contains("rope_type") && rs["rope_type"].is_string()) type = rs["rope_type"];
+    else if (rs.contains("type") && rs["type"].is_string()) type = rs["type"];
+    if (type == "default") type = "";
+    if (type != "" && type != "llama3" && type != "linear")
+      fail(path, "rope_scaling type '" + type + "' is not supported (expected llama3 or linear)");
+    c.rope_scaling.type = type;
+    c.rope_scaling.factor = get_double(rs, path, "factor", 1.0);
+    c.rope_scaling.low_freq_factor = get_double(rs, path, "low_freq_factor", 1.0);
+    c.rope_scaling.high_freq_factor = get_double(rs, path, "high_freq_factor", 4.0);
+    c.rope_scaling.original_max_position_embeddings =
+        get_int(rs, path, "original_max_position_embeddings", 8192);
+  }
+  const std::vector<std::string> known = {"llama", "qwen2", "mistral"};
+  if (std::find(known.begin(), known.end(), c.model_type) == known.end())
+    fail(path, "model_type '" + c.model_type + "' is not supported yet (supported: llama, qwen2, mistral)");
+  return c;
+}
+
+ModelConfig load_model_config(const std::string& dir_or_file) {
+  fs::path p(dir_or_file);
+  if (fs::is_directory(p)) p /= "config.json";
+  std::ifstream in(p);
+  if (!in) throw std::runtime_error(p.string() + ": cannot open (expected an HF model directory with config.json)");
+  nlohmann::json j;
+  try {
+    in >> j;
+  } catch (const std::exception& e) {
+    fail(p.string(), std::string("invalid JSON: ") + e.what());
+  }
+  return parse_model_config(j, p.string());
+}
+
+}  // namespace ftrun::models

@@ -1,1 +1,203 @@
-// placeholder
+// Llama-family decoder following transformers' modeling_llama: RMSNorm in fp32, rotate-half
+// RoPE (with the llama3 and linear rope_scaling variants), grouped-query attention with an
+// additive causal + padding mask, SwiGLU MLP, tied or untied lm_head, optional biases.
+#include "models/llama.h"
+
+#include <torch/torch.h>
+
+#include <cmath>
+#include <limits>
+
+namespace ftrun::models {
+namespace {
+
+class RMSNormImpl : public torch::nn::Module {
+ public:
+  RMSNormImpl(int64_t dim, double eps) : eps_(eps) {
+    weight = register_parameter("weight", torch::ones({dim}));
+  }
+  at::Tensor forward(const at::Tensor& x) {
+    // HF computes the statistic in fp32 whatever the weight dtype, then casts back.
+    auto h = x.to(at::kFloat);
+    h = h * torch::rsqrt(h.pow(2).mean(-1, /*keepdim=*/true) + eps_);
+    return weight * h.to(x.scalar_type());
+  }
+  at::Tensor weight;
+
+ private:
+  double eps_;
+};
+TORCH_MODULE(RMSNorm);
+
+at::Tensor rotate_half(const at::Tensor& x) {
+  auto half = x.size(-1) / 2;
+  return torch::cat({-x.narrow(-1, half, half), x.narrow(-1, 0, half)}, -1);
+}
+
+class AttentionImpl : public torch::nn::Module {
+ public:
+  explicit AttentionImpl(const ModelConfig& c)
+      : heads_(c.num_attention_heads), kv_heads_(c.num_key_value_heads), head_dim_(c.head_dim) {
+    bool qkv_bias = c.attention_bias || c.qkv_bias;
+    q_proj = register_module("q_proj", Linear(c.hidden_size, heads_ * head_dim_, qkv_bias));
+    k_proj = register_module("k_proj", Linear(c.hidden_size, kv_heads_ * head_dim_, qkv_bias));
+    v_proj = register_module("v_proj", Linear(c.hidden_size, kv_heads_ * head_dim_, qkv_bias));
+    o_proj = register_module("o_proj", Linear(heads_ * head_dim_, c.hidden_size, c.attention_bias));
+  }
+
+  // cos/sin: [T, head_dim]; mask: additive [B, 1, T, T].
+  at::Tensor forward(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin,
+                     const at::Tensor& mask) {
+    auto B = x.size(0), T = x.size(1);
+    auto q = q_proj(x).view({B, T, heads_, head_dim_}).transpose(1, 2);
+    auto k = k_proj(x).view({B, T, kv_heads_, head_dim_}).transpose(1, 2);
+    auto v = v_proj(x).view({B, T, kv_heads_, head_dim_}).transpose(1, 2);
+    q = q * cos + rotate_half(q) * sin;
+    k = k * cos + rotate_half(k) * sin;
+    if (kv_heads_ != heads_) {
+      // repeat_kv: each kv head serves heads/kv_heads consecutive query heads.
+      auto rep = heads_ / kv_heads_;
+      k = k.unsqueeze(2).expand({B, kv_heads_, rep, T, head_dim_}).reshape({B, heads_, T, head_dim_});
+      v = v.unsqueeze(2).expand({B, kv_heads_, rep, T, head_dim_}).reshape({B, heads_, T, head_dim_});
+    }
+    auto scores = torch::matmul(q, k.transpose(2, 3)) * (1.0 / std::sqrt(double(head_dim_)));
+    scores = scores + mask;
+    auto probs = torch::softmax(scores, -1, at::kFloat).to(q.scalar_type());
+    auto out = torch::matmul(probs, v).transpose(1, 2).reshape({B, T, heads_ * head_dim_});
+    return o_proj(out);
+  }
+
+  Linear q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, o_proj{nullptr};
+
+ private:
+  int64_t heads_, kv_heads_, head_dim_;
+};
+TORCH_MODULE(Attention);
+
+class MLPImpl : public torch::nn::Module {
+ public:
+  explicit MLPImpl(const ModelConfig& c) {
+    gate_proj = register_module("gate_proj", Linear(c.hidden_size, c.intermediate_size, c.mlp_bias));
+    up_proj = register_module("up_proj", Linear(c.hidden_size, c.intermediate_size, c.mlp_bias));
+    down_proj = register_module("down_proj", Linear(c.intermediate_size, c.hidden_size, c.mlp_bias));
+  }
+  at::Tensor forward(const at::Tensor& x) {
+    return down_proj(torch::silu(gate_proj(x)) * up_proj(x));
+  }
+  Linear gate_proj{nullptr}, up_proj{nullptr}, down_proj{nullptr};
+};
+TORCH_MODULE(MLP);
+
+class DecoderLayerImpl : public torch::nn::Module {
+ public:
+  explicit DecoderLayerImpl(const ModelConfig& c) {
+    self_attn = register_module("self_attn", Attention(c));
+    mlp = register_module("mlp", MLP(c));
+    input_layernorm = register_module("input_layernorm", RMSNorm(c.hidden_size, c.rms_norm_eps));
+    post_attention_layernorm =
+        register_module("post_attention_layernorm", RMSNorm(c.hidden_size, c.rms_norm_eps));
+  }
+  at::Tensor forward(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin,
+                     const at::Tensor& mask) {
+    auto h = x + self_attn(input_layernorm(x), cos, sin, mask);
+    return h + mlp(post_attention_layernorm(h));
+  }
+  Attention self_attn{nullptr};
+  MLP mlp{nullptr};
+  RMSNorm input_layernorm{nullptr}, post_attention_layernorm{nullptr};
+};
+TORCH_MODULE(DecoderLayer);
+
+class LlamaModelImpl : public torch::nn::Module {
+ public:
+  explicit LlamaModelImpl(const ModelConfig& c) {
+    embed_tokens = register_module("embed_tokens",
+                                   torch::nn::Embedding(c.vocab_size, c.hidden_size));
+    layers = register_module("layers", torch::nn::ModuleList());
+    for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
+      decoder.push_back(DecoderLayer(c));
+      layers->push_back(decoder.back());
+    }
+    norm = register_module("norm", RMSNorm(c.hidden_size, c.rms_norm_eps));
+  }
+  torch::nn::Embedding embed_tokens{nullptr};
+  torch::nn::ModuleList layers{nullptr};
+  std::vector<DecoderLayer> decoder;
+  RMSNorm norm{nullptr};
+};
+TORCH_MODULE(LlamaModel);
+
+class LlamaForCausalLM : public CausalLM {
+ public:
+  explicit LlamaForCausalLM(const ModelConfig& c) : config_(c) {
+    model = register_module("model", LlamaModel(c));
+    if (!c.tie_word_embeddings)
+      lm_head = register_module("lm_head", Linear(c.hidden_size, c.vocab_size, false));
+    inv_freq_ = rope_inv_freq(c);
+  }
+
+  at::Tensor forward(const at::Tensor& input_ids, const at::Tensor& attention_mask) override {
+    TORCH_CHECK(input_ids.dim() == 2, "input_ids must be [batch, seq]");
+    auto B = input_ids.size(0), T = input_ids.size(1);
+    auto h = model->embed_tokens(input_ids);
+    auto dtype = h.scalar_type();
+
+    // Positions 0..T-1 (right padding keeps them valid, as in HF without position_ids).
+    auto pos = torch::arange(T, torch::TensorOptions().dtype(at::kFloat));
+    auto freqs = torch::outer(pos, inv_freq_);
+    auto emb = torch::cat({freqs, freqs}, -1);
+    auto cos = emb.cos().to(dtype), sin = emb.sin().to(dtype);
+
+    // Additive mask with the dtype's lowest value where attention is not allowed (HF eager).
+    auto allowed = torch::ones({T, T}, torch::TensorOptions().dtype(at::kBool)).tril();
+    auto allowed4 = allowed.view({1, 1, T, T}).expand({B, 1, T, T});
+    if (attention_mask.defined())
+      allowed4 = allowed4.logical_and(attention_mask.to(at::kBool).view({B, 1, 1, T}));
+    auto lowest = dtype == at::kFloat ? std::numeric_limits<float>::lowest()
+                                      : (dtype == at::kDouble ? std::numeric_limits<double>::lowest() : -65504.0);
+    auto mask = torch::zeros({B, 1, T, T}, torch::TensorOptions().dtype(dtype))
+                    .masked_fill(allowed4.logical_not(), lowest);
+
+    for (auto& layer : model->decoder) h = layer(h, cos, sin, mask);
+    h = model->norm(h);
+    auto logits = lm_head ? lm_head(h)
+                          : torch::nn::functional::linear(h, model->embed_tokens->weight);
+    return logits.to(at::kFloat);
+  }
+
+  const ModelConfig& config() const override { return config_; }
+
+  LlamaModel model{nullptr};
+  Linear lm_head{nullptr};
+
+ private:
+  ModelConfig config_;
+  at::Tensor inv_freq_;
+};
+
+}  // namespace
+
+at::Tensor rope_inv_freq(const ModelConfig& c) {
+  auto d = c.head_dim;
+  auto idx = torch::arange(0, d, 2, torch::TensorOptions().dtype(at::kLong)).to(at::kFloat);
+  auto inv = 1.0 / torch::pow(c.rope_theta, idx / double(d));
+  const auto& rs = c.rope_scaling;
+  if (rs.type == "linear") return inv / rs.factor;
+  if (rs.type != "llama3") return inv;
+  // Llama 3.1 frequency rescaling: long wavelengths slowed by `factor`, short ones kept,
+  // a smooth blend in between.
+  double old_len = double(rs.original_max_position_embeddings);
+  double low_wl = old_len / rs.low_freq_factor, high_wl = old_len / rs.high_freq_factor;
+  auto wavelen = 2 * M_PI / inv;
+  auto scaled = torch::where(wavelen > low_wl, inv / rs.factor, inv);
+  auto smooth = (old_len / wavelen - rs.low_freq_factor) / (rs.high_freq_factor - rs.low_freq_factor);
+  auto smoothed = (1 - smooth) * scaled / rs.factor + smooth * scaled;
+  auto medium = (wavelen >= high_wl).logical_and(wavelen <= low_wl);
+  return torch::where(medium, smoothed, scaled);
+}
+
+std::shared_ptr<CausalLM> make_llama(const ModelConfig& config) {
+  return std::make_shared<LlamaForCausalLM>(config);
+}
+
+}  // namespace ftrun::models

@@ -1,1 +1,136 @@
-// placeholder
+// Family dispatch, HF-format load/save and the causal-LM loss (see model.h).
+#include "models/model.h"
+
+#include <torch/torch.h>
+
+#include <filesystem>
+#include <fstream>
+#include <set>
+#include <sstream>
+
+#include "models/llama.h"
+#include "models/safetensors.h"
+
+namespace fs = std::filesystem;
+
+namespace ftrun::models {
+
+std::vector<std::pair<std::string, Linear>> CausalLM::linears() {
+  std::vector<std::pair<std::string, Linear>> out;
+  for (const auto& item : named_modules("", /*include_self=*/false)) {
+    if (auto lin = std::dynamic_pointer_cast<LinearImpl>(item.value()))
+      out.emplace_back(item.key(), Linear(lin));
+  }
+  return out;
+}
+
+void CausalLM::record_base_parameters() {
+  base_names_.clear();
+  for (const auto& p : named_parameters()) base_names_.push_back(p.key());
+}
+
+std::shared_ptr<CausalLM> build_model(const ModelConfig& config) {
+  std::shared_ptr<CausalLM> m;
+  if (config.model_type == "llama" || config.model_type == "qwen2" || config.model_type == "mistral")
+    m = make_llama(config);
+  else
+    throw std::runtime_error(config.path + ": model_type '" + config.model_type + "' is not supported");
+  // HF _init_weights: normal(0, initializer_range) for linear and embedding weights, zero
+  // biases; norms stay at one.
+  double std_dev = config.raw.value("initializer_range", 0.02);
+  torch::NoGradGuard ng;
+  for (auto& p : m->named_parameters()) {
+    const auto& name = p.key();
+    if (name.find("norm") != std::string::npos) continue;
+    if (name.size() >= 5 && name.compare(name.size() - 5, 5, ".bias") == 0) p.value().zero_();
+    else p.value().normal_(0.0, std_dev);
+  }
+  m->record_base_parameters();
+  return m;
+}
+
+namespace {
+
+bool ignorable(const std::string& name, const ModelConfig& c) {
+  // Older checkpoints carry rotary buffers; tied models may still store lm_head.
+  if (name.find("rotary_emb.inv_freq") != std::string::npos) return true;
+  if (c.tie_word_embeddings && name == "lm_head.weight") return true;
+  return false;
+}
+
+std::string list_names(const std::vector<std::string>& names) {
+  std::ostringstream os;
+  for (size_t i = 0; i < names.size() && i < 10; ++i) os << (i ? ", " : "") << names[i];
+  if (names.size() > 10) os << ", ... (" << names.size() << " in all)";
+  return os.str();
+}
+
+}  // namespace
+
+void load_weights(CausalLM& model, const std::string& dir) {
+  auto tensors = st::load_all(dir);
+  const auto& cfg = model.config();
+  auto params = model.named_parameters();
+  std::set<std::string> base(model.base_parameter_names().begin(), model.base_parameter_names().end());
+  std::vector<std::string> missing, unexpected;
+  for (const auto& kv : tensors)
+    if (!params.contains(kv.first) && !ignorable(kv.first, cfg)) unexpected.push_back(kv.first);
+  for (const auto& name : base)
+    if (!tensors.count(name)) missing.push_back(name);
+  if (!missing.empty() || !unexpected.empty()) {
+    std::string msg = dir + ": checkpoint does not match the " + cfg.model_type + " model of " + cfg.path;
+    if (!missing.empty()) msg += "; missing tensors: " + list_names(missing);
+    if (!unexpected.empty()) msg += "; unexpected tensors: " + list_names(unexpected);
+    throw std::runtime_error(msg);
+  }
+  torch::NoGradGuard ng;
+  for (const auto& name : base) {
+    auto& dst = params[name];
+    const auto& src = tensors.at(name);
+    if (src.sizes() != dst.sizes()) {
+      std::ostringstream os;
+      os << dir << ": tensor '" << name << "' has shape " << src.sizes() << " but the model ("
+         << cfg.path << ") expects " << dst.sizes();
+      throw std::runtime_error(os.str());
+    }
+    dst.copy_(src);
+  }
+}
+
+std::shared_ptr<CausalLM> load_pretrained(const std::string& dir, at::ScalarType dtype) {
+  auto cfg = load_model_config(dir);
+  auto m = build_model(cfg);
+  load_weights(*m, dir);
+  m->to(dtype);
+  return m;
+}
+
+void save_pretrained(CausalLM& model, const std::string& dir, uint64_t max_shard_bytes) {
+  fs::create_directories(dir);
+  auto params = model.named_parameters();
+  st::NamedTensors tensors;
+  for (const auto& name : model.base_parameter_names())
+    tensors.emplace_back(name, params[name].detach());
+  st::save_model(dir, tensors, max_shard_bytes);
+  auto raw = model.config().raw;
+  auto tmp = (fs::path(dir) / "config.json.tmp").string();
+  {
+    std::ofstream out(tmp);
+    if (!out) throw std::runtime_error(tmp + ": cannot write");
+    out << raw.dump(2) << "\n";
+    if (!out) throw std::runtime_error(tmp + ": write failed");
+  }
+  fs::rename(tmp, fs::path(dir) / "config.json");
+}
+
+at::Tensor causal_lm_loss_sum(const at::Tensor& logits, const at::Tensor& labels, int64_t* count) {
+  auto T = logits.size(1);
+  auto shift_logits = logits.narrow(1, 0, T - 1).reshape({-1, logits.size(2)});
+  auto shift_labels = labels.narrow(1, 1, T - 1).reshape({-1});
+  if (count) *count = (shift_labels != -100).sum().item<int64_t>();
+  return torch::nn::functional::cross_entropy(
+      shift_logits, shift_labels,
+      torch::nn::functional::CrossEntropyFuncOptions().ignore_index(-100).reduction(torch::kSum));
+}
+
+}  // namespace ftrun::models

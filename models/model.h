@@ -24,6 +24,13 @@ class CausalLM : public torch::nn::Module {
   virtual const ModelConfig& config() const = 0;
   // Every Linear with its HF module path ("model.layers.0.mlp.down_proj").
   std::vector<std::pair<std::string, Linear>> linears();
+  // Names of the model's own parameters (what save_pretrained writes), recorded when the
+  // model is built so that adapter parameters added later are told apart.
+  const std::vector<std::string>& base_parameter_names() const { return base_names_; }
+  void record_base_parameters();
+
+ private:
+  std::vector<std::string> base_names_;
 };
 
 // A model of the family named by config.model_type with randomly initialised weights

@@ -1,1 +1,78 @@
-// placeholder
+// Metrics file and terminal progress (see metrics.h).
+#include "runtime/metrics.h"
+
+#include <unistd.h>
+
+#include <cstring>
+#include <iomanip>
+#include <sstream>
+#include <stdexcept>
+
+namespace ftrun::runtime {
+
+MetricsLog::MetricsLog(const std::string& path) : path_(path) {
+  f_ = std::fopen(path.c_str(), "w");
+  if (!f_) throw std::runtime_error(path + ": cannot open metrics file: " + std::strerror(errno));
+}
+
+MetricsLog::~MetricsLog() {
+  if (f_) std::fclose(f_);
+}
+
+void MetricsLog::write(const nlohmann::json& record) {
+  auto line = record.dump() + "\n";
+  if (std::fwrite(line.data(), 1, line.size(), f_) != line.size() || std::fflush(f_) != 0)
+    throw std::runtime_error(path_ + ": cannot write metrics: " + std::strerror(errno));
+}
+
+std::string format_record(const nlohmann::json& r) {
+  std::ostringstream os;
+  bool first = true;
+  for (const auto& kv : r.items()) {
+    os << (first ? "" : " | ") << kv.key() << " ";
+    first = false;
+    const auto& v = kv.value();
+    if (v.is_number_float()) {
+      double d = v.get<double>();
+      if (d != 0 && (std::abs(d) < 1e-3 || std::abs(d) >= 1e5)) os << std::scientific << std::setprecision(3) << d;
+      else os << std::fixed << std::setprecision(4) << d;
+      os.unsetf(std::ios::floatfield);
+    } else {
+      os << v.dump();
+    }
+  }
+  return os.str();
+}
+
+Progress::Progress(int64_t total, bool enabled)
+    : total_(total), enabled_(enabled), tty_(enabled && isatty(STDOUT_FILENO)),
+      start_(std::chrono::steady_clock::now()) {}
+
+void Progress::step(int64_t done) {
+  if (!tty_) return;
+  const int width = 30;
+  int filled = total_ > 0 ? int(width * done / total_) : width;
+  double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+  std::printf("\r[%s%s] %lld/%lld %.1fs %s", std::string(filled, '#').c_str(),
+              std::string(width - filled, '.').c_str(), (long long)done, (long long)total_, secs,
+              last_.c_str());
+  std::fflush(stdout);
+}
+
+void Progress::log(const nlohmann::json& record) {
+  if (!enabled_) return;
+  auto line = format_record(record);
+  if (tty_) {
+    std::printf("\r\033[K%s\n", line.c_str());
+  } else {
+    std::printf("%s\n", line.c_str());
+  }
+  std::fflush(stdout);
+}
+
+void Progress::finish() {
+  if (tty_) std::printf("\n");
+  std::fflush(stdout);
+}
+
+}  // namespace ftrun::runtime

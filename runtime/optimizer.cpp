@@ -1,1 +1,64 @@
-// placeholder
+// AdamW and gradient clipping (see optimizer.h).
+#include "runtime/optimizer.h"
+
+#include <torch/torch.h>
+
+#include <cmath>
+
+namespace ftrun::runtime {
+
+AdamW::AdamW(std::vector<at::Tensor> params, std::vector<bool> decay, AdamWOptions opts)
+    : params_(std::move(params)), decay_(std::move(decay)), o_(opts) {
+  TORCH_CHECK(decay_.size() == params_.size(), "AdamW: one decay flag per parameter");
+  for (const auto& p : params_) {
+    m_.push_back(torch::zeros_like(p, at::MemoryFormat::Preserve));
+    v_.push_back(torch::zeros_like(p, at::MemoryFormat::Preserve));
+  }
+}
+
+void AdamW::step(double lr) {
+  torch::NoGradGuard ng;
+  ++step_;
+  double bc1 = 1.0 - std::pow(o_.beta1, double(step_));
+  double bc2 = 1.0 - std::pow(o_.beta2, double(step_));
+  double step_size = lr / bc1;
+  double bc2_sqrt = std::sqrt(bc2);
+  for (size_t i = 0; i < params_.size(); ++i) {
+    auto& p = params_[i];
+    const auto& g = p.grad();
+    if (!g.defined()) continue;
+    if (decay_[i] && o_.weight_decay != 0) p.mul_(1.0 - lr * o_.weight_decay);
+    m_[i].lerp_(g, 1.0 - o_.beta1);
+    v_[i].mul_(o_.beta2).addcmul_(g, g, 1.0 - o_.beta2);
+    auto denom = (v_[i].sqrt() / bc2_sqrt).add_(o_.eps);
+    p.addcdiv_(m_[i], denom, -step_size);
+  }
+}
+
+void AdamW::zero_grad() {
+  for (auto& p : params_)
+    if (p.grad().defined()) p.mutable_grad() = at::Tensor();
+}
+
+bool decays(const std::string& name) {
+  auto has = [&](const char* s) { return name.find(s) != std::string::npos; };
+  return !(has("bias") || has("norm"));
+}
+
+double clip_grad_norm(const std::vector<at::Tensor>& params, double max_norm) {
+  torch::NoGradGuard ng;
+  std::vector<at::Tensor> norms;
+  for (const auto& p : params)
+    if (p.grad().defined()) norms.push_back(p.grad().norm(2).to(at::kFloat));
+  if (norms.empty()) return 0.0;
+  auto total = torch::stack(norms).norm(2);
+  double norm = total.item<double>();
+  if (max_norm > 0) {
+    auto coef = (max_norm / (total + 1e-6)).clamp_max(1.0);
+    for (const auto& p : params)
+      if (p.grad().defined()) p.grad().mul_(coef.to(p.grad().scalar_type()));
+  }
+  return norm;
+}
+
+}  // namespace ftrun::runtime

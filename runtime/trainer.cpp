@@ -1,1 +1,266 @@
-// placeholder
+// The training loop and the run around it (see trainer.h).
+#include "runtime/trainer.h"
+
+#include <torch/torch.h>
+
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+
+#include "data/chat_template.h"
+#include "data/dataset.h"
+#include "data/tokenizer.h"
+#include "runtime/metrics.h"
+
+namespace fs = std::filesystem;
+
+namespace ftrun::runtime {
+
+Stepper::Stepper(models::CausalLM& model, const peft::NamedTensors& trainable,
+                 const TrainingArgs& args, int64_t total_steps)
+    : model_(model),
+      params_([&] {
+        std::vector<at::Tensor> p;
+        for (const auto& kv : trainable) p.push_back(kv.second);
+        return p;
+      }()),
+      optimizer_(params_,
+                 [&] {
+                   std::vector<bool> d;
+                   for (const auto& kv : trainable) d.push_back(decays(kv.first));
+                   return d;
+                 }(),
+                 AdamWOptions{args.adam_beta1, args.adam_beta2, args.adam_epsilon, args.weight_decay}),
+      max_grad_norm_(args.max_grad_norm) {
+  schedule_.type = args.lr_scheduler_type;
+  schedule_.total_steps = total_steps;
+  schedule_.warmup_steps = warmup_steps_for(args.warmup_steps, args.warmup_ratio, total_steps);
+  schedule_.base_lr = args.learning_rate;
+}
+
+StepStats Stepper::step(const std::vector<data::Batch>& micro_batches) {
+  StepStats s;
+  for (const auto& b : micro_batches) {
+    s.label_tokens += b.num_label_tokens;
+    s.input_tokens += b.attention_mask.sum().item<int64_t>();
+  }
+  model_.train();
+  double loss_total = 0;
+  if (s.label_tokens > 0) {
+    for (const auto& b : micro_batches) {
+      auto logits = model_.forward(b.input_ids, b.attention_mask);
+      auto loss = models::causal_lm_loss_sum(logits, b.labels) / double(s.label_tokens);
+      loss.backward();
+      loss_total += loss.item<double>();
+    }
+  }
+  s.loss = loss_total;
+  s.grad_norm = clip_grad_norm(params_, max_grad_norm_);
+  s.lr = schedule_.lr(optimizer_.steps());
+  optimizer_.step(s.lr);
+  optimizer_.zero_grad();
+  return s;
+}
+
+double evaluate_loss(models::CausalLM& model, const std::vector<data::Sample>& samples,
+                     int64_t batch_size, int64_t pad_id) {
+  torch::NoGradGuard ng;
+  model.eval();
+  double sum = 0;
+  int64_t count = 0;
+  for (size_t i = 0; i < samples.size(); i += size_t(batch_size)) {
+    std::vector<const data::Sample*> group;
+    for (size_t k = i; k < samples.size() && k < i + size_t(batch_size); ++k) group.push_back(&samples[k]);
+    auto b = data::collate(group, pad_id);
+    if (b.num_label_tokens == 0) continue;
+    auto logits = model.forward(b.input_ids, b.attention_mask);
+    sum += models::causal_lm_loss_sum(logits, b.labels).item<double>();
+    count += b.num_label_tokens;
+  }
+  return count > 0 ? sum / double(count) : std::nan("");
+}
+
+std::string default_template(const std::string& model_type) {
+  if (model_type == "llama") return "llama3";
+  if (model_type == "qwen2") return "qwen";
+  return model_type;
+}
+
+namespace {
+
+std::vector<data::Sample> encode_file(const std::string& path, const data::ChatTemplate& tmpl,
+                                      const data::Tokenizer& tok, int64_t max_len) {
+  std::vector<data::Sample> out;
+  for (const auto& ex : data::read_dataset(path)) out.push_back(data::encode_example(ex, tmpl, tok, max_len));
+  return out;
+}
+
+void copy_tokenizer(const std::string& model_dir, const fs::path& dst) {
+  for (const char* f : {"tokenizer.model", "tokenizer_config.json", "tokenizer.json",
+                        "special_tokens_map.json", "vocab.json", "merges.txt"}) {
+    auto src = fs::path(model_dir) / f;
+    if (fs::exists(src)) fs::copy_file(src, dst / f, fs::copy_options::overwrite_existing);
+  }
+}
+
+void write_json(const fs::path& p, const nlohmann::json& j) {
+  std::ofstream out(p);
+  out << j.dump(2) << "\n";
+  if (!out) throw std::runtime_error(p.string() + ": write failed");
+}
+
+// Written into a hidden temp dir, marked COMPLETE and renamed, so a crash mid-save never
+// leaves a directory that looks like a finished checkpoint.
+void save_checkpoint(const Config& cfg, const peft::Strategy& strategy, int64_t step,
+                     const nlohmann::json& log_history) {
+  fs::path out(cfg.training_args.output_dir);
+  auto final_dir = out / ("checkpoint-" + std::to_string(step));
+  auto tmp = out / (".checkpoint-" + std::to_string(step) + ".tmp");
+  fs::remove_all(tmp);
+  fs::create_directories(tmp);
+  strategy.save(tmp.string(), cfg.model_dir);
+  copy_tokenizer(cfg.model_dir, tmp);
+  write_json(tmp / "trainer_state.json",
+             {{"global_step", step}, {"log_history", log_history}, {"world_size", 1},
+              {"strategy", strategy.name()}, {"seed", cfg.training_args.seed}});
+  { std::ofstream(tmp / "COMPLETE") << step << "\n"; }
+  fs::remove_all(final_dir);
+  fs::rename(tmp, final_dir);
+  auto limit = cfg.training_args.save_total_limit;
+  if (limit > 0) {
+    std::vector<std::pair<int64_t, fs::path>> found;
+    for (const auto& e : fs::directory_iterator(out)) {
+      auto name = e.path().filename().string();
+      if (name.rfind("checkpoint-", 0) == 0 && fs::exists(e.path() / "COMPLETE")) {
+        try {
+          found.emplace_back(std::stoll(name.substr(11)), e.path());
+        } catch (...) {
+        }
+      }
+    }
+    std::sort(found.begin(), found.end());
+    for (size_t i = 0; i + size_t(limit) < found.size(); ++i) fs::remove_all(found[i].second);
+  }
+}
+
+}  // namespace
+
+TrainSummary train(const Config& cfg, bool verbose) {
+  const auto& args = cfg.training_args;
+  if (cfg.model_dir.empty())
+    throw std::runtime_error(cfg.path + ": model_dir is not set (add `model_dir:` to the YAML, "
+                                        "or pass --model-dir / --set model_dir=...)");
+  if (cfg.peft_config.is_null())
+    throw std::runtime_error(cfg.path + ": peft_config is absent, which means full fine-tuning; "
+                                        "ftrun does not implement full SFT yet (use peft_type: LORA)");
+  for (const auto& w : cfg.warnings)
+    if (verbose) std::cerr << "warning: " << w << "\n";
+
+  torch::manual_seed(uint64_t(args.seed));
+  auto mc = models::load_model_config(cfg.model_dir);
+  auto tok = data::load_tokenizer(cfg.model_dir);
+  auto tmpl = data::make_template(cfg.chat_template.empty() ? default_template(mc.model_type) : cfg.chat_template);
+  int64_t max_len = cfg.max_input_length + cfg.max_output_length;
+  auto train_samples = encode_file(cfg.data_config.train_file, *tmpl, *tok, max_len);
+  std::vector<data::Sample> val_samples;
+  bool do_eval = args.eval_strategy != "no" && !cfg.data_config.val_file.empty();
+  if (do_eval) val_samples = encode_file(cfg.data_config.val_file, *tmpl, *tok, max_len);
+  int64_t pad_id = mc.pad_token_id >= 0 ? mc.pad_token_id : (mc.eos_token_id.empty() ? 0 : mc.eos_token_id[0]);
+
+  auto model = models::load_pretrained(cfg.model_dir);
+  auto strategy = peft::make_strategy(cfg.peft_config);
+  strategy->apply(*model);
+  auto trainable = strategy->trainable();
+  int64_t n_train = 0, n_total = 0;
+  for (const auto& kv : trainable) n_train += kv.second.numel();
+  for (const auto& p : model->parameters()) n_total += p.numel();
+
+  const int64_t bs = args.per_device_train_batch_size, accum = args.gradient_accumulation_steps;
+  const int64_t n = int64_t(train_samples.size());
+  const int64_t batches_per_epoch = (n + bs - 1) / bs;
+  const int64_t steps_per_epoch = std::max<int64_t>(1, batches_per_epoch / accum);
+  const int64_t total_steps = args.max_steps > 0
+                                  ? args.max_steps
+                                  : int64_t(std::ceil(args.num_train_epochs * double(steps_per_epoch)));
+  Stepper stepper(*model, trainable, args, total_steps);
+
+  fs::create_directories(args.output_dir);
+  MetricsLog metrics((fs::path(args.output_dir) / "metrics.jsonl").string());
+  Progress progress(total_steps, verbose);
+  if (verbose)
+    std::printf("ftrun: %s | %lld train samples | %lld steps | trainable %lld of %lld params (%.4f%%)\n",
+                strategy->name().c_str(), (long long)n, (long long)total_steps, (long long)n_train,
+                (long long)n_total, 100.0 * double(n_train) / double(n_total));
+
+  TrainSummary summary;
+  summary.output_dir = args.output_dir;
+  nlohmann::json history = nlohmann::json::array();
+  int64_t epoch = 0, cursor = 0;
+  auto order = data::epoch_order(n, uint64_t(args.seed), epoch);
+  double window_loss = 0;
+  int64_t window_steps = 0, window_tokens = 0;
+  auto window_start = std::chrono::steady_clock::now();
+
+  for (int64_t step = 0; step < total_steps; ++step) {
+    std::vector<data::Batch> micro;
+    for (int64_t a = 0; a < accum; ++a) {
+      if (cursor >= n) {
+        order = data::epoch_order(n, uint64_t(args.seed), ++epoch);
+        cursor = 0;
+      }
+      std::vector<const data::Sample*> group;
+      for (int64_t k = 0; k < bs && cursor < n; ++k) group.push_back(&train_samples[size_t(order[size_t(cursor++)])]);
+      micro.push_back(data::collate(group, pad_id));
+    }
+    auto st = stepper.step(micro);
+    summary.steps.push_back(st);
+    window_loss += st.loss;
+    window_steps += 1;
+    window_tokens += st.input_tokens;
+    int64_t done = step + 1;
+    double epoch_f = double(done) / double(steps_per_epoch);
+    bool log_now = args.logging_strategy == "steps" ? (args.logging_steps > 0 && done % args.logging_steps == 0)
+                                                    : false;
+    if (args.logging_strategy == "epoch" && done % steps_per_epoch == 0) log_now = true;
+    if (log_now || (done == total_steps && args.logging_strategy != "no")) {
+      double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - window_start).count();
+      nlohmann::json rec = {{"step", done},
+                            {"epoch", epoch_f},
+                            {"loss", window_loss / double(window_steps)},
+                            {"learning_rate", stepper.schedule().lr(done)},
+                            {"grad_norm", st.grad_norm},
+                            {"tokens_per_second", secs > 0 ? double(window_tokens) / secs : 0.0}};
+      metrics.write(rec);
+      history.push_back(rec);
+      progress.log(rec);
+      window_loss = 0;
+      window_steps = 0;
+      window_tokens = 0;
+      window_start = std::chrono::steady_clock::now();
+    }
+    int64_t eval_every = args.eval_steps > 0 ? args.eval_steps : args.logging_steps;
+    bool eval_now = do_eval && ((args.eval_strategy == "steps" && eval_every > 0 && done % eval_every == 0) ||
+                                (args.eval_strategy == "epoch" && done % steps_per_epoch == 0));
+    if (eval_now) {
+      double el = evaluate_loss(*model, val_samples, args.per_device_eval_batch_size, pad_id);
+      nlohmann::json rec = {{"step", done}, {"epoch", epoch_f}, {"eval_loss", el}};
+      metrics.write(rec);
+      history.push_back(rec);
+      progress.log(rec);
+    }
+    bool save_now = (args.save_strategy == "steps" && args.save_steps > 0 && done % args.save_steps == 0) ||
+                    (args.save_strategy == "epoch" && done % steps_per_epoch == 0);
+    if (save_now) save_checkpoint(cfg, *strategy, done, history);
+    progress.step(done);
+  }
+  progress.finish();
+  // Like trainer.save_model(): the final result sits in output_dir itself.
+  strategy->save(args.output_dir, cfg.model_dir);
+  copy_tokenizer(cfg.model_dir, args.output_dir);
+  if (verbose) std::printf("ftrun: saved %s adapter to %s\n", strategy->name().c_str(), args.output_dir.c_str());
+  return summary;
+}
+
+}  // namespace ftrun::runtime

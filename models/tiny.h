@@ -1,0 +1,29 @@
+// Tiny random models in exactly HF's on-disk form, for the embedded demo and tests.
+#pragma once
+#include <nlohmann/json.hpp>
+
+#include <cstdint>
+#include <string>
+
+namespace ftrun::models {
+
+struct TinySpec {
+  std::string model_type = "llama";  // llama | qwen2
+  int64_t vocab_size = 0;            // from the tokenizer
+  int64_t hidden_size = 64;
+  int64_t intermediate_size = 160;
+  int64_t num_hidden_layers = 2;
+  int64_t num_attention_heads = 4;
+  int64_t num_key_value_heads = 2;
+  int64_t max_position_embeddings = 512;
+  bool tie_word_embeddings = false;
+  int64_t bos_token_id = -1, eos_token_id = -1, pad_token_id = -1;
+  uint64_t seed = 42;
+};
+
+// The config.json transformers would write for such a model.
+nlohmann::json tiny_config(const TinySpec& spec);
+// Writes dir/config.json + dir/model.safetensors with random weights from spec.seed.
+void write_tiny_model(const std::string& dir, const TinySpec& spec);
+
+}  // namespace ftrun::models

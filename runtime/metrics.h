@@ -1,0 +1,42 @@
+// Where training reports go: a JSONL metrics file in output_dir (one object per logging or
+// evaluation step; evaluation keys carry the `eval_` prefix as in HF) and the terminal
+// (a progress bar on a TTY, plain lines otherwise).
+#pragma once
+#include <nlohmann/json.hpp>
+
+#include <chrono>
+#include <cstdio>
+#include <string>
+
+namespace ftrun::runtime {
+
+class MetricsLog {
+ public:
+  explicit MetricsLog(const std::string& path);  // truncates; error names the path
+  ~MetricsLog();
+  void write(const nlohmann::json& record);      // one line, flushed
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+  std::FILE* f_ = nullptr;
+};
+
+class Progress {
+ public:
+  Progress(int64_t total_steps, bool enabled);
+  void step(int64_t done);                         // redraws the bar on a TTY
+  void log(const nlohmann::json& record);          // prints a record as one line
+  void finish();
+
+ private:
+  int64_t total_;
+  bool enabled_, tty_;
+  std::chrono::steady_clock::time_point start_;
+  std::string last_;
+};
+
+// "loss 1.2345 | lr 4.9e-03 | ..." for a record.
+std::string format_record(const nlohmann::json& record);
+
+}  // namespace ftrun::runtime

@@ -1,0 +1,41 @@
+// AdamW with decoupled weight decay, the math of torch.optim.AdamW (amsgrad off), and
+// global-norm gradient clipping as torch.nn.utils.clip_grad_norm_. Single-process form;
+// the ZeRO engine shards the same update over flat buffers.
+#pragma once
+#include <ATen/core/Tensor.h>
+
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace ftrun::runtime {
+
+struct AdamWOptions {
+  double beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weight_decay = 0.0;
+};
+
+class AdamW {
+ public:
+  // decay[i] says whether params[i] gets weight decay (HF exempts biases and norm weights).
+  AdamW(std::vector<at::Tensor> params, std::vector<bool> decay, AdamWOptions opts);
+  void step(double lr);  // uses each param's .grad(); undefined grads are skipped
+  void zero_grad();
+  int64_t steps() const { return step_; }
+  const std::vector<at::Tensor>& exp_avg() const { return m_; }
+  const std::vector<at::Tensor>& exp_avg_sq() const { return v_; }
+
+ private:
+  std::vector<at::Tensor> params_, m_, v_;
+  std::vector<bool> decay_;
+  AdamWOptions o_;
+  int64_t step_ = 0;
+};
+
+// HF's rule for which parameters get weight decay: not biases, not normalisation weights.
+bool decays(const std::string& param_name);
+
+// Scales grads so their global L2 norm is at most max_norm (coefficient max/(norm+1e-6),
+// capped at 1); returns the norm before clipping. max_norm <= 0 only measures.
+double clip_grad_norm(const std::vector<at::Tensor>& params, double max_norm);
+
+}  // namespace ftrun::runtime

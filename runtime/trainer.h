@@ -1,0 +1,59 @@
+// The training loop. One optimizer step = gradient accumulation over micro-batches, with the
+// loss averaged over all label tokens of the accumulated batch (transformers >= 4.46
+// `num_items_in_batch`), global-norm clipping, the HF LR schedule and AdamW.
+#pragma once
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "data/collator.h"
+#include "models/model.h"
+#include "peft/strategy.h"
+#include "runtime/config.h"
+#include "runtime/optimizer.h"
+#include "runtime/schedule.h"
+
+namespace ftrun::runtime {
+
+struct StepStats {
+  double loss = 0;       // mean token loss of the accumulated batch
+  double grad_norm = 0;  // before clipping
+  double lr = 0;         // learning rate this step used
+  int64_t label_tokens = 0;
+  int64_t input_tokens = 0;  // non-padding tokens
+};
+
+// Owns the optimizer and schedule for a model whose trainable tensors are given.
+class Stepper {
+ public:
+  Stepper(models::CausalLM& model, const peft::NamedTensors& trainable, const TrainingArgs& args,
+          int64_t total_steps);
+  StepStats step(const std::vector<data::Batch>& micro_batches);
+  int64_t steps_done() const { return optimizer_.steps(); }
+  const Schedule& schedule() const { return schedule_; }
+
+ private:
+  models::CausalLM& model_;
+  std::vector<at::Tensor> params_;
+  AdamW optimizer_;
+  Schedule schedule_;
+  double max_grad_norm_;
+};
+
+// Mean token loss of `samples` under `model` (no grad), in batches of batch_size.
+double evaluate_loss(models::CausalLM& model, const std::vector<data::Sample>& samples,
+                     int64_t batch_size, int64_t pad_id);
+
+struct TrainSummary {
+  std::vector<StepStats> steps;
+  std::string output_dir;
+};
+
+// The whole run of `ftrun CONFIG.yaml`: tokenizer, data, model, strategy, loop, logs,
+// checkpoints, final adapter in output_dir. `verbose` prints progress to stdout.
+TrainSummary train(const Config& cfg, bool verbose = true);
+
+// The chat template a model family uses by default (llama -> llama3, qwen2 -> qwen).
+std::string default_template(const std::string& model_type);
+
+}  // namespace ftrun::runtime
