@@ -33,7 +33,9 @@ class ChatTemplate {
 // "llama3" for now; an unknown name is an error listing the known ones.
 std::unique_ptr<ChatTemplate> make_template(const std::string& name);
 
-// Renders (or takes, when pre-tokenized) one example and cuts it to max_length tokens.
+// Renders (or takes, when pre-tokenized) one example and cuts it to its first max_length
+// tokens (max_length <= 0: no cut). Errors name ex.where: a conversation without an assistant
+// turn, pre-tokenized ids outside the vocabulary (labels may also be -100).
 Sample encode_example(const Example& ex, const ChatTemplate& tmpl, const Tokenizer& tok,
                       int64_t max_length);
 

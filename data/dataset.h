@@ -4,6 +4,9 @@
 //   pre-tokenized: {"input_ids": [int...], "labels": [int...]}  (same length; -100 = no loss)
 // The form is detected per record. A record with a missing or wrong-typed field is an error
 // naming file:line (JSONL) or file[index] (JSON array) and the field; an empty file is an error.
+// Alpaca's user turn is instruction + "\n" + input (either alone when the other is empty);
+// optional fields may be null. Blank JSONL lines are skipped (line numbers still count them),
+// and a .json file that does not open with '[' is read as JSON Lines, as HF datasets does.
 #pragma once
 #include <cstdint>
 #include <string>

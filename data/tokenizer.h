@@ -25,6 +25,12 @@ class Tokenizer {
   virtual bool is_special(int64_t id) const = 0;
   // Stable hash of the vocabulary and specials (keys the tokenized-data cache).
   virtual std::string fingerprint() const = 0;
+  // Ids named by tokenizer_config.json's bos_token / eos_token; -1 when it names none.
+  virtual int64_t bos_id() const { return -1; }
+  virtual int64_t eos_id() const { return -1; }
+  // pad_token's id; without one, eos (HF's usual `pad_token = eos_token`), else 0. Padded
+  // positions carry attention_mask 0 and label -100, so the choice never reaches the loss.
+  virtual int64_t pad_id() const { return eos_id() >= 0 ? eos_id() : 0; }
 };
 
 // Loads the tokenizer of a model directory; errors name the directory and the missing file.
@@ -32,7 +38,11 @@ std::unique_ptr<Tokenizer> load_tokenizer(const std::string& dir);
 
 // Trains a sentencepiece model (BPE, byte fallback, deterministic: one thread, fixed seed)
 // on text_file and writes dir/tokenizer.model + dir/tokenizer_config.json with `specials`
-// appended after the learned vocabulary.
+// appended after the learned vocabulary (ids sp_size, sp_size + 1, ... in the given order).
+// The model is byte-exact: identity normalisation, whitespace kept, no dummy prefix, so
+// decode(encode(s)) == s and encode(a) + encode(b) decodes to a + b. When `specials` holds
+// Llama-3's names, the config also sets bos_token (<|begin_of_text|>), eos_token (<|eot_id|>,
+// else <|end_of_text|>) and pad_token (<|end_of_text|>).
 void train_tokenizer(const std::string& text_file, const std::string& dir, int vocab_size,
                      const std::vector<std::string>& specials);
 

@@ -10,6 +10,7 @@
 #include "models/tiny.h"
 #include "runtime/config.h"
 #include "runtime/generate.h"
+#include "runtime/pretrain.h"
 #include "runtime/trainer.h"
 
 namespace po = boost::program_options;
@@ -82,10 +83,13 @@ int cmd_make_tiny(const std::vector<std::string>& argv) {
   std::string out, corpus, model_type = "llama";
   int vocab = 512;
   uint64_t seed = 42;
+  runtime::PretrainOptions pre;
   opts.add_options()("help,h", "show help")("out", po::value(&out), "output directory")(
       "corpus", po::value(&corpus), "text file the tokenizer is trained on")(
       "vocab-size", po::value(&vocab), "sentencepiece vocabulary size (before specials)")(
-      "seed", po::value(&seed), "weight seed")("model-type", po::value(&model_type), "llama or qwen2");
+      "seed", po::value(&seed), "weight seed")("model-type", po::value(&model_type), "llama or qwen2")(
+      "pretrain-steps", po::value(&pre.steps)->default_value(pre.steps),
+      "next-token pre-training steps on the corpus (0 = leave the weights random)");
   po::positional_options_description pos;
   pos.add("out", 1);
   po::variables_map vm;
@@ -111,6 +115,14 @@ int cmd_make_tiny(const std::vector<std::string>& argv) {
   spec.pad_token_id = tok->special_id("<|end_of_text|>");
   spec.seed = seed;
   models::write_tiny_model(tmp, spec);
+  if (pre.steps > 0) {
+    // Pre-train so the demo fine-tunes a base that already models the text.
+    auto model = models::load_pretrained(tmp);
+    pre.seed = seed;
+    double loss = runtime::pretrain_on_text(*model, *tok, corpus, spec.bos_token_id, pre);
+    models::save_pretrained(*model, tmp);
+    std::cout << "ftrun: pre-trained the tiny model for " << pre.steps << " steps (final loss " << loss << ")\n";
+  }
   fs::remove_all(out);
   fs::rename(tmp, out);
   std::cout << "ftrun: wrote tiny " << model_type << " model (vocab " << spec.vocab_size << ") to " << out << "\n";

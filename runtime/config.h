@@ -73,4 +73,9 @@ Config load_config(const std::string& yaml_path, const std::vector<std::string>&
 // The known key closest to `key` by edit distance ("" when nothing is reasonably close).
 std::string closest_key(const std::string& key, const std::vector<std::string>& known);
 
+// A plain (unquoted) YAML scalar typed by the YAML 1.2 core schema, as ruamel.yaml reads the
+// demo's configs: null/~/"" -> null, true/True/TRUE/false/... -> bool, 42/0x2A/0o52 -> integer,
+// 5e-4/1.0e9/.5/.inf/.nan -> float, anything else (yes, on, 1_000) -> string.
+nlohmann::json yaml12_scalar(const std::string& text);
+
 }  // namespace ftrun::runtime
