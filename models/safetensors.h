@@ -35,6 +35,8 @@ class File {
  public:
   static std::shared_ptr<File> open(const std::string& path);  // validates the whole header
   ~File();
+  File(const File&) = delete;  // owns the mapping
+  File& operator=(const File&) = delete;
   const std::string& path() const { return path_; }
   const std::vector<TensorInfo>& tensors() const { return infos_; }
   const std::map<std::string, std::string>& metadata() const { return metadata_; }
@@ -54,9 +56,10 @@ class File {
 
 using NamedTensors = std::vector<std::pair<std::string, at::Tensor>>;
 
-// Writes one file atomically (temp file + rename). Tensors are made contiguous and written
-// in the reference writer's order (decreasing dtype alignment, then name); the header is
-// padded with spaces so the data starts 8-aligned. metadata defaults to {"format": "pt"}.
+// Writes one file atomically (temp file + rename). Tensors are copied to the CPU if needed,
+// made contiguous and written in the reference writer's order (decreasing dtype alignment,
+// then name); the header is padded with spaces so the data starts 8-aligned. metadata
+// defaults to {"format": "pt"}; an empty map omits "__metadata__".
 void save(const std::string& path, const NamedTensors& tensors,
           const std::map<std::string, std::string>& metadata = {{"format", "pt"}});
 
@@ -66,6 +69,8 @@ std::map<std::string, at::Tensor> load_all(const std::string& path_or_dir);
 
 // Writes `model.safetensors`, or when the tensors exceed max_shard_bytes, greedy shards in
 // the given order as model-0000i-of-0000n.safetensors plus the index (huggingface_hub rules).
+// Creates dir if needed; model*.safetensors files and an index left by an earlier save are
+// removed once the new files are written.
 void save_model(const std::string& dir, const NamedTensors& tensors,
                 uint64_t max_shard_bytes = 5'000'000'000ull);
 
