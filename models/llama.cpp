@@ -139,7 +139,8 @@ class LlamaForCausalLM : public CausalLM {
   at::Tensor forward(const at::Tensor& input_ids, const at::Tensor& attention_mask) override {
     TORCH_CHECK(input_ids.dim() == 2, "input_ids must be [batch, seq]");
     auto B = input_ids.size(0), T = input_ids.size(1);
-    auto h = model->embed_tokens(input_ids);
+    auto embed = model->embed_tokens;
+    auto h = run_unit(0, [embed](const at::Tensor& ids) mutable { return embed(ids); }, input_ids);
     auto dtype = h.scalar_type();
 
     // Positions 0..T-1 (right padding keeps them valid, as in HF without position_ids).
@@ -158,14 +159,27 @@ class LlamaForCausalLM : public CausalLM {
     auto mask = torch::zeros({B, 1, T, T}, torch::TensorOptions().dtype(dtype))
                     .masked_fill(allowed4.logical_not(), lowest);
 
-    for (auto& layer : model->decoder) h = layer(h, cos, sin, mask);
-    h = model->norm(h);
-    auto logits = lm_head ? lm_head(h)
-                          : torch::nn::functional::linear(h, model->embed_tokens->weight);
+    int64_t unit = 1;
+    for (auto& layer : model->decoder) {
+      h = run_unit(unit++, [layer, cos, sin, mask](const at::Tensor& x) mutable { return layer(x, cos, sin, mask); }, h);
+    }
+    auto norm = model->norm;
+    auto head = lm_head;
+    auto logits = run_unit(unit, [norm, head, embed](const at::Tensor& x) mutable {
+      auto y = norm(x);
+      return head ? head(y) : torch::nn::functional::linear(y, embed->weight);
+    }, h);
     return logits.to(at::kFloat);
   }
 
   const ModelConfig& config() const override { return config_; }
+
+  std::vector<std::vector<std::string>> unit_prefixes() const override {
+    std::vector<std::vector<std::string>> u = {{"model.embed_tokens."}};
+    for (int64_t i = 0; i < config_.num_hidden_layers; ++i) u.push_back({"model.layers." + std::to_string(i) + "."});
+    u.push_back({"model.norm.", "lm_head."});
+    return u;
+  }
 
   LlamaModel model{nullptr};
   Linear lm_head{nullptr};

@@ -6,6 +6,7 @@
 #pragma once
 #include <torch/nn/module.h>
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <utility>
@@ -29,8 +30,26 @@ class CausalLM : public torch::nn::Module {
   const std::vector<std::string>& base_parameter_names() const { return base_names_; }
   void record_base_parameters();
 
+  // Units are the model's natural blocks in forward order (embedding, each decoder layer,
+  // final norm + head). The model runs every unit through a runner that by default just
+  // calls it; the ZeRO engine (and activation checkpointing) install their own from outside,
+  // so the model itself knows nothing about sharding. A unit function must capture what it
+  // needs by value: a runner may call it again during backward (recompute).
+  using UnitFn = std::function<at::Tensor(const at::Tensor& input)>;
+  using UnitRunner = std::function<at::Tensor(int64_t unit, const UnitFn& fn, const at::Tensor& input)>;
+  void set_unit_runner(UnitRunner runner) { runner_ = std::move(runner); }
+  // The parameter-name prefixes of each unit, in forward order. A parameter belongs to the
+  // first unit with a prefix it starts with. The default is one unit holding everything.
+  virtual std::vector<std::vector<std::string>> unit_prefixes() const { return {{""}}; }
+
+ protected:
+  at::Tensor run_unit(int64_t unit, const UnitFn& fn, const at::Tensor& input) {
+    return runner_ ? runner_(unit, fn, input) : fn(input);
+  }
+
  private:
   std::vector<std::string> base_names_;
+  UnitRunner runner_;
 };
 
 // A model of the family named by config.model_type with randomly initialised weights

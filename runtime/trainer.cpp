@@ -19,21 +19,21 @@ namespace fs = std::filesystem;
 namespace ftrun::runtime {
 
 Stepper::Stepper(models::CausalLM& model, const peft::NamedTensors& trainable,
-                 const TrainingArgs& args, int64_t total_steps)
-    : model_(model),
-      params_([&] {
-        std::vector<at::Tensor> p;
-        for (const auto& kv : trainable) p.push_back(kv.second);
-        return p;
-      }()),
-      optimizer_(params_,
-                 [&] {
-                   std::vector<bool> d;
-                   for (const auto& kv : trainable) d.push_back(decays(kv.first));
-                   return d;
-                 }(),
-                 AdamWOptions{args.adam_beta1, args.adam_beta2, args.adam_epsilon, args.weight_decay}),
+                 const TrainingArgs& args, int64_t total_steps, std::shared_ptr<sharding::Comm> comm,
+                 int zero_stage, bool keep_params)
+    : model_(model), comm_(comm ? std::move(comm) : sharding::make_single_comm()),
       max_grad_norm_(args.max_grad_norm) {
+  std::vector<at::Tensor> params;
+  std::vector<bool> decay;
+  for (const auto& kv : trainable) {
+    params.push_back(kv.second);
+    decay.push_back(sharding::decays(kv.first));
+  }
+  sharding::ZeroConfig zc;
+  zc.stage = zero_stage;
+  zc.keep_params = keep_params;
+  zc.adam = {args.adam_beta1, args.adam_beta2, args.adam_epsilon, args.weight_decay};
+  engine_ = std::make_unique<sharding::ZeroEngine>(model, params, decay, comm_, zc);
   schedule_.type = args.lr_scheduler_type;
   schedule_.total_steps = total_steps;
   schedule_.warmup_steps = warmup_steps_for(args.warmup_steps, args.warmup_ratio, total_steps);
@@ -42,25 +42,33 @@ Stepper::Stepper(models::CausalLM& model, const peft::NamedTensors& trainable,
 
 StepStats Stepper::step(const std::vector<data::Batch>& micro_batches) {
   StepStats s;
+  int64_t local_labels = 0, local_inputs = 0;
   for (const auto& b : micro_batches) {
-    s.label_tokens += b.num_label_tokens;
-    s.input_tokens += b.attention_mask.sum().item<int64_t>();
+    local_labels += b.num_label_tokens;
+    local_inputs += b.attention_mask.sum().item<int64_t>();
   }
+  // Token counts of the whole global batch (exact in float64 far beyond any batch size).
+  auto counts = torch::tensor({double(local_labels), double(local_inputs)}, torch::kDouble);
+  if (comm_->world_size() > 1) comm_->all_reduce_sum(counts);
+  s.label_tokens = int64_t(counts[0].item<double>());
+  s.input_tokens = int64_t(counts[1].item<double>());
   model_.train();
-  double loss_total = 0;
+  engine_->begin();
+  double loss_local = 0;
   if (s.label_tokens > 0) {
     for (const auto& b : micro_batches) {
       auto logits = model_.forward(b.input_ids, b.attention_mask);
       auto loss = models::causal_lm_loss_sum(logits, b.labels) / double(s.label_tokens);
-      loss.backward();
-      loss_total += loss.item<double>();
+      engine_->backward(loss);
+      loss_local += loss.item<double>();
     }
   }
-  s.loss = loss_total;
-  s.grad_norm = clip_grad_norm(params_, max_grad_norm_);
-  s.lr = schedule_.lr(optimizer_.steps());
-  optimizer_.step(s.lr);
-  optimizer_.zero_grad();
+  auto loss_t = torch::tensor({loss_local}, torch::kDouble);
+  if (comm_->world_size() > 1) comm_->all_reduce_sum(loss_t);
+  s.loss = loss_t.item<double>();
+  s.grad_norm = engine_->reduce_and_clip(max_grad_norm_);
+  s.lr = schedule_.lr(engine_->steps());
+  engine_->step(s.lr);
   return s;
 }
 

@@ -10,7 +10,8 @@
 #include "models/model.h"
 #include "peft/strategy.h"
 #include "runtime/config.h"
-#include "runtime/optimizer.h"
+#include "sharding/comm.h"
+#include "sharding/zero.h"
 #include "runtime/schedule.h"
 
 namespace ftrun::runtime {
@@ -23,19 +24,23 @@ struct StepStats {
   int64_t input_tokens = 0;  // non-padding tokens
 };
 
-// Owns the optimizer and schedule for a model whose trainable tensors are given.
+// One optimizer step across all ranks: the trainable tensors go to a ZeRO engine of the
+// configured stage over `comm` (a world of one when null). Each rank passes its own
+// micro-batches; the loss is divided by the label tokens of the whole global batch.
 class Stepper {
  public:
   Stepper(models::CausalLM& model, const peft::NamedTensors& trainable, const TrainingArgs& args,
-          int64_t total_steps);
+          int64_t total_steps, std::shared_ptr<sharding::Comm> comm = nullptr, int zero_stage = 0,
+          bool keep_params = false);
   StepStats step(const std::vector<data::Batch>& micro_batches);
-  int64_t steps_done() const { return optimizer_.steps(); }
+  int64_t steps_done() const { return engine_->steps(); }
   const Schedule& schedule() const { return schedule_; }
+  sharding::ZeroEngine& engine() { return *engine_; }
 
  private:
   models::CausalLM& model_;
-  std::vector<at::Tensor> params_;
-  AdamW optimizer_;
+  std::shared_ptr<sharding::Comm> comm_;
+  std::unique_ptr<sharding::ZeroEngine> engine_;
   Schedule schedule_;
   double max_grad_norm_;
 };

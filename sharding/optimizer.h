@@ -1,6 +1,6 @@
 // AdamW with decoupled weight decay, the math of torch.optim.AdamW (amsgrad off), and
 // global-norm gradient clipping as torch.nn.utils.clip_grad_norm_. Single-process form;
-// the ZeRO engine shards the same update over flat buffers.
+// the ZeRO engine runs it on flat shards.
 #pragma once
 #include <ATen/core/Tensor.h>
 
@@ -8,7 +8,7 @@
 #include <utility>
 #include <vector>
 
-namespace ftrun::runtime {
+namespace ftrun::sharding {
 
 struct AdamWOptions {
   double beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weight_decay = 0.0;
@@ -19,6 +19,8 @@ class AdamW {
   // decay[i] says whether params[i] gets weight decay (HF exempts biases and norm weights).
   AdamW(std::vector<at::Tensor> params, std::vector<bool> decay, AdamWOptions opts);
   void step(double lr);  // uses each param's .grad(); undefined grads are skipped
+  // The same with gradients given explicitly (flat shards have no .grad()).
+  void step(double lr, const std::vector<at::Tensor>& grads);
   void zero_grad();
   int64_t steps() const { return step_; }
   const std::vector<at::Tensor>& exp_avg() const { return m_; }
@@ -38,4 +40,4 @@ bool decays(const std::string& param_name);
 // capped at 1); returns the norm before clipping. max_norm <= 0 only measures.
 double clip_grad_norm(const std::vector<at::Tensor>& params, double max_norm);
 
-}  // namespace ftrun::runtime
+}  // namespace ftrun::sharding

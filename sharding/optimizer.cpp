@@ -1,11 +1,11 @@
 // AdamW and gradient clipping (see optimizer.h).
-#include "runtime/optimizer.h"
+#include "sharding/optimizer.h"
 
 #include <torch/torch.h>
 
 #include <cmath>
 
-namespace ftrun::runtime {
+namespace ftrun::sharding {
 
 AdamW::AdamW(std::vector<at::Tensor> params, std::vector<bool> decay, AdamWOptions opts)
     : params_(std::move(params)), decay_(std::move(decay)), o_(opts) {
@@ -17,6 +17,13 @@ AdamW::AdamW(std::vector<at::Tensor> params, std::vector<bool> decay, AdamWOptio
 }
 
 void AdamW::step(double lr) {
+  std::vector<at::Tensor> grads;
+  for (const auto& p : params_) grads.push_back(p.grad());
+  step(lr, grads);
+}
+
+void AdamW::step(double lr, const std::vector<at::Tensor>& grads) {
+  TORCH_CHECK(grads.size() == params_.size(), "AdamW: one gradient per parameter");
   torch::NoGradGuard ng;
   ++step_;
   double bc1 = 1.0 - std::pow(o_.beta1, double(step_));
@@ -25,7 +32,7 @@ void AdamW::step(double lr) {
   double bc2_sqrt = std::sqrt(bc2);
   for (size_t i = 0; i < params_.size(); ++i) {
     auto& p = params_[i];
-    const auto& g = p.grad();
+    const auto& g = grads[i];
     if (!g.defined()) continue;
     if (decay_[i] && o_.weight_decay != 0) p.mul_(1.0 - lr * o_.weight_decay);
     m_[i].lerp_(g, 1.0 - o_.beta1);
@@ -61,4 +68,4 @@ double clip_grad_norm(const std::vector<at::Tensor>& params, double max_norm) {
   return norm;
 }
 
-}  // namespace ftrun::runtime
+}  // namespace ftrun::sharding

@@ -1,0 +1,442 @@
+// The ZeRO engine (see zero.h): flat per-unit buffers, per-stage gradient reduction,
+// sharded AdamW, and stage-3 gather/recompute through a custom autograd function.
+#include "sharding/zero.h"
+
+#include <torch/csrc/autograd/function.h>
+#include <torch/csrc/autograd/utils/lambda_post_hook.h>
+#include <torch/torch.h>
+#include <ATen/CPUGeneratorImpl.h>
+
+#include <cmath>
+#include <set>
+#include <sstream>
+
+namespace ftrun::sharding {
+
+namespace {
+
+uint64_t bytes_of(const at::Tensor& t) { return t.defined() ? uint64_t(t.numel()) * t.element_size() : 0; }
+
+struct Slot {
+  std::string name;
+  at::Tensor param;  // the model's parameter (rebound to views of the flat buffer)
+  std::vector<int64_t> shape;
+  int64_t offset = 0, numel = 0;
+  bool decay = false;
+};
+
+// One flat buffer: slots packed in model order, padded to a multiple of the world size.
+struct Flat {
+  std::vector<Slot> slots;
+  at::ScalarType dtype = at::kFloat;
+  int64_t numel = 0, padded = 0, shard = 0;
+  at::Tensor full;   // [padded] when present (always for trainable under stages 0-2)
+  at::Tensor local;  // [shard] the owned slice (stage 3's persistent storage)
+
+  void add(const std::string& name, const at::Tensor& p, bool decay) {
+    if (!slots.empty() && p.scalar_type() != dtype) {
+      throw std::runtime_error("ZeRO: parameter " + name + " has dtype " + std::string(c10::toString(p.scalar_type())) +
+                               " but its unit's other parameters are " + c10::toString(dtype) +
+                               " (one dtype per unit is supported)");
+    }
+    dtype = p.scalar_type();
+    slots.push_back({name, p, p.sizes().vec(), numel, p.numel(), decay});
+    numel += p.numel();
+  }
+  void finish(int world) {
+    padded = (numel + world - 1) / world * world;
+    shard = padded / world;
+  }
+  // Packs the parameters' current values (which every rank holds at construction).
+  at::Tensor pack() const {
+    auto flat = torch::zeros({padded}, torch::TensorOptions().dtype(dtype));
+    for (const auto& s : slots) flat.narrow(0, s.offset, s.numel).copy_(s.param.detach().reshape({-1}));
+    return flat;
+  }
+  void bind(const at::Tensor& storage) {
+    for (auto& s : slots) s.param.set_data(storage.narrow(0, s.offset, s.numel).view(s.shape));
+  }
+  void unbind() {
+    auto empty = torch::empty({0}, torch::TensorOptions().dtype(dtype));
+    for (auto& s : slots) s.param.set_data(empty);
+  }
+};
+
+}  // namespace
+
+struct ZeroEngine::Impl {
+  struct Unit {
+    int64_t index = 0;
+    Flat train, frozen;
+    at::Tensor grad_full;   // stages 0/1: [padded]
+    at::Tensor grad_shard;  // stages 1-3: [shard]
+    int pending = 0;        // stage 2 / keep_params: trainable grads still to arrive this micro-batch
+    bool gathered = false;
+  };
+
+  models::CausalLM& model;
+  Comm& comm;
+  ZeroConfig cfg;
+  int rank, world;
+  std::vector<Unit> units;
+  std::unique_ptr<AdamW> optimizer;
+  std::vector<at::Tensor> opt_grads;  // views matching the optimizer's parameter segments
+  std::vector<std::shared_ptr<torch::autograd::Node>> accumulators;  // keep post-hooks alive
+  std::vector<models::CausalLM::UnitFn> saved_fns;  // stage 3: unit functions of this step
+  at::Tensor token;                                 // makes every unit output require grad
+  uint64_t gathered_bytes = 0, peak_gathered = 0;
+
+  Impl(models::CausalLM& m, Comm& c, ZeroConfig config) : model(m), comm(c), cfg(config) {
+    rank = comm.rank();
+    world = comm.world_size();
+  }
+
+  bool sharded_params() const { return cfg.stage == 3; }
+
+  // --- gathering (stage 3) -------------------------------------------------------------
+  void gather(Unit& u) {
+    if (u.gathered) return;
+    for (Flat* f : {&u.train, &u.frozen}) {
+      if (f->slots.empty()) continue;
+      f->full = torch::empty({f->padded}, torch::TensorOptions().dtype(f->dtype));
+      comm.all_gather(f->local, f->full);
+      f->bind(f->full);
+      gathered_bytes += bytes_of(f->full);
+    }
+    peak_gathered = std::max(peak_gathered, gathered_bytes);
+    u.gathered = true;
+  }
+  void release(Unit& u) {
+    if (!u.gathered) return;
+    for (Flat* f : {&u.train, &u.frozen}) {
+      if (f->slots.empty()) continue;
+      gathered_bytes -= bytes_of(f->full);
+      f->unbind();
+      f->full = at::Tensor();
+    }
+    u.gathered = false;
+  }
+
+  // --- gradient reduction --------------------------------------------------------------
+  // Packs the unit's parameter grads (full size) into a flat buffer and resets them.
+  at::Tensor take_grads(Unit& u) {
+    auto flat = torch::zeros({u.train.padded}, torch::TensorOptions().dtype(u.train.dtype));
+    for (auto& s : u.train.slots) {
+      auto& g = s.param.mutable_grad();
+      if (g.defined()) flat.narrow(0, s.offset, s.numel).copy_(g.reshape({-1}));
+      g = at::Tensor();
+    }
+    return flat;
+  }
+  void reduce_scatter_into_shard(Unit& u, const at::Tensor& flat) {
+    auto part = torch::empty({u.train.shard}, flat.options());
+    comm.reduce_scatter_sum(flat, part);
+    u.grad_shard.add_(part);
+  }
+  bool has_pending_grads(const Unit& u) const {
+    for (const auto& s : u.train.slots)
+      if (s.param.grad().defined()) return true;
+    return false;
+  }
+
+  void on_grad_ready(size_t unit_index) {
+    auto& u = units[unit_index];
+    if (--u.pending > 0) return;
+    reduce_scatter_into_shard(u, take_grads(u));
+  }
+
+  void install_grad_hooks() {
+    for (size_t ui = 0; ui < units.size(); ++ui) {
+      for (auto& s : units[ui].train.slots) {
+        auto acc = torch::autograd::impl::grad_accumulator(s.param);
+        acc->add_post_hook(std::make_unique<torch::autograd::utils::LambdaPostHook>(
+            [this, ui](const torch::autograd::variable_list& outputs, const torch::autograd::variable_list&) {
+              on_grad_ready(ui);
+              return outputs;
+            }));
+        accumulators.push_back(acc);
+      }
+    }
+  }
+};
+
+namespace {
+
+// Stage 3 with recompute: forward gathers the unit, runs it without grad, frees it, and
+// keeps only the input; backward gathers again, recomputes with grad, back-propagates,
+// reduce-scatters the unit's grads and frees.
+struct UnitFunction : public torch::autograd::Function<UnitFunction> {
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x, const at::Tensor& token,
+                            int64_t impl_ptr, int64_t unit, int64_t fn_index) {
+    auto* impl = reinterpret_cast<ZeroEngine::Impl*>(impl_ptr);
+    auto& u = impl->units[size_t(unit)];
+    ctx->saved_data["impl"] = impl_ptr;
+    ctx->saved_data["unit"] = unit;
+    ctx->saved_data["fn"] = fn_index;
+    ctx->saved_data["rng"] = at::detail::getDefaultCPUGenerator().get_state();
+    ctx->save_for_backward({x});
+    impl->gather(u);
+    at::Tensor out;
+    {
+      torch::NoGradGuard ng;
+      out = impl->saved_fns[size_t(fn_index)](x);
+    }
+    impl->release(u);
+    (void)token;
+    return out;
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grad_out) {
+    auto* impl = reinterpret_cast<ZeroEngine::Impl*>(ctx->saved_data["impl"].toInt());
+    auto unit = ctx->saved_data["unit"].toInt();
+    auto& u = impl->units[size_t(unit)];
+    auto x = ctx->get_saved_variables()[0];
+    bool want_input_grad = x.is_floating_point();
+    at::Tensor grad_x;
+    if (want_input_grad || !u.train.slots.empty()) {
+      impl->gather(u);
+      auto xin = x.detach();
+      if (want_input_grad) xin.requires_grad_(true);
+      auto gen = at::detail::getDefaultCPUGenerator();
+      auto current = gen.get_state();
+      gen.set_state(ctx->saved_data["rng"].toTensor());
+      at::Tensor out;
+      {
+        torch::AutoGradMode enable(true);
+        out = impl->saved_fns[size_t(ctx->saved_data["fn"].toInt())](xin);
+      }
+      gen.set_state(current);
+      if (out.requires_grad() && grad_out[0].defined()) torch::autograd::backward({out}, {grad_out[0]});
+      if (want_input_grad) grad_x = xin.grad();
+      if (!u.train.slots.empty()) impl->reduce_scatter_into_shard(u, impl->take_grads(u));
+      impl->release(u);
+    }
+    return {grad_x, torch::zeros({}), at::Tensor(), at::Tensor(), at::Tensor()};
+  }
+};
+
+}  // namespace
+
+ZeroEngine::ZeroEngine(models::CausalLM& model, const std::vector<at::Tensor>& trainable,
+                       const std::vector<bool>& decay, std::shared_ptr<Comm> comm, ZeroConfig cfg)
+    : cfg_(cfg), comm_(std::move(comm)) {
+  if (cfg.stage < 0 || cfg.stage > 3) throw std::invalid_argument("ZeRO stage must be 0, 1, 2 or 3");
+  if (decay.size() != trainable.size()) throw std::invalid_argument("ZeRO: one decay flag per trainable tensor");
+  impl_ = std::make_unique<Impl>(model, *comm_, cfg);
+  auto& I = *impl_;
+
+  std::map<const void*, size_t> train_index;
+  for (size_t i = 0; i < trainable.size(); ++i) {
+    if (trainable[i].scalar_type() != at::kFloat)
+      throw std::runtime_error("ZeRO: trainable tensors must be fp32 (they are the master weights)");
+    train_index[trainable[i].unsafeGetTensorImpl()] = i;
+  }
+  auto prefixes = model.unit_prefixes();
+  I.units.resize(prefixes.size());
+  for (size_t u = 0; u < prefixes.size(); ++u) I.units[u].index = int64_t(u);
+  size_t matched = 0;
+  for (auto& item : model.named_parameters()) {
+    const auto& name = item.key();
+    size_t unit = prefixes.size();
+    for (size_t u = 0; u < prefixes.size() && unit == prefixes.size(); ++u)
+      for (const auto& pre : prefixes[u])
+        if (name.compare(0, pre.size(), pre) == 0) {
+          unit = u;
+          break;
+        }
+    if (unit == prefixes.size()) throw std::runtime_error("ZeRO: parameter " + name + " belongs to no unit of the model");
+    auto it = train_index.find(item.value().unsafeGetTensorImpl());
+    if (it != train_index.end()) {
+      I.units[unit].train.add(name, item.value(), decay[it->second]);
+      ++matched;
+    } else if (I.sharded_params()) {
+      I.units[unit].frozen.add(name, item.value(), false);
+    }
+  }
+  if (matched != trainable.size())
+    throw std::runtime_error("ZeRO: " + std::to_string(trainable.size() - matched) +
+                             " trainable tensors are not parameters of the model");
+
+  // Grad accumulators record the parameter's shape when created: make them while the
+  // parameters still hold their full values, before stage 3 unbinds them.
+  if (cfg.stage == 2 || (cfg.stage == 3 && cfg.keep_params)) I.install_grad_hooks();
+
+  // Buffers, bindings and the optimizer's segments (the owned part of each slot).
+  std::vector<at::Tensor> seg_params;
+  std::vector<bool> seg_decay;
+  for (auto& u : I.units) {
+    u.train.finish(I.world);
+    u.frozen.finish(I.world);
+    if (I.sharded_params()) {
+      for (Flat* f : {&u.train, &u.frozen}) {
+        if (f->slots.empty()) continue;
+        f->local = f->pack().narrow(0, int64_t(I.rank) * f->shard, f->shard).clone();
+        f->unbind();
+      }
+    } else if (!u.train.slots.empty()) {
+      u.train.full = u.train.pack();
+      u.train.bind(u.train.full);
+    }
+    if (u.train.slots.empty()) continue;
+    if (cfg.stage == 0) u.grad_full = torch::zeros({u.train.padded});
+    if (cfg.stage >= 1) u.grad_shard = torch::zeros({u.train.shard});
+    int64_t lo = cfg.stage == 0 ? 0 : int64_t(I.rank) * u.train.shard;
+    int64_t hi = cfg.stage == 0 ? u.train.padded : lo + u.train.shard;
+    for (const auto& s : u.train.slots) {
+      int64_t a = std::max(lo, s.offset), b = std::min(hi, s.offset + s.numel);
+      if (a >= b) continue;
+      seg_params.push_back(I.sharded_params() ? u.train.local.narrow(0, a - lo, b - a)
+                                              : u.train.full.narrow(0, a, b - a));
+      seg_decay.push_back(s.decay);
+      I.opt_grads.push_back(cfg.stage == 0 ? u.grad_full.narrow(0, a, b - a) : u.grad_shard.narrow(0, a - lo, b - a));
+    }
+  }
+  I.optimizer = std::make_unique<AdamW>(seg_params, seg_decay, cfg.adam);
+
+  if (cfg.stage == 3) {
+    I.token = torch::zeros({}, torch::TensorOptions().requires_grad(true));
+    auto* impl = impl_.get();
+    model.set_unit_runner([impl](int64_t unit, const models::CausalLM::UnitFn& fn, const at::Tensor& x) {
+      auto& u = impl->units.at(size_t(unit));
+      if (impl->cfg.keep_params) {
+        impl->gather(u);
+        return fn(x);
+      }
+      if (!torch::GradMode::is_enabled()) {  // evaluation: nothing to recompute later
+        impl->gather(u);
+        auto out = fn(x);
+        impl->release(u);
+        return out;
+      }
+      impl->saved_fns.push_back(fn);
+      return UnitFunction::apply(x, impl->token, reinterpret_cast<int64_t>(impl), unit,
+                                 int64_t(impl->saved_fns.size() - 1));
+    });
+  }
+}
+
+ZeroEngine::~ZeroEngine() {
+  if (cfg_.stage == 3) impl_->model.set_unit_runner(nullptr);
+}
+
+size_t ZeroEngine::num_units() const { return impl_->units.size(); }
+
+void ZeroEngine::begin() {
+  impl_->saved_fns.clear();
+  for (auto& u : impl_->units) {
+    if (u.grad_full.defined()) u.grad_full.zero_();
+    if (u.grad_shard.defined()) u.grad_shard.zero_();
+    for (auto& s : u.train.slots) s.param.mutable_grad() = at::Tensor();
+  }
+}
+
+void ZeroEngine::backward(const at::Tensor& loss) {
+  auto& I = *impl_;
+  for (auto& u : I.units) u.pending = int(u.train.slots.size());
+  loss.backward();
+  // Units whose hooks did not all fire (a parameter without a grad this micro-batch) are
+  // reduced now, in unit order, so every rank issues the same collectives.
+  if (cfg_.stage == 2 || (cfg_.stage == 3 && cfg_.keep_params))
+    for (auto& u : I.units)
+      if (u.pending > 0 && !u.train.slots.empty()) {
+        u.pending = 0;
+        I.reduce_scatter_into_shard(u, I.take_grads(u));
+      }
+  if (cfg_.stage == 3 && !cfg_.keep_params) I.saved_fns.clear();
+}
+
+double ZeroEngine::reduce_and_clip(double max_norm) {
+  auto& I = *impl_;
+  torch::NoGradGuard ng;
+  if (cfg_.stage <= 1) {
+    for (auto& u : I.units) {
+      if (u.train.slots.empty()) continue;
+      if (cfg_.stage == 0) {
+        u.grad_full.copy_(I.take_grads(u));
+        comm_->all_reduce_sum(u.grad_full);
+      } else {
+        I.reduce_scatter_into_shard(u, I.take_grads(u));
+      }
+    }
+  }
+  // Global norm: every rank sums the squares of the gradient it owns (the whole flat under
+  // stage 0, where grads are replicated; its shard otherwise), then the sums are added.
+  auto sq = torch::zeros({1}, torch::TensorOptions().dtype(at::kDouble));
+  for (const auto& g : I.opt_grads) sq += g.to(at::kDouble).pow(2).sum();
+  if (cfg_.stage >= 1) comm_->all_reduce_sum(sq);
+  double norm = std::sqrt(sq.item<double>());
+  if (max_norm > 0) {
+    double coef = std::min(1.0, max_norm / (norm + 1e-6));
+    if (coef < 1.0)
+      for (auto& g : I.opt_grads) g.mul_(float(coef));
+  }
+  return norm;
+}
+
+void ZeroEngine::step(double lr) {
+  auto& I = *impl_;
+  torch::NoGradGuard ng;
+  I.optimizer->step(lr, I.opt_grads);
+  ++optimizer_steps_;
+  if (cfg_.stage == 1 || cfg_.stage == 2) {
+    for (auto& u : I.units) {
+      if (u.train.slots.empty()) continue;
+      auto mine = u.train.full.narrow(0, int64_t(I.rank) * u.train.shard, u.train.shard).clone();
+      comm_->all_gather(mine, u.train.full);
+    }
+  }
+  if (cfg_.stage == 3)
+    for (auto& u : I.units) I.release(u);
+}
+
+void ZeroEngine::with_full_trainable(const std::function<void()>& fn) {
+  auto& I = *impl_;
+  if (cfg_.stage != 3) {
+    fn();
+    return;
+  }
+  torch::NoGradGuard ng;
+  std::vector<size_t> gathered;
+  for (size_t i = 0; i < I.units.size(); ++i) {
+    auto& u = I.units[i];
+    if (u.train.slots.empty() || u.gathered) continue;
+    u.train.full = torch::empty({u.train.padded});
+    comm_->all_gather(u.train.local, u.train.full);
+    u.train.bind(u.train.full);
+    gathered.push_back(i);
+  }
+  try {
+    fn();
+  } catch (...) {
+    for (auto i : gathered) I.units[i].train.unbind();
+    throw;
+  }
+  for (auto i : gathered) {
+    I.units[i].train.unbind();
+    I.units[i].train.full = at::Tensor();
+  }
+}
+
+MemoryStats ZeroEngine::memory() const {
+  const auto& I = *impl_;
+  MemoryStats m;
+  for (const auto& u : I.units) {
+    m.param_bytes += I.sharded_params() ? bytes_of(u.train.local) + bytes_of(u.frozen.local) : bytes_of(u.train.full);
+    m.grad_bytes += bytes_of(u.grad_full) + bytes_of(u.grad_shard);
+  }
+  if (!I.sharded_params()) {
+    // Frozen weights stay whole on every rank below stage 3.
+    std::set<const void*> trained;
+    for (const auto& u : I.units)
+      for (const auto& s : u.train.slots) trained.insert(s.param.unsafeGetTensorImpl());
+    for (const auto& p : I.model.parameters())
+      if (!trained.count(p.unsafeGetTensorImpl())) m.param_bytes += bytes_of(p);
+  }
+  for (const auto& t : I.optimizer->exp_avg()) m.optimizer_bytes += bytes_of(t);
+  for (const auto& t : I.optimizer->exp_avg_sq()) m.optimizer_bytes += bytes_of(t);
+  m.peak_gathered_bytes = I.peak_gathered;
+  return m;
+}
+
+}  // namespace ftrun::sharding

@@ -1,0 +1,84 @@
+// The ZeRO engine (stages 0-3) over a model's units. One code path for every world size,
+// a world of one included.
+//
+// Layout (llm.c style: sharding is offset arithmetic). For each unit the trainable
+// parameters are packed, in model order, into one flat fp32 buffer padded to a multiple of
+// the world size n; rank r owns elements [r*k, (r+1)*k), k = padded/n. Under stage 3 the
+// frozen parameters of a unit get a flat buffer of their own, sharded the same way.
+// Parameters are rebound (Tensor::set_data) to views of the flat buffers, so modules keep
+// working on their own parameter tensors.
+//
+//   stage 0: full params, full grads all-reduced per unit, full optimizer state
+//   stage 1: + optimizer state only for the owned slice; params all-gathered after the step
+//   stage 2: + grads reduce-scattered per unit as soon as the unit's backward is done (the
+//            rank keeps only its grad shard)
+//   stage 3: + params sharded: a unit is all-gathered before its forward and again in its
+//            backward (recompute through a custom autograd function, or kept alive until the
+//            step with keep_params), and freed after use
+//
+// Gradient sums (not means) are reduced: the trainer divides the loss by the label tokens
+// of the whole global batch, so the sum over ranks is the gradient of the global loss.
+#pragma once
+#include <ATen/core/Tensor.h>
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "models/model.h"
+#include "sharding/comm.h"
+#include "sharding/optimizer.h"
+
+namespace ftrun::sharding {
+
+struct ZeroConfig {
+  int stage = 0;
+  bool keep_params = false;  // stage 3: keep gathered units until the step (no recompute)
+  AdamWOptions adam;
+};
+
+struct MemoryStats {
+  uint64_t param_bytes = 0;       // persistent parameter storage (full or shard)
+  uint64_t grad_bytes = 0;        // persistent gradient storage (full or shard)
+  uint64_t optimizer_bytes = 0;   // exp_avg + exp_avg_sq (+ fp32 master when params are not fp32)
+  uint64_t peak_gathered_bytes = 0;  // largest set of units gathered at once (stage 3)
+  uint64_t model_state() const { return param_bytes + grad_bytes + optimizer_bytes; }
+};
+
+class ZeroEngine {
+ public:
+  // `trainable` are the tensors to train (each a parameter of `model`), decay[i] whether
+  // trainable[i] gets weight decay.
+  ZeroEngine(models::CausalLM& model, const std::vector<at::Tensor>& trainable,
+             const std::vector<bool>& decay, std::shared_ptr<Comm> comm, ZeroConfig cfg);
+  ~ZeroEngine();
+  ZeroEngine(const ZeroEngine&) = delete;
+  ZeroEngine& operator=(const ZeroEngine&) = delete;
+
+  // One optimizer step: begin(), backward(loss) per micro-batch, reduce_and_clip(), step().
+  void begin();
+  void backward(const at::Tensor& loss);
+  double reduce_and_clip(double max_norm);  // returns the global grad norm before clipping
+  void step(double lr);
+
+  // Runs fn with every trainable parameter holding its full value on every rank (stage 3
+  // gathers them for the call); all ranks must call it together.
+  void with_full_trainable(const std::function<void()>& fn);
+
+  const ZeroConfig& config() const { return cfg_; }
+  Comm& comm() { return *comm_; }
+  MemoryStats memory() const;
+  int64_t steps() const { return optimizer_steps_; }
+  size_t num_units() const;
+
+  struct Impl;
+
+ private:
+  std::unique_ptr<Impl> impl_;
+  ZeroConfig cfg_;
+  std::shared_ptr<Comm> comm_;
+  int64_t optimizer_steps_ = 0;
+};
+
+}  // namespace ftrun::sharding
