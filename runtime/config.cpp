@@ -221,7 +221,8 @@ void apply_override(json& root, const std::string& expr, const std::string& file
 
 const std::vector<std::string> kTopKeys = {
     "data_config", "max_input_length", "max_output_length", "combine", "freezeV",
-    "training_args", "peft_config", "model_dir", "data_dir", "chat_template"};
+    "training_args", "peft_config", "model_dir", "data_dir", "chat_template",
+    "zero_stage", "zero3_keep_params", "comm_backend", "collective_timeout"};
 const std::vector<std::string> kDataKeys = {"train_file", "val_file", "test_file", "num_proc"};
 
 // HF TrainingArguments / Seq2SeqTrainingArguments options that change nothing ftrun computes
@@ -461,6 +462,18 @@ void Validator::run(const json& root) {
       get_string(v, p, cfg_.data_dir, true);
     } else if (key == "chat_template") {
       get_string(v, p, cfg_.chat_template, true);
+    } else if (key == "zero_stage") {
+      if (!v.is_null() && get_int(v, p, cfg_.zero_stage) && (cfg_.zero_stage < 0 || cfg_.zero_stage > 3))
+        error(p, "expected 0, 1, 2 or 3, got " + std::to_string(cfg_.zero_stage));
+    } else if (key == "zero3_keep_params") {
+      get_bool(v, p, cfg_.zero3_keep_params);
+    } else if (key == "comm_backend") {
+      if (get_string(v, p, cfg_.comm_backend, true) && cfg_.comm_backend != "auto" &&
+          cfg_.comm_backend != "gloo" && cfg_.comm_backend != "mpi" && cfg_.comm_backend != "nccl")
+        error(p, "expected auto, gloo, mpi or nccl, got '" + cfg_.comm_backend + "'");
+    } else if (key == "collective_timeout") {
+      if (!v.is_number() || v.get<double>() <= 0) error(p, "expected a positive number of seconds, got " + describe(v));
+      else cfg_.collective_timeout = v.get<double>();
     } else {
       // A data or training key written at the top level is a common slip; say where it goes.
       std::string hint;

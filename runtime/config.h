@@ -56,6 +56,10 @@ struct Config {
   std::string model_dir;       // base model directory (HF layout)
   std::string data_dir;        // data files are relative to it; "" = the current directory
   std::string chat_template;   // "" = chosen from the model's config
+  int64_t zero_stage = -1;     // -1 = from training_args.deepspeed (else 0)
+  bool zero3_keep_params = false;  // stage 3: keep gathered units instead of recomputing
+  std::string comm_backend = "auto";  // auto (gloo; mpi collectives only when asked), gloo, mpi, nccl
+  double collective_timeout = 600;    // seconds before a collective that never completes fails
   // the demo's keys
   DataConfig data_config;
   int64_t max_input_length = 0;

@@ -12,6 +12,7 @@
 #include "data/chat_template.h"
 #include "data/dataset.h"
 #include "data/tokenizer.h"
+#include "runtime/deepspeed.h"
 #include "runtime/metrics.h"
 
 namespace fs = std::filesystem;
@@ -155,15 +156,20 @@ void save_checkpoint(const Config& cfg, const peft::Strategy& strategy, int64_t 
 
 }  // namespace
 
-TrainSummary train(const Config& cfg, bool verbose) {
+TrainSummary train(const Config& cfg, bool verbose, std::shared_ptr<sharding::Comm> comm) {
   const auto& args = cfg.training_args;
+  if (!comm) comm = sharding::make_single_comm();
+  const int rank = comm->rank(), world = comm->world_size();
+  verbose = verbose && rank == 0;
   if (cfg.model_dir.empty())
     throw std::runtime_error(cfg.path + ": model_dir is not set (add `model_dir:` to the YAML, "
                                         "or pass --model-dir / --set model_dir=...)");
   if (cfg.peft_config.is_null())
     throw std::runtime_error(cfg.path + ": peft_config is absent, which means full fine-tuning; "
                                         "ftrun does not implement full SFT yet (use peft_type: LORA)");
-  for (const auto& w : cfg.warnings)
+  std::vector<std::string> warnings = cfg.warnings;
+  const int stage = zero_stage_of(cfg, world, &warnings);
+  for (const auto& w : warnings)
     if (verbose) std::cerr << "warning: " << w << "\n";
 
   torch::manual_seed(uint64_t(args.seed));
@@ -185,28 +191,61 @@ TrainSummary train(const Config& cfg, bool verbose) {
   for (const auto& kv : trainable) n_train += kv.second.numel();
   for (const auto& p : model->parameters()) n_total += p.numel();
 
+  // The global batch of a micro-step is world x per-device batch; rank r takes the r-th
+  // slice of the global sample stream, so any world size sees the same global batches.
   const int64_t bs = args.per_device_train_batch_size, accum = args.gradient_accumulation_steps;
+  const int64_t global_bs = bs * world;
   const int64_t n = int64_t(train_samples.size());
-  const int64_t batches_per_epoch = (n + bs - 1) / bs;
+  const int64_t batches_per_epoch = (n + global_bs - 1) / global_bs;
   const int64_t steps_per_epoch = std::max<int64_t>(1, batches_per_epoch / accum);
   const int64_t total_steps = args.max_steps > 0
                                   ? args.max_steps
                                   : int64_t(std::ceil(args.num_train_epochs * double(steps_per_epoch)));
-  Stepper stepper(*model, trainable, args, total_steps);
+  Stepper stepper(*model, trainable, args, total_steps, comm, stage, cfg.zero3_keep_params);
 
-  fs::create_directories(args.output_dir);
-  MetricsLog metrics((fs::path(args.output_dir) / "metrics.jsonl").string());
+  std::unique_ptr<MetricsLog> metrics;
+  if (rank == 0) {
+    fs::create_directories(args.output_dir);
+    metrics = std::make_unique<MetricsLog>((fs::path(args.output_dir) / "metrics.jsonl").string());
+  }
   Progress progress(total_steps, verbose);
   if (verbose)
-    std::printf("ftrun: %s | %lld train samples | %lld steps | trainable %lld of %lld params (%.4f%%)\n",
-                strategy->name().c_str(), (long long)n, (long long)total_steps, (long long)n_train,
+    std::printf("ftrun: %s | %d rank(s), ZeRO stage %d | %lld train samples | %lld steps | trainable %lld of %lld params (%.4f%%)\n",
+                strategy->name().c_str(), world, stage, (long long)n, (long long)total_steps, (long long)n_train,
                 (long long)n_total, 100.0 * double(n_train) / double(n_total));
 
   TrainSummary summary;
   summary.output_dir = args.output_dir;
   nlohmann::json history = nlohmann::json::array();
-  int64_t epoch = 0, cursor = 0;
-  auto order = data::epoch_order(n, uint64_t(args.seed), epoch);
+  // The global sample stream: epoch e visits epoch_order(n, seed, e).
+  int64_t position = 0, order_epoch = 0;
+  auto order = data::epoch_order(n, uint64_t(args.seed), 0);
+  auto sample_at = [&](int64_t pos) -> const data::Sample* {
+    if (pos / n != order_epoch) {
+      order_epoch = pos / n;
+      order = data::epoch_order(n, uint64_t(args.seed), order_epoch);
+    }
+    return &train_samples[size_t(order[size_t(pos % n)])];
+  };
+  auto record = [&](const nlohmann::json& rec) {
+    if (rank != 0) return;
+    metrics->write(rec);
+    history.push_back(rec);
+    progress.log(rec);
+  };
+  auto save = [&](const std::string& dir_name, int64_t step) {
+    // Every rank takes part (stage 3 gathers the adapter); rank 0 writes.
+    stepper.engine().with_full_trainable([&] {
+      if (rank != 0) return;
+      if (dir_name.empty()) {
+        strategy->save(args.output_dir, cfg.model_dir);
+        copy_tokenizer(cfg.model_dir, args.output_dir);
+      } else {
+        save_checkpoint(cfg, *strategy, step, history);
+      }
+    });
+    comm->barrier();
+  };
   double window_loss = 0;
   int64_t window_steps = 0, window_tokens = 0;
   auto window_start = std::chrono::steady_clock::now();
@@ -214,12 +253,9 @@ TrainSummary train(const Config& cfg, bool verbose) {
   for (int64_t step = 0; step < total_steps; ++step) {
     std::vector<data::Batch> micro;
     for (int64_t a = 0; a < accum; ++a) {
-      if (cursor >= n) {
-        order = data::epoch_order(n, uint64_t(args.seed), ++epoch);
-        cursor = 0;
-      }
       std::vector<const data::Sample*> group;
-      for (int64_t k = 0; k < bs && cursor < n; ++k) group.push_back(&train_samples[size_t(order[size_t(cursor++)])]);
+      for (int64_t k = 0; k < bs; ++k) group.push_back(sample_at(position + rank * bs + k));
+      position += global_bs;
       micro.push_back(data::collate(group, pad_id));
     }
     auto st = stepper.step(micro);
@@ -228,21 +264,17 @@ TrainSummary train(const Config& cfg, bool verbose) {
     window_steps += 1;
     window_tokens += st.input_tokens;
     int64_t done = step + 1;
-    double epoch_f = double(done) / double(steps_per_epoch);
-    bool log_now = args.logging_strategy == "steps" ? (args.logging_steps > 0 && done % args.logging_steps == 0)
-                                                    : false;
+    double epoch_f = double(position) / double(n);
+    bool log_now = args.logging_strategy == "steps" && args.logging_steps > 0 && done % args.logging_steps == 0;
     if (args.logging_strategy == "epoch" && done % steps_per_epoch == 0) log_now = true;
-    if (log_now || (done == total_steps && args.logging_strategy != "no")) {
+    if (log_now || (done == total_steps && args.logging_strategy != "no" && window_steps > 0)) {
       double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - window_start).count();
-      nlohmann::json rec = {{"step", done},
-                            {"epoch", epoch_f},
-                            {"loss", window_loss / double(window_steps)},
-                            {"learning_rate", stepper.schedule().lr(done)},
-                            {"grad_norm", st.grad_norm},
-                            {"tokens_per_second", secs > 0 ? double(window_tokens) / secs : 0.0}};
-      metrics.write(rec);
-      history.push_back(rec);
-      progress.log(rec);
+      record({{"step", done},
+              {"epoch", epoch_f},
+              {"loss", window_loss / double(window_steps)},
+              {"learning_rate", stepper.schedule().lr(done)},
+              {"grad_norm", st.grad_norm},
+              {"tokens_per_second", secs > 0 ? double(window_tokens) / secs : 0.0}});
       window_loss = 0;
       window_steps = 0;
       window_tokens = 0;
@@ -252,21 +284,18 @@ TrainSummary train(const Config& cfg, bool verbose) {
     bool eval_now = do_eval && ((args.eval_strategy == "steps" && eval_every > 0 && done % eval_every == 0) ||
                                 (args.eval_strategy == "epoch" && done % steps_per_epoch == 0));
     if (eval_now) {
+      // Every rank evaluates the whole split: under ZeRO-3 each forward is collective.
       double el = evaluate_loss(*model, val_samples, args.per_device_eval_batch_size, pad_id);
-      nlohmann::json rec = {{"step", done}, {"epoch", epoch_f}, {"eval_loss", el}};
-      metrics.write(rec);
-      history.push_back(rec);
-      progress.log(rec);
+      record({{"step", done}, {"epoch", epoch_f}, {"eval_loss", el}});
     }
     bool save_now = (args.save_strategy == "steps" && args.save_steps > 0 && done % args.save_steps == 0) ||
                     (args.save_strategy == "epoch" && done % steps_per_epoch == 0);
-    if (save_now) save_checkpoint(cfg, *strategy, done, history);
+    if (save_now) save("checkpoint", done);
     progress.step(done);
   }
   progress.finish();
   // Like trainer.save_model(): the final result sits in output_dir itself.
-  strategy->save(args.output_dir, cfg.model_dir);
-  copy_tokenizer(cfg.model_dir, args.output_dir);
+  save("", total_steps);
   if (verbose) std::printf("ftrun: saved %s adapter to %s\n", strategy->name().c_str(), args.output_dir.c_str());
   return summary;
 }

@@ -54,9 +54,10 @@ struct TrainSummary {
   std::string output_dir;
 };
 
-// The whole run of `ftrun CONFIG.yaml`: tokenizer, data, model, strategy, loop, logs,
-// checkpoints, final adapter in output_dir. `verbose` prints progress to stdout.
-TrainSummary train(const Config& cfg, bool verbose = true);
+// The whole run of `ftrun CONFIG.yaml` on this rank: tokenizer, data, model, strategy,
+// loop, logs and checkpoints (rank 0 writes), final adapter in output_dir. `comm` is the
+// process group (a world of one when null); `verbose` prints progress on rank 0.
+TrainSummary train(const Config& cfg, bool verbose = true, std::shared_ptr<sharding::Comm> comm = nullptr);
 
 // The chat template a model family uses by default (llama -> llama3, qwen2 -> qwen).
 std::string default_template(const std::string& model_type);
