@@ -1,1 +1,273 @@
-// placeholder
+// ChatGLM family decoder (ChatGLM3-6B, GLM-4-9B-chat) following THUDM's modeling_chatglm.py:
+// RMSNorm (statistic in fp32), a fused query_key_value projection with multi-query groups,
+// rotary embedding on the first half of each head in GLM's interleaved pair layout,
+// SwiGLU from the fused dense_h_to_4h, pre-norm residuals, a separate output layer over the
+// padded vocabulary. Module names are the HF checkpoint's (transformer.encoder.layers.N...).
+//
+// Attention scaling: THUDM's eager path divides q.k by sqrt(kv_channels) * layer_number and
+// multiplies the scores by layer_number again when apply_query_key_layer_scaling is set (a
+// Megatron fp16 overflow guard); its SDPA path, the default under torch 2, divides by
+// sqrt(kv_channels) only. Both are q.k / sqrt(kv_channels), which is what is computed here.
+//
+// Masking (ChatGLMPreTrainedModel.get_masks): a query at a real token sees the real tokens at
+// or before it; a query at a padding position sees every position (that keeps its softmax
+// finite; its output is never used by real tokens). Positions follow the GLM tokenizers'
+// _pad: real tokens are numbered 0..n-1 in order and padding gets 0, so left padding (what
+// the GLM-4 demo's collator produces) and right padding give each real token the same
+// rotary angle as the unpadded sequence.
+#include "models/chatglm.h"
+
+#include <torch/torch.h>
+
+#include <cmath>
+#include <limits>
+
+namespace ftrun::models {
+namespace {
+
+// THUDM's RMSNorm: the statistic in fp32, the input multiplied in (promoting to fp32), the
+// weight applied, and the result cast back to the input dtype. (Llama's casts before the
+// weight; in fp32 both are the same.)
+class GlmRMSNormImpl : public torch::nn::Module {
+ public:
+  GlmRMSNormImpl(int64_t dim, double eps) : eps_(eps) {
+    weight = register_parameter("weight", torch::ones({dim}));
+  }
+  at::Tensor forward(const at::Tensor& x) {
+    auto variance = x.to(at::kFloat).pow(2).mean(-1, /*keepdim=*/true);
+    auto h = x * torch::rsqrt(variance + eps_);
+    return (weight * h).to(x.scalar_type());
+  }
+  at::Tensor weight;
+
+ private:
+  double eps_;
+};
+TORCH_MODULE(GlmRMSNorm);
+
+class SelfAttentionImpl : public torch::nn::Module {
+ public:
+  explicit SelfAttentionImpl(const ModelConfig& c)
+      : heads_(c.num_attention_heads),
+        groups_(c.num_key_value_heads),
+        head_dim_(c.head_dim),
+        mqa_(c.chatglm.multi_query_attention) {
+    int64_t qkv_out = mqa_ ? (heads_ + 2 * groups_) * head_dim_ : 3 * heads_ * head_dim_;
+    query_key_value = register_module("query_key_value", Linear(c.hidden_size, qkv_out, c.qkv_bias));
+    dense = register_module("dense", Linear(heads_ * head_dim_, c.hidden_size, c.attention_bias));
+  }
+
+  // x [B, T, hidden]; cache [B, T, rotary_dim/2, 2]; mask additive [B, 1, T, T].
+  at::Tensor forward(const at::Tensor& x, const at::Tensor& cache, const at::Tensor& mask) {
+    auto B = x.size(0), T = x.size(1), D = head_dim_;
+    auto mixed = query_key_value(x);
+    at::Tensor q, k, v;
+    if (mqa_) {
+      // [all query heads | all key groups | all value groups]
+      q = mixed.narrow(-1, 0, heads_ * D).view({B, T, heads_, D});
+      k = mixed.narrow(-1, heads_ * D, groups_ * D).view({B, T, groups_, D});
+      v = mixed.narrow(-1, (heads_ + groups_) * D, groups_ * D).view({B, T, groups_, D});
+    } else {
+      // Without multi-query attention each head's q, k, v sit side by side.
+      auto per_head = mixed.view({B, T, heads_, 3 * D});
+      q = per_head.narrow(-1, 0, D);
+      k = per_head.narrow(-1, D, D);
+      v = per_head.narrow(-1, 2 * D, D);
+    }
+    q = chatglm_apply_rotary(q.transpose(1, 2), cache);
+    k = chatglm_apply_rotary(k.transpose(1, 2), cache);
+    v = v.transpose(1, 2);
+    if (groups_ != heads_) {
+      // Group g serves query heads g*rep .. g*rep+rep-1 (unsqueeze + expand + view in THUDM).
+      auto rep = heads_ / groups_;
+      k = k.unsqueeze(2).expand({B, groups_, rep, T, D}).reshape({B, heads_, T, D});
+      v = v.unsqueeze(2).expand({B, groups_, rep, T, D}).reshape({B, heads_, T, D});
+    }
+    auto scores = torch::matmul(q, k.transpose(2, 3)) * (1.0 / std::sqrt(double(D))) + mask;
+    auto probs = torch::softmax(scores, -1, at::kFloat).to(q.scalar_type());
+    auto ctx = torch::matmul(probs, v).transpose(1, 2).reshape({B, T, heads_ * D});
+    return dense(ctx);
+  }
+
+  Linear query_key_value{nullptr}, dense{nullptr};
+
+ private:
+  int64_t heads_, groups_, head_dim_;
+  bool mqa_;
+};
+TORCH_MODULE(SelfAttention);
+
+class MLPImpl : public torch::nn::Module {
+ public:
+  explicit MLPImpl(const ModelConfig& c) : ffn_(c.intermediate_size) {
+    dense_h_to_4h = register_module("dense_h_to_4h", Linear(c.hidden_size, 2 * ffn_, c.mlp_bias));
+    dense_4h_to_h = register_module("dense_4h_to_h", Linear(ffn_, c.hidden_size, c.mlp_bias));
+  }
+  at::Tensor forward(const at::Tensor& x) {
+    // swiglu: chunk(2) of the fused output; the first half is the gate, the second the value.
+    auto h = dense_h_to_4h(x);
+    return dense_4h_to_h(torch::silu(h.narrow(-1, 0, ffn_)) * h.narrow(-1, ffn_, ffn_));
+  }
+  Linear dense_h_to_4h{nullptr}, dense_4h_to_h{nullptr};
+
+ private:
+  int64_t ffn_;
+};
+TORCH_MODULE(MLP);
+
+class GLMBlockImpl : public torch::nn::Module {
+ public:
+  explicit GLMBlockImpl(const ModelConfig& c) {
+    // Registered in the checkpoint's order.
+    input_layernorm = register_module("input_layernorm", GlmRMSNorm(c.hidden_size, c.rms_norm_eps));
+    self_attention = register_module("self_attention", SelfAttention(c));
+    post_attention_layernorm =
+        register_module("post_attention_layernorm", GlmRMSNorm(c.hidden_size, c.rms_norm_eps));
+    mlp = register_module("mlp", MLP(c));
+  }
+  at::Tensor forward(const at::Tensor& x, const at::Tensor& cache, const at::Tensor& mask) {
+    auto h = x + self_attention(input_layernorm(x), cache, mask);
+    return h + mlp(post_attention_layernorm(h));
+  }
+  GlmRMSNorm input_layernorm{nullptr}, post_attention_layernorm{nullptr};
+  SelfAttention self_attention{nullptr};
+  MLP mlp{nullptr};
+};
+TORCH_MODULE(GLMBlock);
+
+class EmbeddingImpl : public torch::nn::Module {
+ public:
+  explicit EmbeddingImpl(const ModelConfig& c) {
+    word_embeddings = register_module("word_embeddings", torch::nn::Embedding(c.vocab_size, c.hidden_size));
+  }
+  torch::nn::Embedding word_embeddings{nullptr};
+};
+TORCH_MODULE(Embedding);
+
+class GLMTransformerImpl : public torch::nn::Module {
+ public:
+  explicit GLMTransformerImpl(const ModelConfig& c) {
+    layers = register_module("layers", torch::nn::ModuleList());
+    for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
+      blocks.push_back(GLMBlock(c));
+      layers->push_back(blocks.back());
+    }
+    final_layernorm = register_module("final_layernorm", GlmRMSNorm(c.hidden_size, c.rms_norm_eps));
+  }
+  torch::nn::ModuleList layers{nullptr};
+  std::vector<GLMBlock> blocks;
+  GlmRMSNorm final_layernorm{nullptr};
+};
+TORCH_MODULE(GLMTransformer);
+
+class ChatGLMModelImpl : public torch::nn::Module {
+ public:
+  explicit ChatGLMModelImpl(const ModelConfig& c) {
+    embedding = register_module("embedding", Embedding(c));
+    encoder = register_module("encoder", GLMTransformer(c));
+    output_layer = register_module("output_layer", Linear(c.hidden_size, c.vocab_size, false));
+  }
+  Embedding embedding{nullptr};
+  GLMTransformer encoder{nullptr};
+  Linear output_layer{nullptr};
+};
+TORCH_MODULE(ChatGLMModel);
+
+class ChatGLMForConditionalGeneration : public CausalLM {
+ public:
+  explicit ChatGLMForConditionalGeneration(const ModelConfig& c) : config_(c) {
+    transformer = register_module("transformer", ChatGLMModel(c));
+  }
+
+  at::Tensor forward(const at::Tensor& input_ids, const at::Tensor& attention_mask) override {
+    TORCH_CHECK(input_ids.dim() == 2, "input_ids must be [batch, seq]");
+    auto B = input_ids.size(0), T = input_ids.size(1);
+    // THUDM builds its rotary table for seq_length positions and fails beyond it.
+    TORCH_CHECK(T <= config_.max_position_embeddings, config_.path, ": sequence of ", T,
+                " tokens is longer than seq_length (", config_.max_position_embeddings, ")");
+    if (attention_mask.defined())
+      TORCH_CHECK(attention_mask.dim() == 2 && attention_mask.size(0) == B && attention_mask.size(1) == T,
+                  "attention_mask must be [batch, seq] like input_ids");
+    auto embed = transformer->embedding->word_embeddings;
+    auto h = run_unit(0, [embed](const at::Tensor& ids) mutable { return embed(ids); }, input_ids);
+    auto dtype = h.scalar_type();
+
+    auto positions = chatglm_position_ids(attention_mask, B, T);
+    auto cache = chatglm_rope_cache(config_, positions);
+    // THUDM keeps the table in the checkpoint's dtype when that is half precision.
+    if (dtype == at::kBFloat16 || dtype == at::kHalf) cache = cache.to(dtype);
+
+    // allowed[b, i, j]: query i may attend key j (see the file comment).
+    auto causal = torch::ones({T, T}, torch::TensorOptions().dtype(at::kBool)).tril().view({1, 1, T, T});
+    at::Tensor allowed = causal.expand({B, 1, T, T});
+    if (attention_mask.defined()) {
+      auto real = attention_mask.to(at::kBool);
+      allowed = causal.logical_and(real.view({B, 1, 1, T})).logical_or(real.logical_not().view({B, 1, T, 1}));
+    }
+    auto mask = torch::zeros({B, 1, T, T}, torch::TensorOptions().dtype(dtype))
+                    .masked_fill(allowed.logical_not(), -std::numeric_limits<double>::infinity());
+
+    int64_t unit = 1;
+    for (auto& block : transformer->encoder->blocks) {
+      h = run_unit(unit++, [block, cache, mask](const at::Tensor& x) mutable { return block(x, cache, mask); }, h);
+    }
+    auto norm = transformer->encoder->final_layernorm;
+    auto head = transformer->output_layer;
+    auto logits = run_unit(unit, [norm, head](const at::Tensor& x) mutable { return head(norm(x)); }, h);
+    return logits.to(at::kFloat);
+  }
+
+  const ModelConfig& config() const override { return config_; }
+
+  std::vector<std::vector<std::string>> unit_prefixes() const override {
+    std::vector<std::vector<std::string>> u = {{"transformer.embedding."}};
+    for (int64_t i = 0; i < config_.num_hidden_layers; ++i)
+      u.push_back({"transformer.encoder.layers." + std::to_string(i) + "."});
+    u.push_back({"transformer.encoder.final_layernorm.", "transformer.output_layer."});
+    return u;
+  }
+
+  ChatGLMModel transformer{nullptr};
+
+ private:
+  ModelConfig config_;
+};
+
+}  // namespace
+
+at::Tensor chatglm_rope_cache(const ModelConfig& c, const at::Tensor& positions) {
+  // RotaryEmbedding.forward_impl with n_elem = rotary_dim (= kv_channels / 2):
+  // theta_i = 1 / base^(2i / n_elem), angle = position * theta_i, all in fp32.
+  auto n = c.chatglm.rotary_dim;
+  auto idx = torch::arange(0, n, 2, torch::TensorOptions().dtype(at::kFloat));
+  auto theta = 1.0 / torch::pow(c.rope_theta, idx / double(n));
+  auto angles = positions.to(at::kFloat).unsqueeze(-1) * theta;  // [..., n/2]
+  return torch::stack({angles.cos(), angles.sin()}, -1);
+}
+
+at::Tensor chatglm_apply_rotary(const at::Tensor& x, const at::Tensor& cache) {
+  TORCH_CHECK(x.dim() == 4 && cache.dim() == 4, "chatglm_apply_rotary: x [B, H, T, D], cache [B, T, R/2, 2]");
+  auto B = x.size(0), H = x.size(1), T = x.size(2);
+  auto half = cache.size(2), rot = 2 * half;
+  TORCH_CHECK(rot <= x.size(3), "rotary dim exceeds head dim");
+  auto pairs = x.narrow(-1, 0, rot).reshape({B, H, T, half, 2});
+  auto x0 = pairs.select(-1, 0), x1 = pairs.select(-1, 1);
+  auto c = cache.select(-1, 0).unsqueeze(1), s = cache.select(-1, 1).unsqueeze(1);  // [B, 1, T, R/2]
+  auto rotated = torch::stack({x0 * c - x1 * s, x1 * c + x0 * s}, -1).flatten(3);
+  return torch::cat({rotated, x.narrow(-1, rot, x.size(3) - rot)}, -1);
+}
+
+at::Tensor chatglm_position_ids(const at::Tensor& attention_mask, int64_t batch, int64_t seq_len) {
+  auto arange = torch::arange(seq_len, torch::TensorOptions().dtype(at::kLong)).unsqueeze(0).expand({batch, seq_len});
+  if (!attention_mask.defined()) return arange;
+  auto real = attention_mask.to(at::kLong) != 0;
+  auto counted = real.to(at::kLong).cumsum(1) - 1;
+  return torch::where(real, counted, torch::zeros_like(counted));
+}
+
+std::shared_ptr<CausalLM> make_chatglm(const ModelConfig& config) {
+  TORCH_CHECK(config.model_type == "chatglm", "make_chatglm: model_type is ", config.model_type);
+  return std::make_shared<ChatGLMForConditionalGeneration>(config);
+}
+
+}  // namespace ftrun::models

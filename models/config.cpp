@@ -1,6 +1,8 @@
-// Parses HF config.json into ModelConfig, with transformers' defaults for absent keys.
+// Parses HF config.json into ModelConfig, with transformers' (or, for ChatGLM, THUDM's
+// ChatGLMConfig's) defaults for absent keys.
 #include "models/config.h"
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <stdexcept>
@@ -50,6 +52,75 @@ std::vector<int64_t> get_ids(const nlohmann::json& j, const std::string& path, c
   return out;
 }
 
+// A ChatGLMConfig option ftrun does not implement: accepted only at its supported value.
+void require_bool(const nlohmann::json& j, const std::string& path, const char* key, bool dflt,
+                  bool supported, const std::string& why) {
+  if (get_bool(j, path, key, dflt) != supported)
+    fail(path, std::string("'") + key + "': " + (supported ? "false" : "true") +
+                   " is not supported by ftrun's ChatGLM model (" + why + ")");
+}
+
+// model_type "chatglm": THUDM's ChatGLMConfig (ChatGLM2/3, GLM-4). Defaults are that class's
+// constructor defaults; the size keys are required because its defaults (the 6B sizes)
+// would silently build the wrong model from an incomplete file.
+void parse_chatglm(const nlohmann::json& j, const std::string& path, ModelConfig& c) {
+  auto& g = c.chatglm;
+  c.num_hidden_layers = get_int(j, path, "num_layers", 0, true);
+  c.hidden_size = get_int(j, path, "hidden_size", 0, true);
+  c.intermediate_size = get_int(j, path, "ffn_hidden_size", 0, true);
+  c.num_attention_heads = get_int(j, path, "num_attention_heads", 0, true);
+  c.head_dim = get_int(j, path, "kv_channels", 0, true);
+  // ChatGLMConfig sets vocab_size = padded_vocab_size; embedding and output layer use it.
+  c.vocab_size = get_int(j, path, "padded_vocab_size", 0, true);
+  if (c.num_hidden_layers <= 0 || c.hidden_size <= 0 || c.intermediate_size <= 0 ||
+      c.num_attention_heads <= 0 || c.head_dim <= 0 || c.vocab_size <= 0)
+    fail(path, "num_layers, hidden_size, ffn_hidden_size, num_attention_heads, kv_channels and "
+               "padded_vocab_size must be positive");
+  if (c.head_dim % 4 != 0)
+    fail(path, "'kv_channels' must be a multiple of 4 (rotary covers kv_channels/2 features in pairs), got " +
+                   std::to_string(c.head_dim));
+  g.rotary_dim = c.head_dim / 2;
+  g.multi_query_attention = get_bool(j, path, "multi_query_attention", false);
+  g.multi_query_group_num = get_int(j, path, "multi_query_group_num", 1);
+  c.num_key_value_heads = g.multi_query_attention ? g.multi_query_group_num : c.num_attention_heads;
+  if (c.num_key_value_heads <= 0 || c.num_attention_heads % c.num_key_value_heads != 0)
+    fail(path, "'num_attention_heads' (" + std::to_string(c.num_attention_heads) +
+                   ") must be a multiple of 'multi_query_group_num' (" + std::to_string(c.num_key_value_heads) + ")");
+  c.max_position_embeddings = get_int(j, path, "seq_length", 2048);
+  if (c.max_position_embeddings <= 0) fail(path, "'seq_length' must be positive");
+  c.rms_norm_eps = get_double(j, path, "layernorm_epsilon", 1e-5);
+  g.rope_ratio = get_double(j, path, "rope_ratio", 1.0);  // absent in ChatGLM3-6B
+  if (!(g.rope_ratio > 0)) fail(path, "'rope_ratio' must be positive");
+  c.rope_theta = 10000.0 * g.rope_ratio;
+  g.add_bias_linear = get_bool(j, path, "add_bias_linear", false);
+  g.add_qkv_bias = get_bool(j, path, "add_qkv_bias", false);
+  c.qkv_bias = g.add_bias_linear || g.add_qkv_bias;
+  c.attention_bias = g.add_bias_linear;
+  c.mlp_bias = g.add_bias_linear;
+  g.apply_query_key_layer_scaling = get_bool(j, path, "apply_query_key_layer_scaling", true);
+  g.attention_softmax_in_fp32 = get_bool(j, path, "attention_softmax_in_fp32", true);
+  // Read for their type only: bias_dropout_fusion is a kernel choice, and original_rope is
+  // stored by RotaryEmbedding but never read by its forward (the GLM pair layout is used
+  // either way), so neither changes the math.
+  get_bool(j, path, "bias_dropout_fusion", true);
+  get_bool(j, path, "original_rope", true);
+  require_bool(j, path, "rmsnorm", true, true, "only RMSNorm is implemented, not LayerNorm");
+  require_bool(j, path, "apply_residual_connection_post_layernorm", false, false,
+               "the residual must be taken before the layer norms");
+  require_bool(j, path, "post_layer_norm", true, true, "the model needs encoder.final_layernorm");
+  require_bool(j, path, "fp32_residual_connection", false, false, "residuals stay in the model dtype");
+  for (const char* k : {"hidden_dropout", "attention_dropout"})
+    if (get_double(j, path, k, 0.0) != 0.0)
+      fail(path, std::string("'") + k + "' must be 0 (ftrun does not apply dropout inside the model)");
+  if (j.contains("pre_seq_len") && !j["pre_seq_len"].is_null())
+    fail(path, "'pre_seq_len' (the THUDM code's built-in prefix encoder) is not supported; leave it null "
+               "and use peft_config with peft_type PREFIX_TUNING instead");
+  if (get_int(j, path, "quantization_bit", 0) != 0)
+    fail(path, "'quantization_bit' must be 0 (quantized ChatGLM checkpoints are not supported)");
+  // The output layer is a separate matrix; ChatGLM never ties it to the embedding.
+  c.tie_word_embeddings = false;
+}
+
 }  // namespace
 
 ModelConfig parse_model_config(const nlohmann::json& j, const std::string& path) {
@@ -63,6 +134,20 @@ ModelConfig parse_model_config(const nlohmann::json& j, const std::string& path)
   if (j.contains("architectures") && j["architectures"].is_array())
     for (const auto& a : j["architectures"])
       if (a.is_string()) c.architectures.push_back(a.get<std::string>());
+  auto read_common = [&] {
+    if (j.contains("torch_dtype") && j["torch_dtype"].is_string())
+      c.torch_dtype = j["torch_dtype"].get<std::string>();
+    auto bos = get_ids(j, path, "bos_token_id");
+    c.bos_token_id = bos.empty() ? -1 : bos[0];
+    auto pad = get_ids(j, path, "pad_token_id");
+    c.pad_token_id = pad.empty() ? -1 : pad[0];
+    c.eos_token_id = get_ids(j, path, "eos_token_id");
+  };
+  if (c.model_type == "chatglm") {
+    parse_chatglm(j, path, c);
+    read_common();
+    return c;
+  }
 
   c.vocab_size = get_int(j, path, "vocab_size", 0, true);
   c.hidden_size = get_int(j, path, "hidden_size", 0, true);
@@ -92,13 +177,7 @@ ModelConfig parse_model_config(const nlohmann::json& j, const std::string& path)
     c.hidden_act = j["hidden_act"].get<std::string>();
   if (c.hidden_act != "silu" && c.hidden_act != "swish")
     fail(path, "hidden_act '" + c.hidden_act + "' is not supported (expected \"silu\")");
-  if (j.contains("torch_dtype") && j["torch_dtype"].is_string())
-    c.torch_dtype = j["torch_dtype"].get<std::string>();
-  auto bos = get_ids(j, path, "bos_token_id");
-  c.bos_token_id = bos.empty() ? -1 : bos[0];
-  auto pad = get_ids(j, path, "pad_token_id");
-  c.pad_token_id = pad.empty() ? -1 : pad[0];
-  c.eos_token_id = get_ids(j, path, "eos_token_id");
+  read_common();
 
   if (j.contains("rope_scaling") && !j["rope_scaling"].is_null()) {
     const auto& rs = j["rope_scaling"];
@@ -118,7 +197,7 @@ ModelConfig parse_model_config(const nlohmann::json& j, const std::string& path)
   }
   const std::vector<std::string> known = {"llama", "qwen2", "mistral"};
   if (std::find(known.begin(), known.end(), c.model_type) == known.end())
-    fail(path, "model_type '" + c.model_type + "' is not supported yet (supported: llama, qwen2, mistral)");
+    fail(path, "model_type '" + c.model_type + "' is not supported yet (supported: llama, qwen2, mistral, chatglm)");
   return c;
 }
 

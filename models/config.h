@@ -1,6 +1,7 @@
 // HF config.json of a causal LM, parsed into the fields the model families need.
-// Keys and defaults follow transformers' LlamaConfig / Qwen2Config; an absent required key
-// or a wrong type is an error naming config.json's path and the key.
+// Keys and defaults follow transformers' LlamaConfig / Qwen2Config, and THUDM's ChatGLMConfig
+// for model_type "chatglm"; an absent required key or a wrong type is an error naming
+// config.json's path and the key.
 #pragma once
 #include <nlohmann/json.hpp>
 
@@ -18,9 +19,25 @@ struct RopeScaling {
   int64_t original_max_position_embeddings = 8192;
 };
 
+// The ChatGLM-only options (THUDM configuration_chatglm.py). The shared fields of ModelConfig
+// are filled from the GLM keys too (num_layers -> num_hidden_layers, ffn_hidden_size ->
+// intermediate_size, kv_channels -> head_dim, multi_query_group_num -> num_key_value_heads,
+// padded_vocab_size -> vocab_size, seq_length -> max_position_embeddings, layernorm_epsilon ->
+// rms_norm_eps, 10000 * rope_ratio -> rope_theta), so code that only needs sizes stays generic.
+struct ChatGLMOptions {
+  bool multi_query_attention = false;  // false: fused qkv laid out per head as [q|k|v]
+  int64_t multi_query_group_num = 1;
+  bool add_bias_linear = false;  // bias on every linear but the output layer
+  bool add_qkv_bias = false;     // bias on query_key_value only
+  double rope_ratio = 1.0;       // GLM-4: rotary base = 10000 * rope_ratio
+  int64_t rotary_dim = 0;        // kv_channels / 2: rotary covers the first half of each head
+  bool apply_query_key_layer_scaling = true;  // no effect on the math (see chatglm.cpp)
+  bool attention_softmax_in_fp32 = true;
+};
+
 struct ModelConfig {
   std::string path;        // the config.json it came from
-  std::string model_type;  // "llama", "qwen2", "mistral", ...
+  std::string model_type;  // "llama", "qwen2", "mistral", "chatglm"
   std::vector<std::string> architectures;
   int64_t vocab_size = 0;
   int64_t hidden_size = 0;
@@ -41,6 +58,7 @@ struct ModelConfig {
   std::string torch_dtype = "float32";
   int64_t bos_token_id = -1, pad_token_id = -1;
   std::vector<int64_t> eos_token_id;
+  ChatGLMOptions chatglm;  // model_type "chatglm" only
   nlohmann::json raw;  // the whole file, written back unchanged on save
 };
 

@@ -45,20 +45,26 @@ class AttentionImpl : public torch::nn::Module {
     o_proj = register_module("o_proj", Linear(heads_ * head_dim_, c.hidden_size, c.attention_bias));
   }
 
-  // cos/sin: [T, head_dim]; mask: additive [B, 1, T, T].
+  // cos/sin: [T, head_dim]; mask: additive [B, 1, T, N + T]; pk/pv: N prefix slots
+  // [B, kv_heads, N, head_dim] (undefined when N = 0), taken as they are (no rotation).
   at::Tensor forward(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin,
-                     const at::Tensor& mask) {
+                     const at::Tensor& mask, const at::Tensor& pk = {}, const at::Tensor& pv = {}) {
     auto B = x.size(0), T = x.size(1);
     auto q = q_proj(x).view({B, T, heads_, head_dim_}).transpose(1, 2);
     auto k = k_proj(x).view({B, T, kv_heads_, head_dim_}).transpose(1, 2);
     auto v = v_proj(x).view({B, T, kv_heads_, head_dim_}).transpose(1, 2);
     q = q * cos + rotate_half(q) * sin;
     k = k * cos + rotate_half(k) * sin;
+    if (pk.defined()) {
+      k = torch::cat({pk.to(k.scalar_type()), k}, 2);
+      v = torch::cat({pv.to(v.scalar_type()), v}, 2);
+    }
+    auto S = k.size(2);
     if (kv_heads_ != heads_) {
       // repeat_kv: each kv head serves heads/kv_heads consecutive query heads.
       auto rep = heads_ / kv_heads_;
-      k = k.unsqueeze(2).expand({B, kv_heads_, rep, T, head_dim_}).reshape({B, heads_, T, head_dim_});
-      v = v.unsqueeze(2).expand({B, kv_heads_, rep, T, head_dim_}).reshape({B, heads_, T, head_dim_});
+      k = k.unsqueeze(2).expand({B, kv_heads_, rep, S, head_dim_}).reshape({B, heads_, S, head_dim_});
+      v = v.unsqueeze(2).expand({B, kv_heads_, rep, S, head_dim_}).reshape({B, heads_, S, head_dim_});
     }
     auto scores = torch::matmul(q, k.transpose(2, 3)) * (1.0 / std::sqrt(double(head_dim_)));
     scores = scores + mask;
@@ -98,8 +104,8 @@ class DecoderLayerImpl : public torch::nn::Module {
         register_module("post_attention_layernorm", RMSNorm(c.hidden_size, c.rms_norm_eps));
   }
   at::Tensor forward(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin,
-                     const at::Tensor& mask) {
-    auto h = x + self_attn(input_layernorm(x), cos, sin, mask);
+                     const at::Tensor& mask, const at::Tensor& pk = {}, const at::Tensor& pv = {}) {
+    auto h = x + self_attn(input_layernorm(x), cos, sin, mask, pk, pv);
     return h + mlp(post_attention_layernorm(h));
   }
   Attention self_attn{nullptr};
@@ -160,8 +166,18 @@ class LlamaForCausalLM : public CausalLM {
                     .masked_fill(allowed4.logical_not(), lowest);
 
     int64_t unit = 1;
+    auto prefix = prefix_;
     for (auto& layer : model->decoder) {
-      h = run_unit(unit++, [layer, cos, sin, mask](const at::Tensor& x) mutable { return layer(x, cos, sin, mask); }, h);
+      int64_t index = unit - 1;
+      h = run_unit(unit++, [layer, cos, sin, mask, prefix, index, B](const at::Tensor& x) mutable {
+        if (!prefix) return layer(x, cos, sin, mask);
+        auto kv = prefix(index, B);
+        if (!kv.first.defined()) return layer(x, cos, sin, mask);
+        // Prefix slots are visible to every position, padding rows included.
+        auto full_mask = torch::cat({torch::zeros({B, 1, mask.size(2), kv.first.size(2)}, mask.options()),
+                                     mask}, 3);
+        return layer->forward(x, cos, sin, full_mask, kv.first, kv.second);
+      }, h);
     }
     auto norm = model->norm;
     auto head = lm_head;

@@ -8,6 +8,7 @@
 #include <set>
 #include <sstream>
 
+#include "models/chatglm.h"
 #include "models/llama.h"
 #include "models/safetensors.h"
 
@@ -33,6 +34,8 @@ std::shared_ptr<CausalLM> build_model(const ModelConfig& config) {
   std::shared_ptr<CausalLM> m;
   if (config.model_type == "llama" || config.model_type == "qwen2" || config.model_type == "mistral")
     m = make_llama(config);
+  else if (config.model_type == "chatglm")
+    m = make_chatglm(config);
   else
     throw std::runtime_error(config.path + ": model_type '" + config.model_type + "' is not supported");
   // HF _init_weights: normal(0, initializer_range) for linear and embedding weights, zero
@@ -52,8 +55,11 @@ std::shared_ptr<CausalLM> build_model(const ModelConfig& config) {
 namespace {
 
 bool ignorable(const std::string& name, const ModelConfig& c) {
-  // Older checkpoints carry rotary buffers; tied models may still store lm_head.
+  // Older checkpoints carry rotary buffers (Llama: ...rotary_emb.inv_freq; every ChatGLM3 /
+  // GLM-4 checkpoint: transformer.rotary_pos_emb.inv_freq, which THUDM's forward never reads);
+  // tied models may still store lm_head.
   if (name.find("rotary_emb.inv_freq") != std::string::npos) return true;
+  if (c.model_type == "chatglm" && name == "transformer.rotary_pos_emb.inv_freq") return true;
   if (c.tie_word_embeddings && name == "lm_head.weight") return true;
   return false;
 }

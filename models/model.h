@@ -38,11 +38,21 @@ class CausalLM : public torch::nn::Module {
   using UnitFn = std::function<at::Tensor(const at::Tensor& input)>;
   using UnitRunner = std::function<at::Tensor(int64_t unit, const UnitFn& fn, const at::Tensor& input)>;
   void set_unit_runner(UnitRunner runner) { runner_ = std::move(runner); }
+  // Extra key/value slots prepended to every attention layer's keys and values and visible
+  // to every position (prefix tuning); positions of the real tokens do not move. Returns
+  // {k, v}, each [batch, kv_heads, N, head_dim], or undefined tensors for none. Installed
+  // from outside (peft/); called inside each layer's unit, so it must be cheap.
+  using PrefixKV = std::function<std::pair<at::Tensor, at::Tensor>(int64_t layer, int64_t batch)>;
+  void set_prefix_provider(PrefixKV provider) { prefix_ = std::move(provider); }
+
   // The parameter-name prefixes of each unit, in forward order. A parameter belongs to the
-  // first unit with a prefix it starts with. The default is one unit holding everything.
+  // first unit with a prefix it starts with; parameters of no unit (adapter modules added
+  // at the model's top level, such as a prefix encoder) stay whole on every rank.
+  // The default is one unit holding everything.
   virtual std::vector<std::vector<std::string>> unit_prefixes() const { return {{""}}; }
 
  protected:
+  PrefixKV prefix_;
   at::Tensor run_unit(int64_t unit, const UnitFn& fn, const at::Tensor& input) {
     return runner_ ? runner_(unit, fn, input) : fn(input);
   }

@@ -4,11 +4,16 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace ftrun::models {
 
 struct TinySpec {
-  std::string model_type = "llama";  // llama | qwen2
+  // llama | qwen2 | chatglm3 | glm4. The last two write model_type "chatglm" with the key set
+  // of THUDM's chatglm3-6b / glm-4-9b-chat config.json: intermediate_size becomes
+  // ffn_hidden_size, num_key_value_heads multi_query_group_num, hidden/heads kv_channels,
+  // max_position_embeddings seq_length.
+  std::string model_type = "llama";
   int64_t vocab_size = 0;            // from the tokenizer
   int64_t hidden_size = 64;
   int64_t intermediate_size = 160;
@@ -19,6 +24,10 @@ struct TinySpec {
   bool tie_word_embeddings = false;
   int64_t bos_token_id = -1, eos_token_id = -1, pad_token_id = -1;
   uint64_t seed = 42;
+  // glm4 only: rotary base multiplier (glm-4-9b-chat has 500) and further stop ids written
+  // after eos_token_id in its list (glm-4-9b-chat: <|endoftext|>, <|user|>, <|observation|>).
+  double rope_ratio = 500.0;
+  std::vector<int64_t> extra_eos_token_ids;
 };
 
 // The config.json transformers would write for such a model.

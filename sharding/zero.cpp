@@ -67,6 +67,10 @@ struct Flat {
 struct ZeroEngine::Impl {
   struct Unit {
     int64_t index = 0;
+    // The stage this unit runs at: the engine's, except for the persistent unit (parameters
+    // of no model unit, e.g. a prefix encoder used inside every layer), which is never
+    // sharded and runs at most stage 1 semantics.
+    int stage = 0;
     Flat train, frozen;
     at::Tensor grad_full;   // stages 0/1: [padded]
     at::Tensor grad_shard;  // stages 1-3: [shard]
@@ -81,6 +85,7 @@ struct ZeroEngine::Impl {
   std::vector<Unit> units;
   std::unique_ptr<AdamW> optimizer;
   std::vector<at::Tensor> opt_grads;  // views matching the optimizer's parameter segments
+  std::vector<bool> opt_replicated;   // whether that segment's gradient is the same on every rank
   std::vector<std::shared_ptr<torch::autograd::Node>> accumulators;  // keep post-hooks alive
   std::vector<models::CausalLM::UnitFn> saved_fns;  // stage 3: unit functions of this step
   at::Tensor token;                                 // makes every unit output require grad
@@ -91,7 +96,6 @@ struct ZeroEngine::Impl {
     world = comm.world_size();
   }
 
-  bool sharded_params() const { return cfg.stage == 3; }
 
   // --- gathering (stage 3) -------------------------------------------------------------
   void gather(Unit& u) {
@@ -145,8 +149,11 @@ struct ZeroEngine::Impl {
     reduce_scatter_into_shard(u, take_grads(u));
   }
 
+  static bool hooked(const Unit& u, const ZeroConfig& c) { return u.stage == 2 || (u.stage == 3 && c.keep_params); }
+
   void install_grad_hooks() {
     for (size_t ui = 0; ui < units.size(); ++ui) {
+      if (!hooked(units[ui], cfg)) continue;
       for (auto& s : units[ui].train.slots) {
         auto acc = torch::autograd::impl::grad_accumulator(s.param);
         acc->add_post_hook(std::make_unique<torch::autograd::utils::LambdaPostHook>(
@@ -233,8 +240,11 @@ ZeroEngine::ZeroEngine(models::CausalLM& model, const std::vector<at::Tensor>& t
     train_index[trainable[i].unsafeGetTensorImpl()] = i;
   }
   auto prefixes = model.unit_prefixes();
-  I.units.resize(prefixes.size());
-  for (size_t u = 0; u < prefixes.size(); ++u) I.units[u].index = int64_t(u);
+  I.units.resize(prefixes.size() + 1);  // + the persistent unit
+  for (size_t u = 0; u < I.units.size(); ++u) {
+    I.units[u].index = int64_t(u);
+    I.units[u].stage = u < prefixes.size() ? cfg.stage : std::min(cfg.stage, 1);
+  }
   size_t matched = 0;
   for (auto& item : model.named_parameters()) {
     const auto& name = item.key();
@@ -245,12 +255,11 @@ ZeroEngine::ZeroEngine(models::CausalLM& model, const std::vector<at::Tensor>& t
           unit = u;
           break;
         }
-    if (unit == prefixes.size()) throw std::runtime_error("ZeRO: parameter " + name + " belongs to no unit of the model");
     auto it = train_index.find(item.value().unsafeGetTensorImpl());
     if (it != train_index.end()) {
       I.units[unit].train.add(name, item.value(), decay[it->second]);
       ++matched;
-    } else if (I.sharded_params()) {
+    } else if (I.units[unit].stage == 3) {
       I.units[unit].frozen.add(name, item.value(), false);
     }
   }
@@ -260,7 +269,7 @@ ZeroEngine::ZeroEngine(models::CausalLM& model, const std::vector<at::Tensor>& t
 
   // Grad accumulators record the parameter's shape when created: make them while the
   // parameters still hold their full values, before stage 3 unbinds them.
-  if (cfg.stage == 2 || (cfg.stage == 3 && cfg.keep_params)) I.install_grad_hooks();
+  I.install_grad_hooks();
 
   // Buffers, bindings and the optimizer's segments (the owned part of each slot).
   std::vector<at::Tensor> seg_params;
@@ -268,7 +277,7 @@ ZeroEngine::ZeroEngine(models::CausalLM& model, const std::vector<at::Tensor>& t
   for (auto& u : I.units) {
     u.train.finish(I.world);
     u.frozen.finish(I.world);
-    if (I.sharded_params()) {
+    if (u.stage == 3) {
       for (Flat* f : {&u.train, &u.frozen}) {
         if (f->slots.empty()) continue;
         f->local = f->pack().narrow(0, int64_t(I.rank) * f->shard, f->shard).clone();
@@ -279,17 +288,17 @@ ZeroEngine::ZeroEngine(models::CausalLM& model, const std::vector<at::Tensor>& t
       u.train.bind(u.train.full);
     }
     if (u.train.slots.empty()) continue;
-    if (cfg.stage == 0) u.grad_full = torch::zeros({u.train.padded});
-    if (cfg.stage >= 1) u.grad_shard = torch::zeros({u.train.shard});
-    int64_t lo = cfg.stage == 0 ? 0 : int64_t(I.rank) * u.train.shard;
-    int64_t hi = cfg.stage == 0 ? u.train.padded : lo + u.train.shard;
+    if (u.stage == 0) u.grad_full = torch::zeros({u.train.padded});
+    if (u.stage >= 1) u.grad_shard = torch::zeros({u.train.shard});
+    int64_t lo = u.stage == 0 ? 0 : int64_t(I.rank) * u.train.shard;
+    int64_t hi = u.stage == 0 ? u.train.padded : lo + u.train.shard;
     for (const auto& s : u.train.slots) {
       int64_t a = std::max(lo, s.offset), b = std::min(hi, s.offset + s.numel);
       if (a >= b) continue;
-      seg_params.push_back(I.sharded_params() ? u.train.local.narrow(0, a - lo, b - a)
-                                              : u.train.full.narrow(0, a, b - a));
+      seg_params.push_back(u.stage == 3 ? u.train.local.narrow(0, a - lo, b - a) : u.train.full.narrow(0, a, b - a));
       seg_decay.push_back(s.decay);
-      I.opt_grads.push_back(cfg.stage == 0 ? u.grad_full.narrow(0, a, b - a) : u.grad_shard.narrow(0, a - lo, b - a));
+      I.opt_grads.push_back(u.stage == 0 ? u.grad_full.narrow(0, a, b - a) : u.grad_shard.narrow(0, a - lo, b - a));
+      I.opt_replicated.push_back(u.stage == 0);
     }
   }
   I.optimizer = std::make_unique<AdamW>(seg_params, seg_decay, cfg.adam);
@@ -337,22 +346,21 @@ void ZeroEngine::backward(const at::Tensor& loss) {
   loss.backward();
   // Units whose hooks did not all fire (a parameter without a grad this micro-batch) are
   // reduced now, in unit order, so every rank issues the same collectives.
-  if (cfg_.stage == 2 || (cfg_.stage == 3 && cfg_.keep_params))
-    for (auto& u : I.units)
-      if (u.pending > 0 && !u.train.slots.empty()) {
-        u.pending = 0;
-        I.reduce_scatter_into_shard(u, I.take_grads(u));
-      }
+  for (auto& u : I.units)
+    if (Impl::hooked(u, cfg_) && u.pending > 0 && !u.train.slots.empty()) {
+      u.pending = 0;
+      I.reduce_scatter_into_shard(u, I.take_grads(u));
+    }
   if (cfg_.stage == 3 && !cfg_.keep_params) I.saved_fns.clear();
 }
 
 double ZeroEngine::reduce_and_clip(double max_norm) {
   auto& I = *impl_;
   torch::NoGradGuard ng;
-  if (cfg_.stage <= 1) {
+  {
     for (auto& u : I.units) {
-      if (u.train.slots.empty()) continue;
-      if (cfg_.stage == 0) {
+      if (u.train.slots.empty() || u.stage > 1) continue;
+      if (u.stage == 0) {
         u.grad_full.copy_(I.take_grads(u));
         comm_->all_reduce_sum(u.grad_full);
       } else {
@@ -360,12 +368,21 @@ double ZeroEngine::reduce_and_clip(double max_norm) {
       }
     }
   }
-  // Global norm: every rank sums the squares of the gradient it owns (the whole flat under
-  // stage 0, where grads are replicated; its shard otherwise), then the sums are added.
+  // Global norm: every rank sums the squares of the gradient shards it owns and the sums
+  // are added over ranks; replicated (stage 0) gradients are counted once, not per rank.
   auto sq = torch::zeros({1}, torch::TensorOptions().dtype(at::kDouble));
-  for (const auto& g : I.opt_grads) sq += g.to(at::kDouble).pow(2).sum();
-  if (cfg_.stage >= 1) comm_->all_reduce_sum(sq);
-  double norm = std::sqrt(sq.item<double>());
+  double replicated = 0;
+  bool any_sharded = false;
+  for (size_t i = 0; i < I.opt_grads.size(); ++i) {
+    double part = I.opt_grads[i].to(at::kDouble).pow(2).sum().item<double>();
+    if (I.opt_replicated[i]) replicated += part;
+    else {
+      sq += part;
+      any_sharded = true;
+    }
+  }
+  if (any_sharded && I.world > 1) comm_->all_reduce_sum(sq);
+  double norm = std::sqrt(sq.item<double>() + replicated);
   if (max_norm > 0) {
     double coef = std::min(1.0, max_norm / (norm + 1e-6));
     if (coef < 1.0)
@@ -379,9 +396,9 @@ void ZeroEngine::step(double lr) {
   torch::NoGradGuard ng;
   I.optimizer->step(lr, I.opt_grads);
   ++optimizer_steps_;
-  if (cfg_.stage == 1 || cfg_.stage == 2) {
+  {
     for (auto& u : I.units) {
-      if (u.train.slots.empty()) continue;
+      if (u.train.slots.empty() || (u.stage != 1 && u.stage != 2)) continue;
       auto mine = u.train.full.narrow(0, int64_t(I.rank) * u.train.shard, u.train.shard).clone();
       comm_->all_gather(mine, u.train.full);
     }
@@ -400,7 +417,7 @@ void ZeroEngine::with_full_trainable(const std::function<void()>& fn) {
   std::vector<size_t> gathered;
   for (size_t i = 0; i < I.units.size(); ++i) {
     auto& u = I.units[i];
-    if (u.train.slots.empty() || u.gathered) continue;
+    if (u.train.slots.empty() || u.gathered || u.stage != 3) continue;
     u.train.full = torch::empty({u.train.padded});
     comm_->all_gather(u.train.local, u.train.full);
     u.train.bind(u.train.full);
@@ -422,14 +439,16 @@ MemoryStats ZeroEngine::memory() const {
   const auto& I = *impl_;
   MemoryStats m;
   for (const auto& u : I.units) {
-    m.param_bytes += I.sharded_params() ? bytes_of(u.train.local) + bytes_of(u.frozen.local) : bytes_of(u.train.full);
+    m.param_bytes += u.stage == 3 ? bytes_of(u.train.local) + bytes_of(u.frozen.local) : bytes_of(u.train.full);
     m.grad_bytes += bytes_of(u.grad_full) + bytes_of(u.grad_shard);
   }
-  if (!I.sharded_params()) {
-    // Frozen weights stay whole on every rank below stage 3.
+  {
+    // Frozen weights stay whole on every rank below stage 3 (and in the persistent unit).
     std::set<const void*> trained;
-    for (const auto& u : I.units)
+    for (const auto& u : I.units) {
       for (const auto& s : u.train.slots) trained.insert(s.param.unsafeGetTensorImpl());
+      for (const auto& s : u.frozen.slots) trained.insert(s.param.unsafeGetTensorImpl());
+    }
     for (const auto& p : I.model.parameters())
       if (!trained.count(p.unsafeGetTensorImpl())) m.param_bytes += bytes_of(p);
   }
