@@ -34,7 +34,8 @@ class Strategy {
 
 using Factory = std::function<std::unique_ptr<Strategy>(const nlohmann::json& peft_config)>;
 void register_strategy(const std::string& peft_type, Factory factory);
-// peft_config["peft_type"] picks the plug-in; an unknown type lists the registered ones.
+// peft_config["peft_type"] picks the plug-in (LORA, PREFIX_TUNING; null = FULL); an
+// unknown type lists the registered ones.
 std::unique_ptr<Strategy> make_strategy(const nlohmann::json& peft_config);
 // Reads dir/adapter_config.json and builds the matching strategy (for generate / resume).
 std::unique_ptr<Strategy> strategy_from_adapter_dir(const std::string& dir);

@@ -164,9 +164,6 @@ TrainSummary train(const Config& cfg, bool verbose, std::shared_ptr<sharding::Co
   if (cfg.model_dir.empty())
     throw std::runtime_error(cfg.path + ": model_dir is not set (add `model_dir:` to the YAML, "
                                         "or pass --model-dir / --set model_dir=...)");
-  if (cfg.peft_config.is_null())
-    throw std::runtime_error(cfg.path + ": peft_config is absent, which means full fine-tuning; "
-                                        "ftrun does not implement full SFT yet (use peft_type: LORA)");
   std::vector<std::string> warnings = cfg.warnings;
   const int stage = zero_stage_of(cfg, world, &warnings);
   for (const auto& w : warnings)
