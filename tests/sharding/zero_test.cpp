@@ -46,21 +46,20 @@ struct Run {
   sharding::MemoryStats memory;
 };
 
-Run train(int stage, bool keep, bool full) {
+const nlohmann::json kLora = {{"peft_type", "LORA"}, {"r", 2}, {"lora_alpha", 4},
+                               {"target_modules", {"q_proj", "v_proj", "down_proj", "lm_head"}}};
+const nlohmann::json kPrefix = {{"peft_type", "PREFIX_TUNING"}, {"num_virtual_tokens", 3}};
+
+Run train(int stage, bool keep, const nlohmann::json& peft_config) {
   auto m = model(7);
-  peft::NamedTensors trainable;
-  std::unique_ptr<peft::Strategy> s;
-  if (full) {
-    for (auto& p : m->named_parameters()) trainable.emplace_back(p.key(), p.value());
-  } else {
-    s = peft::make_strategy({{"peft_type", "LORA"}, {"r", 2}, {"lora_alpha", 4},
-                             {"target_modules", {"q_proj", "v_proj", "down_proj", "lm_head"}}});
-    torch::manual_seed(3);
-    s->apply(*m);
+  auto s = peft::make_strategy(peft_config);
+  torch::manual_seed(3);
+  s->apply(*m);
+  if (!peft_config.is_null()) {
     torch::NoGradGuard ng;
     for (auto& kv : s->trainable()) kv.second.add_(torch::randn(kv.second.sizes()) * 0.05);
-    trainable = s->trainable();
   }
+  auto trainable = s->trainable();
   runtime::TrainingArgs args;
   args.learning_rate = 2e-2;
   args.weight_decay = 0.1;
@@ -95,23 +94,32 @@ void expect_same(const Run& a, const Run& b, const std::string& what) {
 }  // namespace
 
 TEST(Zero, EveryStageMatchesStageZeroInAWorldOfOneLora) {
-  auto base = train(0, false, false);
+  auto base = train(0, false, kLora);
   EXPECT_GT(base.steps[0].grad_norm, 0.3);  // clipping is exercised
-  expect_same(base, train(1, false, false), "stage 1");
-  expect_same(base, train(2, false, false), "stage 2");
-  expect_same(base, train(3, false, false), "stage 3 recompute");
-  expect_same(base, train(3, true, false), "stage 3 keep params");
+  expect_same(base, train(1, false, kLora), "stage 1");
+  expect_same(base, train(2, false, kLora), "stage 2");
+  expect_same(base, train(3, false, kLora), "stage 3 recompute");
+  expect_same(base, train(3, true, kLora), "stage 3 keep params");
+}
+
+TEST(Zero, EveryStageMatchesStageZeroInAWorldOfOnePrefixTuning) {
+  // The prefix encoder sits outside the model's units (used inside every layer), so it
+  // stays whole while the frozen base is sharded under stage 3.
+  auto base = train(0, false, kPrefix);
+  expect_same(base, train(2, false, kPrefix), "stage 2");
+  expect_same(base, train(3, false, kPrefix), "stage 3 recompute");
+  expect_same(base, train(3, true, kPrefix), "stage 3 keep params");
 }
 
 TEST(Zero, EveryStageMatchesStageZeroInAWorldOfOneFullParameters) {
-  auto base = train(0, false, true);
-  expect_same(base, train(2, false, true), "stage 2");
-  expect_same(base, train(3, false, true), "stage 3 recompute");
+  auto base = train(0, false, nullptr);
+  expect_same(base, train(2, false, nullptr), "stage 2");
+  expect_same(base, train(3, false, nullptr), "stage 3 recompute");
 }
 
 TEST(Zero, MemoryAccountingPerStage) {
-  auto s0 = train(0, false, true).memory;
-  auto s3 = train(3, false, true).memory;
+  auto s0 = train(0, false, nullptr).memory;
+  auto s3 = train(3, false, nullptr).memory;
   // World of one: the same bytes, but stage 3 holds gathered units only transiently.
   EXPECT_EQ(s0.param_bytes, s3.param_bytes);
   EXPECT_EQ(s0.optimizer_bytes, s3.optimizer_bytes);
