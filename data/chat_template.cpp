@@ -11,7 +11,11 @@
 // tokenizer does when it encodes its template piecewise.
 #include "data/chat_template.h"
 
+#include <algorithm>
+#include <cctype>
 #include <stdexcept>
+
+#include "data/glm_templates.h"
 
 namespace ftrun::data {
 namespace {
@@ -43,7 +47,11 @@ class Llama3Template : public ChatTemplate {
     append(s, {tok.special_id("<|begin_of_text|>")}, false);
     const int64_t eot = tok.special_id("<|eot_id|>");
     for (const Message& m : messages) {
-      append(s, header(m.role, tok), false);
+      if (m.has_tools())
+        throw std::runtime_error("the llama3 template does not render tool definitions (`tools` "
+                                 "on the system message); use glm4 or chatglm3, or drop them");
+      // Tool results take Llama-3.1's `ipython` role, as LLaMA-Factory's llama3 template does.
+      append(s, header(m.role == "observation" ? "ipython" : m.role, tok), false);
       const bool train = m.role == "assistant";
       append(s, tok.encode(trim(m.content)), train);
       append(s, {eot}, train);
@@ -94,11 +102,27 @@ void check_ids(const std::vector<int64_t>& ids, const char* field, bool allow_ig
 
 std::unique_ptr<ChatTemplate> make_template(const std::string& name) {
   if (name == "llama3") return std::make_unique<Llama3Template>();
-  throw std::runtime_error("unknown chat template '" + name + "' (known: llama3)");
+  if (auto t = make_glm_family_template(name)) return t;
+  throw std::runtime_error("unknown chat template '" + name +
+                           "' (known: llama3, glm4, chatglm3, qwen, bluelm)");
 }
 
-Sample encode_example(const Example& ex, const ChatTemplate& tmpl, const Tokenizer& tok,
-                      int64_t max_length) {
+std::string template_for_model(const std::string& model_type, const Tokenizer& tok) {
+  std::string t = model_type;
+  std::transform(t.begin(), t.end(), t.begin(), [](unsigned char c) { return std::tolower(c); });
+  if (t == "llama") return "llama3";
+  if (t == "qwen2") return "qwen";
+  // ChatGLM3 and GLM-4 both say "chatglm"; their tokenizers differ in the start token's name.
+  if (t == "chatglm") return tok.has_special("<sop>") ? "glm4" : "chatglm3";
+  if (t == "glm" || t == "glm4") return "glm4";
+  if (t == "bluelm") return "bluelm";
+  return model_type;
+}
+
+namespace {
+
+Sample encode_impl(const Example& ex, const ChatTemplate& tmpl, const Tokenizer& tok,
+                   const EncodeOptions* opts, int64_t max_length) {
   Sample s;
   if (ex.pretokenized()) {
     if (ex.input_ids.size() != ex.labels.size())
@@ -113,7 +137,11 @@ Sample encode_example(const Example& ex, const ChatTemplate& tmpl, const Tokeniz
     if (!has_assistant)
       throw std::runtime_error(ex.where + ": the conversation has no assistant turn, so nothing "
                                "would be trained");
-    s = tmpl.render(ex.messages, tok);
+    try {
+      s = opts ? tmpl.render_for_training(ex.messages, tok, *opts) : tmpl.render(ex.messages, tok);
+    } catch (const std::exception& e) {
+      throw std::runtime_error(ex.where + ": " + e.what());
+    }
   }
   // max_length <= 0 means no limit. Cutting keeps the start, so a long reply loses its end
   // rather than the question it answers.
@@ -122,6 +150,18 @@ Sample encode_example(const Example& ex, const ChatTemplate& tmpl, const Tokeniz
     s.labels.resize(max_length);
   }
   return s;
+}
+
+}  // namespace
+
+Sample encode_example(const Example& ex, const ChatTemplate& tmpl, const Tokenizer& tok,
+                      int64_t max_length) {
+  return encode_impl(ex, tmpl, tok, nullptr, max_length);
+}
+
+Sample encode_example(const Example& ex, const ChatTemplate& tmpl, const Tokenizer& tok,
+                      const EncodeOptions& opts) {
+  return encode_impl(ex, tmpl, tok, &opts, tmpl.max_length(opts));
 }
 
 }  // namespace ftrun::data

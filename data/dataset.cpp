@@ -1,5 +1,6 @@
-// Dataset readers: JSON / JSON Lines files of alpaca, messages or pre-tokenized records,
-// validated record by record so that a bad record is reported by file:line and field.
+// Dataset readers: JSON / JSON Lines files of alpaca, messages (GLM-4 demo / OpenAI),
+// sharegpt or pre-tokenized records, validated record by record so that a bad record is
+// reported by file:line and field.
 #include "data/dataset.h"
 
 #include <algorithm>
@@ -13,7 +14,8 @@
 namespace ftrun::data {
 namespace {
 
-using nlohmann::json;
+// Ordered: tool schemas are printed back as JSON by the GLM templates in the order written.
+using json = nlohmann::ordered_json;
 
 [[noreturn]] void fail(const std::string& where, const std::string& what) {
   throw std::runtime_error(where + ": " + what);
@@ -47,6 +49,30 @@ std::string optional_string(const json& obj, const char* key, const std::string&
   return v->get<std::string>();
 }
 
+// Where tools may come from: a JSON array of objects (the GLM-4 demo, OpenAI) or, for
+// sharegpt, a string holding that array. Null and "" mean "no tools".
+json parse_tools(const json& v, const std::string& where, const std::string& field,
+                 bool allow_string) {
+  json tools = v;
+  if (allow_string && v.is_string()) {
+    const std::string text = v.get<std::string>();
+    if (text.find_first_not_of(" \t\r\n") == std::string::npos) return json();
+    try {
+      tools = json::parse(text);
+    } catch (const json::parse_error& e) {
+      fail(where, "field '" + field + "' is not valid JSON: " + e.what());
+    }
+  }
+  if (!tools.is_array())
+    bad_field(where, field, allow_string ? "a JSON array of tools (or a string holding one)"
+                                         : "an array of tools",
+              &v);
+  for (size_t i = 0; i < tools.size(); ++i)
+    if (!tools[i].is_object())
+      bad_field(where, field + "[" + std::to_string(i) + "]", "an object", &tools[i]);
+  return tools;
+}
+
 void parse_messages(const json& rec, const std::string& where, Example& ex) {
   const json* msgs = find(rec, "messages");
   if (!msgs || !msgs->is_array()) bad_field(where, "messages", "an array", msgs);
@@ -61,13 +87,85 @@ void parse_messages(const json& rec, const std::string& where, Example& ex) {
     if (!content || !content->is_string())
       bad_field(where, field + ".content", "a string", content);
     Message msg{role->get<std::string>(), content->get<std::string>()};
-    if (msg.role != "system" && msg.role != "user" && msg.role != "assistant")
-      fail(where, "field '" + field + ".role' must be system, user or assistant, got '" +
-                      msg.role + "'");
+    if (msg.role != "system" && msg.role != "user" && msg.role != "assistant" &&
+        msg.role != "observation")
+      fail(where, "field '" + field +
+                      ".role' must be system, user, assistant or observation, got '" + msg.role +
+                      "'");
     if (msg.role == "system" && i != 0)
       fail(where, "field '" + field + ".role': a system message may only come first");
+    if (const json* md = find(m, "metadata"); md && !md->is_null()) {
+      if (!md->is_string()) bad_field(where, field + ".metadata", "a string", md);
+      msg.metadata = md->get<std::string>();
+    }
+    if (const json* tools = find(m, "tools"); tools && !tools->is_null()) {
+      // The GLM-4 demo's rule: tool definitions travel on the (first) system message only.
+      if (msg.role != "system")
+        fail(where, "field '" + field + ".tools': tools may only be given on the system message "
+                    "(the first message, role system), not on a " + msg.role + " message");
+      msg.tools = parse_tools(*tools, where, field + ".tools", false);
+    }
     ex.messages.push_back(std::move(msg));
   }
+}
+
+// LLaMA-Factory's sharegpt layout with its default tags (formats.md 6.2). An optional leading
+// `system` turn replaces the top-level `system`; after it, human/observation turns sit at odd
+// positions (1st, 3rd, ...) and gpt/function_call turns at even ones, and the last turn is a
+// reply (LLaMA-Factory drops such records with a warning; ftrun reports them). function_call
+// values (JSON {"name", "arguments"}) become assistant turns as written, which is how the GLM-4
+// demo's data spells a tool call. `tools` (a JSON string) goes on the system message.
+void parse_sharegpt(const json& rec, const std::string& where, Example& ex) {
+  const json* conv = find(rec, "conversations");
+  if (!conv || !conv->is_array()) bad_field(where, "conversations", "an array", conv);
+  if (conv->empty()) fail(where, "field 'conversations' must not be empty");
+  std::string system = optional_string(rec, "system", where);
+  json tools;
+  if (const json* t = find(rec, "tools"); t && !t->is_null())
+    tools = parse_tools(*t, where, "tools", true);
+
+  std::vector<Message> turns;
+  size_t first = 0;
+  for (size_t i = 0; i < conv->size(); ++i) {
+    const json& t = (*conv)[i];
+    const std::string field = "conversations[" + std::to_string(i) + "]";
+    if (!t.is_object()) bad_field(where, field, "an object", &t);
+    const json* from = find(t, "from");
+    if (!from || !from->is_string()) bad_field(where, field + ".from", "a string", from);
+    const json* value = find(t, "value");
+    if (!value || !value->is_string()) bad_field(where, field + ".value", "a string", value);
+    const std::string tag = from->get<std::string>();
+    if (tag == "system") {
+      if (i != 0)
+        fail(where, "field '" + field + ".from': a system turn may only come first");
+      system = value->get<std::string>();
+      first = 1;
+      continue;
+    }
+    const bool reply = tag == "gpt" || tag == "function_call";
+    if (!reply && tag != "human" && tag != "observation")
+      fail(where, "field '" + field + ".from' must be human, gpt, function_call, observation or "
+                  "system, got '" + tag + "'");
+    const size_t position = i - first + 1;  // 1-based, not counting a leading system turn
+    if (reply != (position % 2 == 0))
+      fail(where, "field '" + field + ".from': '" + tag + "' is at position " +
+                      std::to_string(position) + ", but " +
+                      (reply ? "gpt/function_call turns must be at even positions (2nd, 4th, ...)"
+                             : "human/observation turns must be at odd positions (1st, 3rd, ...)") +
+                      (first ? " (positions do not count the leading system turn)" : ""));
+    turns.push_back({reply ? "assistant" : (tag == "human" ? "user" : "observation"),
+                     value->get<std::string>()});
+  }
+  if (turns.empty()) fail(where, "field 'conversations' holds no turn besides the system turn");
+  if (turns.size() % 2 != 0)
+    fail(where, "field 'conversations' must end with a gpt or function_call turn (it has " +
+                    std::to_string(turns.size()) + " turns after any system turn)");
+  if (!system.empty() || !tools.is_null()) {
+    Message sys{"system", system};
+    sys.tools = std::move(tools);
+    ex.messages.push_back(std::move(sys));
+  }
+  for (auto& m : turns) ex.messages.push_back(std::move(m));
 }
 
 void parse_alpaca(const json& rec, const std::string& where, Example& ex) {
@@ -124,13 +222,15 @@ Example parse_record(const json& rec, const std::string& where) {
   ex.where = where;
   if (rec.contains("messages"))
     parse_messages(rec, where, ex);
+  else if (rec.contains("conversations"))
+    parse_sharegpt(rec, where, ex);
   else if (rec.contains("input_ids") || rec.contains("labels"))
     parse_pretokenized(rec, where, ex);
   else if (rec.contains("instruction") || rec.contains("output"))
     parse_alpaca(rec, where, ex);
   else
-    fail(where, "unrecognised record: expected field 'messages', 'instruction' + 'output' "
-                "(alpaca) or 'input_ids' + 'labels' (pre-tokenized)");
+    fail(where, "unrecognised record: expected field 'messages', 'conversations' (sharegpt), "
+                "'instruction' + 'output' (alpaca) or 'input_ids' + 'labels' (pre-tokenized)");
   return ex;
 }
 

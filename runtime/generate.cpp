@@ -7,7 +7,6 @@
 #include <filesystem>
 #include <fstream>
 
-#include "runtime/trainer.h"
 
 namespace fs = std::filesystem;
 
@@ -39,8 +38,9 @@ Inference load_for_inference(const std::string& path, const std::string& base_ov
   inf.model->eval();
   bool own_tok = fs::exists(fs::path(path) / "tokenizer_config.json");
   inf.tokenizer = data::load_tokenizer(own_tok ? path : inf.base_dir);
-  inf.chat_template = data::make_template(
-      template_override.empty() ? default_template(inf.model->config().model_type) : template_override);
+  inf.chat_template = data::make_template(template_override.empty()
+                                              ? data::template_for_model(inf.model->config().model_type, *inf.tokenizer)
+                                              : template_override);
   return inf;
 }
 

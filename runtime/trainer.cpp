@@ -11,7 +11,9 @@
 
 #include "data/chat_template.h"
 #include "data/dataset.h"
+#include "data/token_cache.h"
 #include "data/tokenizer.h"
+#include "models/safetensors.h"
 #include "runtime/deepspeed.h"
 #include "runtime/metrics.h"
 
@@ -91,20 +93,7 @@ double evaluate_loss(models::CausalLM& model, const std::vector<data::Sample>& s
   return count > 0 ? sum / double(count) : std::nan("");
 }
 
-std::string default_template(const std::string& model_type) {
-  if (model_type == "llama") return "llama3";
-  if (model_type == "qwen2") return "qwen";
-  return model_type;
-}
-
 namespace {
-
-std::vector<data::Sample> encode_file(const std::string& path, const data::ChatTemplate& tmpl,
-                                      const data::Tokenizer& tok, int64_t max_len) {
-  std::vector<data::Sample> out;
-  for (const auto& ex : data::read_dataset(path)) out.push_back(data::encode_example(ex, tmpl, tok, max_len));
-  return out;
-}
 
 void copy_tokenizer(const std::string& model_dir, const fs::path& dst) {
   for (const char* f : {"tokenizer.model", "tokenizer_config.json", "tokenizer.json",
@@ -120,20 +109,51 @@ void write_json(const fs::path& p, const nlohmann::json& j) {
   if (!out) throw std::runtime_error(p.string() + ": write failed");
 }
 
-// Written into a hidden temp dir, marked COMPLETE and renamed, so a crash mid-save never
-// leaves a directory that looks like a finished checkpoint.
-void save_checkpoint(const Config& cfg, const peft::Strategy& strategy, int64_t step,
-                     const nlohmann::json& log_history) {
+// Checkpoints are written into a hidden temp dir, marked COMPLETE and renamed, so a crash
+// mid-save never leaves a directory that looks like a finished checkpoint.
+fs::path checkpoint_tmp(const Config& cfg, int64_t step) {
+  return fs::path(cfg.training_args.output_dir) / (".checkpoint-" + std::to_string(step) + ".tmp");
+}
+
+// Full fine-tuning under ZeRO-3: HF shards written unit by unit (one file per unit, then
+// named model-0000i-of-0000n.safetensors with an index), so the whole model is never
+// gathered on one rank. Collective; rank 0 writes.
+void save_model_streaming(sharding::ZeroEngine& engine, models::CausalLM& model, const fs::path& dir, bool write) {
+  std::vector<std::vector<std::string>> files;
+  uint64_t total = 0;
+  engine.for_each_unit_full([&](const sharding::ZeroEngine::NamedTensors& tensors) {
+    if (!write || tensors.empty()) return;
+    st::NamedTensors out;
+    std::vector<std::string> names;
+    for (const auto& kv : tensors) {
+      out.emplace_back(kv.first, kv.second.detach().contiguous());
+      names.push_back(kv.first);
+      total += uint64_t(kv.second.numel()) * kv.second.element_size();
+    }
+    st::save((dir / ("unit-" + std::to_string(files.size()) + ".tmp.safetensors")).string(), out);
+    files.push_back(names);
+  });
+  if (!write) return;
+  nlohmann::json weight_map = nlohmann::json::object();
+  char name[64];
+  for (size_t i = 0; i < files.size(); ++i) {
+    std::snprintf(name, sizeof name, "model-%05zu-of-%05zu.safetensors", i + 1, files.size());
+    fs::rename(dir / ("unit-" + std::to_string(i) + ".tmp.safetensors"), dir / name);
+    for (const auto& n : files[i]) weight_map[n] = name;
+  }
+  write_json(dir / "model.safetensors.index.json", {{"metadata", {{"total_size", total}}}, {"weight_map", weight_map}});
+  write_json(dir / "config.json", model.config().raw);
+}
+
+void finish_checkpoint(const Config& cfg, const peft::Strategy& strategy, int64_t step, int world, int stage,
+                       const nlohmann::json& log_history) {
   fs::path out(cfg.training_args.output_dir);
   auto final_dir = out / ("checkpoint-" + std::to_string(step));
-  auto tmp = out / (".checkpoint-" + std::to_string(step) + ".tmp");
-  fs::remove_all(tmp);
-  fs::create_directories(tmp);
-  strategy.save(tmp.string(), cfg.model_dir);
+  auto tmp = checkpoint_tmp(cfg, step);
   copy_tokenizer(cfg.model_dir, tmp);
   write_json(tmp / "trainer_state.json",
-             {{"global_step", step}, {"log_history", log_history}, {"world_size", 1},
-              {"strategy", strategy.name()}, {"seed", cfg.training_args.seed}});
+             {{"global_step", step}, {"log_history", log_history}, {"world_size", world},
+              {"zero_stage", stage}, {"strategy", strategy.name()}, {"seed", cfg.training_args.seed}});
   { std::ofstream(tmp / "COMPLETE") << step << "\n"; }
   fs::remove_all(final_dir);
   fs::rename(tmp, final_dir);
@@ -172,12 +192,22 @@ TrainSummary train(const Config& cfg, bool verbose, std::shared_ptr<sharding::Co
   torch::manual_seed(uint64_t(args.seed));
   auto mc = models::load_model_config(cfg.model_dir);
   auto tok = data::load_tokenizer(cfg.model_dir);
-  auto tmpl = data::make_template(cfg.chat_template.empty() ? default_template(mc.model_type) : cfg.chat_template);
-  int64_t max_len = cfg.max_input_length + cfg.max_output_length;
-  auto train_samples = encode_file(cfg.data_config.train_file, *tmpl, *tok, max_len);
+  auto tmpl = data::make_template(cfg.chat_template.empty() ? data::template_for_model(mc.model_type, *tok)
+                                                              : cfg.chat_template);
+  // Tokenized data is cached on disk; rank 0 builds it, the others then read its file.
+  data::EncodeOptions enc{cfg.max_input_length, cfg.max_output_length, cfg.combine};
+  const auto cache_dir = data::default_cache_dir(args.output_dir);
+  auto encode = [&](const std::string& file) {
+    std::vector<data::Sample> out;
+    if (rank == 0) out = data::load_or_build(file, *tmpl, *tok, enc, cache_dir);
+    comm->barrier();
+    if (rank != 0) out = data::load_or_build(file, *tmpl, *tok, enc, cache_dir);
+    return out;
+  };
+  auto train_samples = encode(cfg.data_config.train_file);
   std::vector<data::Sample> val_samples;
   bool do_eval = args.eval_strategy != "no" && !cfg.data_config.val_file.empty();
-  if (do_eval) val_samples = encode_file(cfg.data_config.val_file, *tmpl, *tok, max_len);
+  if (do_eval) val_samples = encode(cfg.data_config.val_file);
   int64_t pad_id = mc.pad_token_id >= 0 ? mc.pad_token_id : (mc.eos_token_id.empty() ? 0 : mc.eos_token_id[0]);
 
   auto model = models::load_pretrained(cfg.model_dir);
@@ -230,17 +260,24 @@ TrainSummary train(const Config& cfg, bool verbose, std::shared_ptr<sharding::Co
     history.push_back(rec);
     progress.log(rec);
   };
-  auto save = [&](const std::string& dir_name, int64_t step) {
-    // Every rank takes part (stage 3 gathers the adapter); rank 0 writes.
-    stepper.engine().with_full_trainable([&] {
-      if (rank != 0) return;
-      if (dir_name.empty()) {
-        strategy->save(args.output_dir, cfg.model_dir);
-        copy_tokenizer(cfg.model_dir, args.output_dir);
-      } else {
-        save_checkpoint(cfg, *strategy, step, history);
-      }
-    });
+  auto save = [&](bool checkpoint, int64_t step) {
+    // Every rank takes part (stage 3 gathers); rank 0 writes.
+    fs::path dir = checkpoint ? checkpoint_tmp(cfg, step) : fs::path(args.output_dir);
+    if (rank == 0) {
+      if (checkpoint) fs::remove_all(dir);
+      fs::create_directories(dir);
+    }
+    if (strategy->name() == "FULL" && stage == 3) {
+      save_model_streaming(stepper.engine(), *model, dir, rank == 0);
+    } else {
+      stepper.engine().with_full_trainable([&] {
+        if (rank == 0) strategy->save(dir.string(), cfg.model_dir);
+      });
+    }
+    if (rank == 0) {
+      if (checkpoint) finish_checkpoint(cfg, *strategy, step, world, stage, history);
+      else copy_tokenizer(cfg.model_dir, dir);
+    }
     comm->barrier();
   };
   double window_loss = 0;
@@ -287,12 +324,12 @@ TrainSummary train(const Config& cfg, bool verbose, std::shared_ptr<sharding::Co
     }
     bool save_now = (args.save_strategy == "steps" && args.save_steps > 0 && done % args.save_steps == 0) ||
                     (args.save_strategy == "epoch" && done % steps_per_epoch == 0);
-    if (save_now) save("checkpoint", done);
+    if (save_now) save(true, done);
     progress.step(done);
   }
   progress.finish();
   // Like trainer.save_model(): the final result sits in output_dir itself.
-  save("", total_steps);
+  save(false, total_steps);
   if (verbose) std::printf("ftrun: saved %s adapter to %s\n", strategy->name().c_str(), args.output_dir.c_str());
   return summary;
 }

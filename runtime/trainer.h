@@ -59,7 +59,4 @@ struct TrainSummary {
 // process group (a world of one when null); `verbose` prints progress on rank 0.
 TrainSummary train(const Config& cfg, bool verbose = true, std::shared_ptr<sharding::Comm> comm = nullptr);
 
-// The chat template a model family uses by default (llama -> llama3, qwen2 -> qwen).
-std::string default_template(const std::string& model_type);
-
 }  // namespace ftrun::runtime

@@ -435,6 +435,45 @@ void ZeroEngine::with_full_trainable(const std::function<void()>& fn) {
   }
 }
 
+void ZeroEngine::for_each_unit_full(const std::function<void(const NamedTensors&)>& fn) {
+  auto& I = *impl_;
+  torch::NoGradGuard ng;
+  if (cfg_.stage != 3) {
+    NamedTensors all;
+    for (const auto& p : I.model.named_parameters()) all.emplace_back(p.key(), p.value());
+    fn(all);
+    return;
+  }
+  std::set<const void*> in_units;
+  for (auto& u : I.units) {
+    if (u.stage != 3 || (u.train.slots.empty() && u.frozen.slots.empty())) continue;
+    bool was = u.gathered;
+    I.gather(u);
+    NamedTensors tensors;
+    for (const Flat* f : {&u.train, &u.frozen})
+      for (const auto& slot : f->slots) {
+        int64_t want = 1;
+        for (auto d : slot.shape) want *= d;
+        if (slot.param.numel() != want)
+          throw std::runtime_error("ZeRO: gathered " + slot.name + " has " + std::to_string(slot.param.numel()) +
+                                   " elements, expected " + std::to_string(want) + " (refusing to save it)");
+        tensors.emplace_back(slot.name, slot.param);
+        in_units.insert(slot.param.unsafeGetTensorImpl());
+      }
+    try {
+      fn(tensors);
+    } catch (...) {
+      if (!was) I.release(u);
+      throw;
+    }
+    if (!was) I.release(u);
+  }
+  NamedTensors rest;  // whole on every rank: the persistent unit's parameters
+  for (const auto& p : I.model.named_parameters())
+    if (!in_units.count(p.value().unsafeGetTensorImpl())) rest.emplace_back(p.key(), p.value());
+  if (!rest.empty()) fn(rest);
+}
+
 MemoryStats ZeroEngine::memory() const {
   const auto& I = *impl_;
   MemoryStats m;

@@ -66,6 +66,13 @@ class ZeroEngine {
   // gathers them for the call); all ranks must call it together.
   void with_full_trainable(const std::function<void()>& fn);
 
+  // Streams the whole model unit by unit for a consolidated save: each unit is gathered
+  // (stage 3), fn receives its parameters by model name with their full values, and the
+  // unit is freed before the next, so no rank ever holds the whole model at once. Every
+  // rank must call it; fn runs on every rank.
+  using NamedTensors = std::vector<std::pair<std::string, at::Tensor>>;
+  void for_each_unit_full(const std::function<void(const NamedTensors&)>& fn);
+
   const ZeroConfig& config() const { return cfg_; }
   Comm& comm() { return *comm_; }
   MemoryStats memory() const;
