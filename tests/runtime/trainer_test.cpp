@@ -98,53 +98,72 @@ TEST(Trainer, AccumulationAveragesOverAllLabelTokensOfTheStep) {
   EXPECT_TRUE(torch::allclose(w1, w2, 1e-5, 1e-6));
 }
 
-TEST(Trainer, ShortOverfitRunOnSampleDataDropsLoss) {
-  // The whole path of `ftrun CONFIG.yaml`: tokenizer and tiny model made here, the shipped
-  // sample data, LoRA, logs, checkpoint, final adapter.
-  auto dir = fs::temp_directory_path() / ("ftrun_overfit_" + std::to_string(getpid()));
-  fs::remove_all(dir);
-  auto model_dir = dir / "model";
-  fs::create_directories(model_dir);
-  data::train_tokenizer(FTRUN_SOURCE_DIR "/examples/tiny/tokenizer_corpus.txt", model_dir.string(), 320,
-                        {"<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"});
-  auto tok = data::load_tokenizer(model_dir.string());
-  models::TinySpec spec;
-  spec.vocab_size = tok->vocab_size();
-  spec.hidden_size = 48;
-  spec.intermediate_size = 96;
-  spec.num_attention_heads = 4;
-  spec.num_key_value_heads = 2;
-  spec.eos_token_id = tok->special_id("<|eot_id|>");
-  spec.pad_token_id = tok->special_id("<|end_of_text|>");
-  models::write_tiny_model(model_dir.string(), spec);
-  {
-    // A LoRA fine-tune needs a base that models text (frozen random norms and head cap the
-    // logits near uniform), so pre-train it briefly as make-tiny-model does.
-    auto base = models::load_pretrained(model_dir.string());
+namespace {
+
+// A tokenizer and tiny pre-trained Llama made once per test process, as make-tiny-model does:
+// a LoRA fine-tune needs a base that models text (frozen random norms and head cap the
+// logits near uniform).
+const fs::path& tiny_base() {
+  static fs::path dir = [] {
+    auto d = fs::temp_directory_path() / ("ftrun_trainer_base_" + std::to_string(getpid()));
+    fs::remove_all(d);
+    fs::create_directories(d);
+    data::train_tokenizer(FTRUN_SOURCE_DIR "/examples/tiny/tokenizer_corpus.txt", d.string(), 320,
+                          {"<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"});
+    auto tok = data::load_tokenizer(d.string());
+    models::TinySpec spec;
+    spec.vocab_size = tok->vocab_size();
+    spec.hidden_size = 48;
+    spec.intermediate_size = 96;
+    spec.num_attention_heads = 4;
+    spec.num_key_value_heads = 2;
+    spec.eos_token_id = tok->special_id("<|eot_id|>");
+    spec.pad_token_id = tok->special_id("<|end_of_text|>");
+    models::write_tiny_model(d.string(), spec);
+    auto base = models::load_pretrained(d.string());
     runtime::PretrainOptions pre;
     pre.steps = 150;
     double pre_loss = runtime::pretrain_on_text(*base, *tok, FTRUN_SOURCE_DIR "/examples/tiny/tokenizer_corpus.txt",
                                                 tok->special_id("<|begin_of_text|>"), pre);
     EXPECT_LT(pre_loss, 3.0);
-    models::save_pretrained(*base, model_dir.string());
-  }
+    models::save_pretrained(*base, d.string());
+    std::atexit([] { fs::remove_all(fs::temp_directory_path() / ("ftrun_trainer_base_" + std::to_string(getpid()))); });
+    return d;
+  }();
+  return dir;
+}
 
-  // 16 training records seen 50 times each: the loss must fall far below its start.
+// A run directory with the first `records` training records and a config around them.
+fs::path run_dir(const std::string& name, int records, const std::string& training_args, const std::string& peft) {
+  auto dir = fs::temp_directory_path() / ("ftrun_run_" + name + "_" + std::to_string(getpid()));
+  fs::remove_all(dir);
+  fs::create_directories(dir);
   std::ifstream in(FTRUN_SOURCE_DIR "/examples/tiny/train.jsonl");
   std::ofstream out(dir / "train.jsonl");
   std::string line;
-  for (int i = 0; i < 16 && std::getline(in, line); ++i) out << line << "\n";
+  for (int i = 0; i < records && std::getline(in, line); ++i) out << line << "\n";
   out.close();
-  std::ofstream(dir / "cfg.yaml") << "model_dir: " << model_dir.string() << "\n"
+  std::ofstream(dir / "cfg.yaml") << "model_dir: " << tiny_base().string() << "\n"
                                   << "data_dir: " << dir.string() << "\n"
                                   << "chat_template: llama3\n"
                                   << "data_config: {train_file: train.jsonl}\n"
                                   << "max_input_length: 64\nmax_output_length: 64\n"
                                   << "training_args:\n  output_dir: " << (dir / "out").string() << "\n"
-                                  << "  max_steps: 100\n  learning_rate: 1.0e-2\n  per_device_train_batch_size: 8\n"
-                                  << "  logging_steps: 10\n  save_steps: 50\n  save_total_limit: 1\n"
-                                  << "peft_config: {peft_type: LORA, r: 8, lora_alpha: 16, lora_dropout: 0.0,\n"
-                                  << "  target_modules: [q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj]}\n";
+                                  << training_args << peft;
+  return dir;
+}
+
+}  // namespace
+
+TEST(Trainer, ShortOverfitRunOnSampleDataDropsLoss) {
+  // The whole path of `ftrun CONFIG.yaml`: the shared sample data, LoRA, logs, checkpoint,
+  // final adapter. 16 training records seen 50 times each: the loss must fall far below
+  // its start.
+  auto dir = run_dir("overfit", 16,
+                     "  max_steps: 100\n  learning_rate: 1.0e-2\n  per_device_train_batch_size: 8\n"
+                     "  logging_steps: 10\n  save_steps: 50\n  save_total_limit: 1\n",
+                     "peft_config: {peft_type: LORA, r: 8, lora_alpha: 16, lora_dropout: 0.0,\n"
+                     "  target_modules: [q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj]}\n");
   auto cfg = runtime::load_config((dir / "cfg.yaml").string());
   auto summary = runtime::train(cfg, /*verbose=*/false);
   ASSERT_EQ(summary.steps.size(), 100u);
@@ -155,6 +174,7 @@ TEST(Trainer, ShortOverfitRunOnSampleDataDropsLoss) {
 
   // Metrics file: one record per logging step with the HF keys.
   std::ifstream metrics(dir / "out" / "metrics.jsonl");
+  std::string line;
   int records = 0;
   while (std::getline(metrics, line)) {
     auto j = nlohmann::json::parse(line);
@@ -169,4 +189,27 @@ TEST(Trainer, ShortOverfitRunOnSampleDataDropsLoss) {
   EXPECT_TRUE(fs::exists(dir / "out" / "checkpoint-100" / "tokenizer.model"));
   EXPECT_TRUE(fs::exists(dir / "out" / "adapter_config.json"));
   fs::remove_all(dir);
+}
+
+TEST(Trainer, FullSftUnderZero3StreamsTheSameModelAsStage0) {
+  // The ZeRO-3 save writes one shard per unit (never the whole model gathered); the files
+  // must hold exactly the weights a stage-0 run of the same data produces.
+  std::string args = "  max_steps: 4\n  learning_rate: 1.0e-3\n  per_device_train_batch_size: 4\n  save_strategy: \"no\"\n";
+  auto d0 = run_dir("sft0", 8, args, "zero_stage: 0\n");
+  auto d3 = run_dir("sft3", 8, args, "zero_stage: 3\n");
+  auto s0 = runtime::train(runtime::load_config((d0 / "cfg.yaml").string()), false);
+  auto s3 = runtime::train(runtime::load_config((d3 / "cfg.yaml").string()), false);
+  for (size_t k = 0; k < s0.steps.size(); ++k) EXPECT_NEAR(s0.steps[k].loss, s3.steps[k].loss, 1e-5);
+  EXPECT_TRUE(fs::exists(d0 / "out" / "model.safetensors"));
+  EXPECT_TRUE(fs::exists(d3 / "out" / "model.safetensors.index.json"));
+  EXPECT_TRUE(fs::exists(d3 / "out" / "model-00001-of-00004.safetensors"));
+  auto a = models::load_pretrained((d0 / "out").string());
+  auto b = models::load_pretrained((d3 / "out").string());
+  auto pb = b->named_parameters();
+  for (const auto& p : a->named_parameters())
+    EXPECT_TRUE(torch::allclose(p.value(), pb[p.key()], 1e-5, 1e-6)) << p.key();
+  auto base = models::load_pretrained(tiny_base().string());
+  EXPECT_FALSE(torch::equal(base->named_parameters()["model.norm.weight"], a->named_parameters()["model.norm.weight"]));
+  fs::remove_all(d0);
+  fs::remove_all(d3);
 }
