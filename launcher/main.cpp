@@ -21,32 +21,50 @@ namespace {
 
 const char* kUsage =
     "usage:\n"
-    "  ftrun CONFIG.yaml [--set KEY=VALUE]... [--model-dir DIR] [--data-dir DIR]\n"
+    "  ftrun CONFIG.yaml [--set KEY=VALUE]... [--model-dir DIR] [--data-dir DIR] [--resume yes|N|PATH]\n"
+    "  ftrun DATA_DIR MODEL_DIR CONFIG.yaml [RESUME]            (the GLM-4 demo's argument order)\n"
     "  ftrun generate PATH --prompt TEXT [--max-new-tokens N] [--base DIR] [--system TEXT]\n"
-    "  ftrun make-tiny-model OUT_DIR --corpus FILE [--vocab-size N] [--seed S] [--model-type llama|qwen2]\n";
+    "  ftrun make-tiny-model OUT_DIR --corpus FILE [--vocab-size N] [--seed S] [--model-type llama|qwen2|chatglm3|glm4]\n";
 
 int cmd_train(const std::vector<std::string>& argv) {
   po::options_description opts("train options");
-  std::vector<std::string> sets;
-  std::string config, model_dir, data_dir;
+  std::vector<std::string> sets, positional;
+  std::string model_dir, data_dir, resume;
   opts.add_options()("help,h", "show help")(
       "set", po::value(&sets)->composing(), "override a config key: --set training_args.max_steps=10")(
       "model-dir", po::value(&model_dir), "base model directory (HF layout)")(
       "data-dir", po::value(&data_dir), "directory the data files are relative to")(
-      "config", po::value(&config), "the YAML config");
+      "resume", po::value(&resume), "yes (newest complete checkpoint), N (checkpoint-N) or a checkpoint path")(
+      "positional", po::value(&positional), "CONFIG, or the GLM-4 demo's DATA_DIR MODEL_DIR CONFIG [RESUME]");
   po::positional_options_description pos;
-  pos.add("config", 1);
+  pos.add("positional", -1);
   po::variables_map vm;
   po::store(po::command_line_parser(argv).options(opts).positional(pos).run(), vm);
   po::notify(vm);
-  if (vm.count("help") || config.empty()) {
+  if (vm.count("help") || positional.empty()) {
     std::cout << kUsage << opts;
-    return config.empty() && !vm.count("help") ? 2 : 0;
+    return vm.count("help") ? 0 : 2;
+  }
+  std::string config;
+  if (positional.size() == 1) {
+    config = positional[0];
+  } else if (positional.size() == 3 || positional.size() == 4) {
+    // finetune.py DATA_DIR MODEL_DIR CONFIG_FILE [AUTO_RESUME]
+    data_dir = positional[0];
+    model_dir = positional[1];
+    config = positional[2];
+    if (positional.size() == 4) {
+      if (!resume.empty()) throw po::error("give the resume point either as --resume or as the 4th argument, not both");
+      resume = positional[3];
+    }
+  } else {
+    throw po::error("expected CONFIG.yaml or DATA_DIR MODEL_DIR CONFIG.yaml [RESUME], got " +
+                    std::to_string(positional.size()) + " arguments");
   }
   if (!model_dir.empty()) sets.push_back("model_dir=" + model_dir);
   if (!data_dir.empty()) sets.push_back("data_dir=" + data_dir);
   auto cfg = runtime::load_config(config, sets);
-  runtime::train(cfg);
+  runtime::train(cfg, true, nullptr, resume);
   return 0;
 }
 
@@ -87,7 +105,7 @@ int cmd_make_tiny(const std::vector<std::string>& argv) {
   opts.add_options()("help,h", "show help")("out", po::value(&out), "output directory")(
       "corpus", po::value(&corpus), "text file the tokenizer is trained on")(
       "vocab-size", po::value(&vocab), "sentencepiece vocabulary size (before specials)")(
-      "seed", po::value(&seed), "weight seed")("model-type", po::value(&model_type), "llama or qwen2")(
+      "seed", po::value(&seed), "weight seed")("model-type", po::value(&model_type), "llama, qwen2, chatglm3 or glm4")(
       "pretrain-steps", po::value(&pre.steps)->default_value(pre.steps),
       "next-token pre-training steps on the corpus (0 = leave the weights random)");
   po::positional_options_description pos;
@@ -98,6 +116,10 @@ int cmd_make_tiny(const std::vector<std::string>& argv) {
   if (vm.count("help") || out.empty() || corpus.empty()) {
     std::cout << kUsage << opts;
     return vm.count("help") ? 0 : 2;
+  }
+  if (model_type != "llama" && model_type != "qwen2" && model_type != "chatglm3" && model_type != "glm4") {
+    std::cerr << "ftrun: --model-type must be llama, qwen2, chatglm3 or glm4 (got '" << model_type << "')\n";
+    return 2;
   }
   // Written beside the target and renamed, so an interrupted build never leaves half a model.
   auto tmp = out + ".tmp";
@@ -113,6 +135,8 @@ int cmd_make_tiny(const std::vector<std::string>& argv) {
   spec.bos_token_id = tok->special_id("<|begin_of_text|>");
   spec.eos_token_id = tok->special_id("<|eot_id|>");
   spec.pad_token_id = tok->special_id("<|end_of_text|>");
+  // GLM-4's config lists several stop ids; the tiny one adds the end-of-text id after eos.
+  if (model_type == "glm4") spec.extra_eos_token_ids = {spec.pad_token_id};
   spec.seed = seed;
   models::write_tiny_model(tmp, spec);
   if (pre.steps > 0) {

@@ -192,19 +192,21 @@ class ChatGLMForConditionalGeneration : public CausalLM {
     auto h = run_unit(0, [embed](const at::Tensor& ids) mutable { return embed(ids); }, input_ids);
     auto dtype = h.scalar_type();
 
-    auto positions = chatglm_position_ids(attention_mask, B, T);
+    // Built on the input's device so the model also runs where its weights were moved.
+    auto device = input_ids.device();
+    auto positions = chatglm_position_ids(attention_mask, B, T).to(device);
     auto cache = chatglm_rope_cache(config_, positions);
     // THUDM keeps the table in the checkpoint's dtype when that is half precision.
     if (dtype == at::kBFloat16 || dtype == at::kHalf) cache = cache.to(dtype);
 
     // allowed[b, i, j]: query i may attend key j (see the file comment).
-    auto causal = torch::ones({T, T}, torch::TensorOptions().dtype(at::kBool)).tril().view({1, 1, T, T});
+    auto causal = torch::ones({T, T}, torch::TensorOptions().dtype(at::kBool).device(device)).tril().view({1, 1, T, T});
     at::Tensor allowed = causal.expand({B, 1, T, T});
     if (attention_mask.defined()) {
-      auto real = attention_mask.to(at::kBool);
+      auto real = attention_mask.to(device).to(at::kBool);
       allowed = causal.logical_and(real.view({B, 1, 1, T})).logical_or(real.logical_not().view({B, 1, T, 1}));
     }
-    auto mask = torch::zeros({B, 1, T, T}, torch::TensorOptions().dtype(dtype))
+    auto mask = torch::zeros({B, 1, T, T}, torch::TensorOptions().dtype(dtype).device(device))
                     .masked_fill(allowed.logical_not(), -std::numeric_limits<double>::infinity());
 
     int64_t unit = 1;
@@ -239,7 +241,7 @@ at::Tensor chatglm_rope_cache(const ModelConfig& c, const at::Tensor& positions)
   // RotaryEmbedding.forward_impl with n_elem = rotary_dim (= kv_channels / 2):
   // theta_i = 1 / base^(2i / n_elem), angle = position * theta_i, all in fp32.
   auto n = c.chatglm.rotary_dim;
-  auto idx = torch::arange(0, n, 2, torch::TensorOptions().dtype(at::kFloat));
+  auto idx = torch::arange(0, n, 2, torch::TensorOptions().dtype(at::kFloat).device(positions.device()));
   auto theta = 1.0 / torch::pow(c.rope_theta, idx / double(n));
   auto angles = positions.to(at::kFloat).unsqueeze(-1) * theta;  // [..., n/2]
   return torch::stack({angles.cos(), angles.sin()}, -1);
@@ -258,8 +260,8 @@ at::Tensor chatglm_apply_rotary(const at::Tensor& x, const at::Tensor& cache) {
 }
 
 at::Tensor chatglm_position_ids(const at::Tensor& attention_mask, int64_t batch, int64_t seq_len) {
-  auto arange = torch::arange(seq_len, torch::TensorOptions().dtype(at::kLong)).unsqueeze(0).expand({batch, seq_len});
-  if (!attention_mask.defined()) return arange;
+  if (!attention_mask.defined())
+    return torch::arange(seq_len, torch::TensorOptions().dtype(at::kLong)).unsqueeze(0).expand({batch, seq_len});
   auto real = attention_mask.to(at::kLong) != 0;
   auto counted = real.to(at::kLong).cumsum(1) - 1;
   return torch::where(real, counted, torch::zeros_like(counted));

@@ -63,7 +63,6 @@ nlohmann::json tiny_chatglm_config(const TinySpec& s) {
       j["rope_ratio"] = static_cast<int64_t>(s.rope_ratio);
     else
       j["rope_ratio"] = s.rope_ratio;
-    j["classifier_dropout"] = nullptr;
     nlohmann::json eos = nlohmann::json::array();
     if (s.eos_token_id >= 0) eos.push_back(s.eos_token_id);
     for (auto id : s.extra_eos_token_ids) eos.push_back(id);

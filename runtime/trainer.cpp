@@ -7,6 +7,7 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <csignal>
 #include <iostream>
 
 #include "data/chat_template.h"
@@ -15,6 +16,7 @@
 #include "data/tokenizer.h"
 #include "models/safetensors.h"
 #include "runtime/deepspeed.h"
+#include "runtime/checkpoint.h"
 #include "runtime/metrics.h"
 
 namespace fs = std::filesystem;
@@ -95,88 +97,9 @@ double evaluate_loss(models::CausalLM& model, const std::vector<data::Sample>& s
 
 namespace {
 
-void copy_tokenizer(const std::string& model_dir, const fs::path& dst) {
-  for (const char* f : {"tokenizer.model", "tokenizer_config.json", "tokenizer.json",
-                        "special_tokens_map.json", "vocab.json", "merges.txt"}) {
-    auto src = fs::path(model_dir) / f;
-    if (fs::exists(src)) fs::copy_file(src, dst / f, fs::copy_options::overwrite_existing);
-  }
-}
-
-void write_json(const fs::path& p, const nlohmann::json& j) {
-  std::ofstream out(p);
-  out << j.dump(2) << "\n";
-  if (!out) throw std::runtime_error(p.string() + ": write failed");
-}
-
-// Checkpoints are written into a hidden temp dir, marked COMPLETE and renamed, so a crash
-// mid-save never leaves a directory that looks like a finished checkpoint.
-fs::path checkpoint_tmp(const Config& cfg, int64_t step) {
-  return fs::path(cfg.training_args.output_dir) / (".checkpoint-" + std::to_string(step) + ".tmp");
-}
-
-// Full fine-tuning under ZeRO-3: HF shards written unit by unit (one file per unit, then
-// named model-0000i-of-0000n.safetensors with an index), so the whole model is never
-// gathered on one rank. Collective; rank 0 writes.
-void save_model_streaming(sharding::ZeroEngine& engine, models::CausalLM& model, const fs::path& dir, bool write) {
-  std::vector<std::vector<std::string>> files;
-  uint64_t total = 0;
-  engine.for_each_unit_full([&](const sharding::ZeroEngine::NamedTensors& tensors) {
-    if (!write || tensors.empty()) return;
-    st::NamedTensors out;
-    std::vector<std::string> names;
-    for (const auto& kv : tensors) {
-      out.emplace_back(kv.first, kv.second.detach().contiguous());
-      names.push_back(kv.first);
-      total += uint64_t(kv.second.numel()) * kv.second.element_size();
-    }
-    st::save((dir / ("unit-" + std::to_string(files.size()) + ".tmp.safetensors")).string(), out);
-    files.push_back(names);
-  });
-  if (!write) return;
-  nlohmann::json weight_map = nlohmann::json::object();
-  char name[64];
-  for (size_t i = 0; i < files.size(); ++i) {
-    std::snprintf(name, sizeof name, "model-%05zu-of-%05zu.safetensors", i + 1, files.size());
-    fs::rename(dir / ("unit-" + std::to_string(i) + ".tmp.safetensors"), dir / name);
-    for (const auto& n : files[i]) weight_map[n] = name;
-  }
-  write_json(dir / "model.safetensors.index.json", {{"metadata", {{"total_size", total}}}, {"weight_map", weight_map}});
-  write_json(dir / "config.json", model.config().raw);
-}
-
-void finish_checkpoint(const Config& cfg, const peft::Strategy& strategy, int64_t step, int world, int stage,
-                       const nlohmann::json& log_history) {
-  fs::path out(cfg.training_args.output_dir);
-  auto final_dir = out / ("checkpoint-" + std::to_string(step));
-  auto tmp = checkpoint_tmp(cfg, step);
-  copy_tokenizer(cfg.model_dir, tmp);
-  write_json(tmp / "trainer_state.json",
-             {{"global_step", step}, {"log_history", log_history}, {"world_size", world},
-              {"zero_stage", stage}, {"strategy", strategy.name()}, {"seed", cfg.training_args.seed}});
-  { std::ofstream(tmp / "COMPLETE") << step << "\n"; }
-  fs::remove_all(final_dir);
-  fs::rename(tmp, final_dir);
-  auto limit = cfg.training_args.save_total_limit;
-  if (limit > 0) {
-    std::vector<std::pair<int64_t, fs::path>> found;
-    for (const auto& e : fs::directory_iterator(out)) {
-      auto name = e.path().filename().string();
-      if (name.rfind("checkpoint-", 0) == 0 && fs::exists(e.path() / "COMPLETE")) {
-        try {
-          found.emplace_back(std::stoll(name.substr(11)), e.path());
-        } catch (...) {
-        }
-      }
-    }
-    std::sort(found.begin(), found.end());
-    for (size_t i = 0; i + size_t(limit) < found.size(); ++i) fs::remove_all(found[i].second);
-  }
-}
-
 }  // namespace
 
-TrainSummary train(const Config& cfg, bool verbose, std::shared_ptr<sharding::Comm> comm) {
+TrainSummary train(const Config& cfg, bool verbose, std::shared_ptr<sharding::Comm> comm, const std::string& resume) {
   const auto& args = cfg.training_args;
   if (!comm) comm = sharding::make_single_comm();
   const int rank = comm->rank(), world = comm->world_size();
@@ -213,6 +136,19 @@ TrainSummary train(const Config& cfg, bool verbose, std::shared_ptr<sharding::Co
   auto model = models::load_pretrained(cfg.model_dir);
   auto strategy = peft::make_strategy(cfg.peft_config);
   strategy->apply(*model);
+  std::string resume_message;
+  auto resume_dir = resolve_resume(resume, args.output_dir, &resume_message);
+  if (verbose && !resume_message.empty()) std::printf("ftrun: %s\n", resume_message.c_str());
+  nlohmann::json resume_state;
+  if (resume_dir) {
+    std::ifstream in(*resume_dir / "trainer_state.json");
+    if (!in) throw std::runtime_error((*resume_dir / "trainer_state.json").string() + ": missing");
+    in >> resume_state;
+    for (const auto& note : check_resume_compatible(cfg, resume_state, mc.raw))
+      if (verbose) std::printf("ftrun: resuming with a changed setting: %s\n", note.c_str());
+    // Weights before the engine takes them over (it packs their current values).
+    strategy->load(resume_dir->string());
+  }
   auto trainable = strategy->trainable();
   int64_t n_train = 0, n_total = 0;
   for (const auto& kv : trainable) n_train += kv.second.numel();
@@ -229,6 +165,14 @@ TrainSummary train(const Config& cfg, bool verbose, std::shared_ptr<sharding::Co
                                   ? args.max_steps
                                   : int64_t(std::ceil(args.num_train_epochs * double(steps_per_epoch)));
   Stepper stepper(*model, trainable, args, total_steps, comm, stage, cfg.zero3_keep_params);
+  int64_t start_step = 0;
+  if (resume_dir) {
+    start_step = resume_state.at("global_step").get<int64_t>();
+    load_rank_state(*resume_dir, stepper.engine(), start_step, rank);
+    if (verbose)
+      std::printf("ftrun: resumed from %s (step %lld, written by %d rank(s) at ZeRO stage %d)\n", resume_dir->c_str(),
+                  (long long)start_step, resume_state.value("world_size", 1), resume_state.value("zero_stage", 0));
+  }
 
   std::unique_ptr<MetricsLog> metrics;
   if (rank == 0) {
@@ -243,9 +187,10 @@ TrainSummary train(const Config& cfg, bool verbose, std::shared_ptr<sharding::Co
 
   TrainSummary summary;
   summary.output_dir = args.output_dir;
-  nlohmann::json history = nlohmann::json::array();
+  nlohmann::json history = resume_dir ? resume_state.value("log_history", nlohmann::json::array())
+                                      : nlohmann::json::array();
   // The global sample stream: epoch e visits epoch_order(n, seed, e).
-  int64_t position = 0, order_epoch = 0;
+  int64_t position = resume_dir ? resume_state.at("position").get<int64_t>() : 0, order_epoch = 0;
   auto order = data::epoch_order(n, uint64_t(args.seed), 0);
   auto sample_at = [&](int64_t pos) -> const data::Sample* {
     if (pos / n != order_epoch) {
@@ -261,12 +206,14 @@ TrainSummary train(const Config& cfg, bool verbose, std::shared_ptr<sharding::Co
     progress.log(rec);
   };
   auto save = [&](bool checkpoint, int64_t step) {
-    // Every rank takes part (stage 3 gathers); rank 0 writes.
-    fs::path dir = checkpoint ? checkpoint_tmp(cfg, step) : fs::path(args.output_dir);
+    // Every rank takes part (stage 3 gathers; each rank writes its optimizer shard); rank 0
+    // writes the weights and finishes the checkpoint once all ranks are done.
+    fs::path dir = checkpoint ? checkpoint_tmp_dir(args.output_dir, step) : fs::path(args.output_dir);
     if (rank == 0) {
       if (checkpoint) fs::remove_all(dir);
       fs::create_directories(dir);
     }
+    comm->barrier();
     if (strategy->name() == "FULL" && stage == 3) {
       save_model_streaming(stepper.engine(), *model, dir, rank == 0);
     } else {
@@ -274,9 +221,24 @@ TrainSummary train(const Config& cfg, bool verbose, std::shared_ptr<sharding::Co
         if (rank == 0) strategy->save(dir.string(), cfg.model_dir);
       });
     }
-    if (rank == 0) {
-      if (checkpoint) finish_checkpoint(cfg, *strategy, step, world, stage, history);
-      else copy_tokenizer(cfg.model_dir, dir);
+    if (checkpoint) {
+      save_rank_state(dir, stepper.engine(), rank);
+      comm->barrier();
+      // Fault injection for the crash-safety test: die between writing and COMPLETE.
+      const char* kill_at = std::getenv("FTRUN_TEST_KILL_IN_SAVE");
+      if (kill_at && std::to_string(step) == kill_at) std::raise(SIGKILL);
+      if (rank == 0) {
+        nlohmann::json ta = {{"max_steps", args.max_steps}, {"learning_rate", args.learning_rate},
+                             {"per_device_train_batch_size", args.per_device_train_batch_size},
+                             {"gradient_accumulation_steps", args.gradient_accumulation_steps}, {"seed", args.seed}};
+        finish_checkpoint(cfg, dir, step,
+                          {{"global_step", step}, {"position", position}, {"epoch", double(position) / double(n)},
+                           {"log_history", history}, {"world_size", world}, {"zero_stage", stage},
+                           {"strategy", strategy->name()}, {"peft_config", cfg.peft_config},
+                           {"model_config", mc.raw}, {"training_args", ta}, {"seed", args.seed}});
+      }
+    } else if (rank == 0) {
+      copy_tokenizer(cfg.model_dir, dir);
     }
     comm->barrier();
   };
@@ -284,7 +246,7 @@ TrainSummary train(const Config& cfg, bool verbose, std::shared_ptr<sharding::Co
   int64_t window_steps = 0, window_tokens = 0;
   auto window_start = std::chrono::steady_clock::now();
 
-  for (int64_t step = 0; step < total_steps; ++step) {
+  for (int64_t step = start_step; step < total_steps; ++step) {
     std::vector<data::Batch> micro;
     for (int64_t a = 0; a < accum; ++a) {
       std::vector<const data::Sample*> group;

@@ -56,7 +56,9 @@ struct TrainSummary {
 
 // The whole run of `ftrun CONFIG.yaml` on this rank: tokenizer, data, model, strategy,
 // loop, logs and checkpoints (rank 0 writes), final adapter in output_dir. `comm` is the
-// process group (a world of one when null); `verbose` prints progress on rank 0.
-TrainSummary train(const Config& cfg, bool verbose = true, std::shared_ptr<sharding::Comm> comm = nullptr);
+// process group (a world of one when null); `verbose` prints progress on rank 0; `resume`
+// is the --resume value (see checkpoint.h: "", "yes", a step number or a path).
+TrainSummary train(const Config& cfg, bool verbose = true, std::shared_ptr<sharding::Comm> comm = nullptr,
+                   const std::string& resume = "");
 
 }  // namespace ftrun::runtime

@@ -25,6 +25,10 @@ class AdamW {
   int64_t steps() const { return step_; }
   const std::vector<at::Tensor>& exp_avg() const { return m_; }
   const std::vector<at::Tensor>& exp_avg_sq() const { return v_; }
+  // For resuming: the moments are filled in place, the step count set.
+  std::vector<at::Tensor>& mutable_exp_avg() { return m_; }
+  std::vector<at::Tensor>& mutable_exp_avg_sq() { return v_; }
+  void set_steps(int64_t steps) { step_ = steps; }
 
  private:
   std::vector<at::Tensor> params_, m_, v_;

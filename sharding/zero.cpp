@@ -86,6 +86,11 @@ struct ZeroEngine::Impl {
   std::unique_ptr<AdamW> optimizer;
   std::vector<at::Tensor> opt_grads;  // views matching the optimizer's parameter segments
   std::vector<bool> opt_replicated;   // whether that segment's gradient is the same on every rank
+  struct Segment {
+    size_t unit;
+    int64_t start, len;  // in the unit's trainable flat
+  };
+  std::vector<Segment> segments;      // one per optimizer tensor
   std::vector<std::shared_ptr<torch::autograd::Node>> accumulators;  // keep post-hooks alive
   std::vector<models::CausalLM::UnitFn> saved_fns;  // stage 3: unit functions of this step
   at::Tensor token;                                 // makes every unit output require grad
@@ -299,6 +304,7 @@ ZeroEngine::ZeroEngine(models::CausalLM& model, const std::vector<at::Tensor>& t
       seg_decay.push_back(s.decay);
       I.opt_grads.push_back(u.stage == 0 ? u.grad_full.narrow(0, a, b - a) : u.grad_shard.narrow(0, a - lo, b - a));
       I.opt_replicated.push_back(u.stage == 0);
+      I.segments.push_back({size_t(u.index), a, b - a});
     }
   }
   I.optimizer = std::make_unique<AdamW>(seg_params, seg_decay, cfg.adam);
@@ -472,6 +478,61 @@ void ZeroEngine::for_each_unit_full(const std::function<void(const NamedTensors&
   for (const auto& p : I.model.named_parameters())
     if (!in_units.count(p.value().unsafeGetTensorImpl())) rest.emplace_back(p.key(), p.value());
   if (!rest.empty()) fn(rest);
+}
+
+std::vector<ZeroEngine::UnitLayout> ZeroEngine::layout() const {
+  std::vector<UnitLayout> out;
+  for (const auto& u : impl_->units) {
+    if (u.train.slots.empty()) continue;
+    UnitLayout l;
+    l.unit = u.index;
+    l.numel = u.train.numel;
+    for (const auto& s : u.train.slots) l.params.emplace_back(s.name, s.offset, s.numel);
+    out.push_back(l);
+  }
+  return out;
+}
+
+std::vector<ZeroEngine::OwnedState> ZeroEngine::export_optimizer() const {
+  const auto& I = *impl_;
+  std::map<size_t, OwnedState> by_unit;
+  for (size_t i = 0; i < I.segments.size(); ++i) {
+    const auto& seg = I.segments[i];
+    const auto& u = I.units[seg.unit];
+    auto& st = by_unit[seg.unit];
+    if (!st.exp_avg.defined()) {
+      st.unit = u.index;
+      st.lo = u.stage == 0 ? 0 : std::min<int64_t>(int64_t(I.rank) * u.train.shard, u.train.numel);
+      st.hi = u.stage == 0 ? u.train.numel : std::min<int64_t>(st.lo + u.train.shard, u.train.numel);
+      st.exp_avg = torch::zeros({st.hi - st.lo});
+      st.exp_avg_sq = torch::zeros({st.hi - st.lo});
+    }
+    st.exp_avg.narrow(0, seg.start - st.lo, seg.len).copy_(I.optimizer->exp_avg()[i]);
+    st.exp_avg_sq.narrow(0, seg.start - st.lo, seg.len).copy_(I.optimizer->exp_avg_sq()[i]);
+  }
+  std::vector<OwnedState> out;
+  for (auto& kv : by_unit) out.push_back(kv.second);
+  return out;
+}
+
+void ZeroEngine::import_optimizer(int64_t steps, const Fetch& fetch) {
+  auto& I = *impl_;
+  torch::NoGradGuard ng;
+  for (size_t i = 0; i < I.segments.size(); ++i) {
+    const auto& seg = I.segments[i];
+    auto unit = I.units[seg.unit].index;
+    for (const char* which : {"exp_avg", "exp_avg_sq"}) {
+      auto t = fetch(unit, which, seg.start, seg.start + seg.len);
+      if (t.numel() != seg.len)
+        throw std::runtime_error("ZeRO: saved " + std::string(which) + " of unit " + std::to_string(unit) +
+                                 " has no values for elements [" + std::to_string(seg.start) + ", " +
+                                 std::to_string(seg.start + seg.len) + ")");
+      auto& dst = std::string(which) == "exp_avg" ? I.optimizer->mutable_exp_avg()[i] : I.optimizer->mutable_exp_avg_sq()[i];
+      dst.copy_(t.view_as(dst));
+    }
+  }
+  I.optimizer->set_steps(steps);
+  optimizer_steps_ = steps;
 }
 
 MemoryStats ZeroEngine::memory() const {

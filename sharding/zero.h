@@ -24,6 +24,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "models/model.h"
@@ -72,6 +73,26 @@ class ZeroEngine {
   // rank must call it; fn runs on every rank.
   using NamedTensors = std::vector<std::pair<std::string, at::Tensor>>;
   void for_each_unit_full(const std::function<void(const NamedTensors&)>& fn);
+
+  // Optimizer state for checkpoints, in flat coordinates that do not depend on the world
+  // size: unit u's trainable parameters are packed in model order, `params` gives each
+  // one's [offset, offset + numel). A rank owns ranges of those flats; a checkpoint written
+  // by any world size and stage can fill any other's, range by range.
+  struct UnitLayout {
+    int64_t unit = 0;
+    int64_t numel = 0;
+    std::vector<std::tuple<std::string, int64_t, int64_t>> params;  // name, offset, numel
+  };
+  std::vector<UnitLayout> layout() const;
+  struct OwnedState {
+    int64_t unit = 0, lo = 0, hi = 0;  // this rank's flat range [lo, hi) of that unit
+    at::Tensor exp_avg, exp_avg_sq;    // [hi - lo]
+  };
+  std::vector<OwnedState> export_optimizer() const;
+  // fetch(unit, which, lo, hi) returns elements [lo, hi) of the saved flat `which`
+  // ("exp_avg" or "exp_avg_sq") of that unit.
+  using Fetch = std::function<at::Tensor(int64_t unit, const std::string& which, int64_t lo, int64_t hi)>;
+  void import_optimizer(int64_t steps, const Fetch& fetch);
 
   const ZeroConfig& config() const { return cfg_; }
   Comm& comm() { return *comm_; }
