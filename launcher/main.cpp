@@ -9,6 +9,8 @@
 #include "data/tokenizer.h"
 #include "models/tiny.h"
 #include "runtime/config.h"
+#include "runtime/dist/rank_info.h"
+#include "runtime/dist/rendezvous.h"
 #include "runtime/generate.h"
 #include "runtime/pretrain.h"
 #include "runtime/trainer.h"
@@ -18,6 +20,9 @@ namespace fs = std::filesystem;
 using namespace ftrun;
 
 namespace {
+
+// "rank R: " in multi-process runs, so an error says which rank raised it.
+std::string g_rank_prefix;
 
 const char* kUsage =
     "usage:\n"
@@ -64,7 +69,15 @@ int cmd_train(const std::vector<std::string>& argv) {
   if (!model_dir.empty()) sets.push_back("model_dir=" + model_dir);
   if (!data_dir.empty()) sets.push_back("data_dir=" + data_dir);
   auto cfg = runtime::load_config(config, sets);
-  runtime::train(cfg, true, nullptr, resume);
+  // One process per rank: torchrun-style env, mpirun or srun say which (none: one process).
+  auto info = dist::detect_rank_info();
+  if (info.world_size > 1) g_rank_prefix = "rank " + std::to_string(info.rank) + ": ";
+  dist::CommOptions co;
+  co.backend = cfg.comm_backend;
+  co.rendezvous_timeout = co.collective_timeout =
+      std::chrono::milliseconds(int64_t(cfg.collective_timeout * 1000.0));
+  auto comm = dist::init_comm(info, co);
+  runtime::train(cfg, true, comm, resume);
   return 0;
 }
 
@@ -172,7 +185,7 @@ int main(int argc, char** argv) {
     std::cerr << "ftrun: " << e.what() << "\n" << kUsage;
     return 2;
   } catch (const std::exception& e) {
-    std::cerr << "ftrun: error: " << e.what() << "\n";
+    std::cerr << "ftrun: " << g_rank_prefix << "error: " << e.what() << "\n";
     return 1;
   }
 }
