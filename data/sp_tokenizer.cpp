@@ -14,6 +14,7 @@
 #include <stdexcept>
 #include <unordered_map>
 
+#include "data/bpe_tokenizer.h"
 #include "data/sp_shim.h"
 #include "data/tokenizer.h"
 
@@ -361,6 +362,9 @@ bool contains(const std::vector<std::string>& v, const std::string& s) {
 }  // namespace
 
 std::unique_ptr<Tokenizer> load_tokenizer(const std::string& dir) {
+  // Byte-level BPE files (tokenizer.json, vocab.json + merges.txt, tiktoken text) win;
+  // otherwise the directory must hold a sentencepiece model.
+  if (auto bpe = try_load_bpe_tokenizer(dir)) return bpe;
   return std::make_unique<SpTokenizer>(dir);
 }
 
