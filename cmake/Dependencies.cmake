@@ -63,6 +63,11 @@ if(NOT MPI_CXX_FOUND)
 endif()
 find_program(MPIRUN mpirun)
 
+find_package(ZLIB QUIET)
+if(NOT ZLIB_FOUND)
+  ftrun_missing("zlib" "zlib1g-dev")
+endif()
+
 find_library(GLOO_LIB gloo)
 if(NOT GLOO_LIB)
   ftrun_missing("Gloo" "libgloo-dev")
