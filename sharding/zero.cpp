@@ -541,6 +541,8 @@ MemoryStats ZeroEngine::memory() const {
   for (const auto& u : I.units) {
     m.param_bytes += u.stage == 3 ? bytes_of(u.train.local) + bytes_of(u.frozen.local) : bytes_of(u.train.full);
     m.grad_bytes += bytes_of(u.grad_full) + bytes_of(u.grad_shard);
+    // Stage 1 accumulates full gradients in the parameters' .grad across micro-batches.
+    if (u.stage == 1) m.grad_bytes += uint64_t(u.train.numel) * 4;
   }
   {
     // Frozen weights stay whole on every rank below stage 3 (and in the persistent unit).
