@@ -4,6 +4,7 @@
 #include <torch/torch.h>
 
 #include <filesystem>
+#include <fstream>
 #include <iostream>
 
 #include "data/tokenizer.h"
@@ -138,25 +139,52 @@ int cmd_make_tiny(const std::vector<std::string>& argv) {
   auto tmp = out + ".tmp";
   fs::remove_all(tmp);
   fs::create_directories(tmp);
-  const std::vector<std::string> specials = {"<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>",
-                                             "<|end_header_id|>", "<|eot_id|>"};
-  data::train_tokenizer(corpus, tmp, vocab, specials);
+  // Each family's special tokens (formats.md 4.3), appended after the sentencepiece pieces,
+  // and which of them are bos / eos / pad, so the family's chat template works unchanged.
+  struct Family {
+    std::vector<std::string> specials;
+    std::string bos, eos, pad, first;  // first: the token pre-training samples start with
+    std::vector<std::string> extra_eos;
+  };
+  Family fam;
+  if (model_type == "llama")
+    fam = {{"<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"},
+           "<|begin_of_text|>", "<|eot_id|>", "<|end_of_text|>", "<|begin_of_text|>", {}};
+  else if (model_type == "qwen2")
+    fam = {{"<|endoftext|>", "<|im_start|>", "<|im_end|>"}, "", "<|im_end|>", "<|endoftext|>", "<|im_start|>", {}};
+  else if (model_type == "glm4")
+    fam = {{"<|endoftext|>", "[MASK]", "[gMASK]", "[sMASK]", "<sop>", "<eop>", "<|system|>", "<|user|>",
+            "<|assistant|>", "<|observation|>"},
+           "", "<|endoftext|>", "<|endoftext|>", "[gMASK]", {"<|user|>", "<|observation|>"}};
+  else  // chatglm3: eos is sentencepiece's </s> (id 2, as in chatglm3-6b)
+    fam = {{"[MASK]", "[gMASK]", "[sMASK]", "sop", "eop", "<|system|>", "<|user|>", "<|assistant|>", "<|observation|>"},
+           "", "</s>", "<unk>", "[gMASK]", {}};
+  data::train_tokenizer(corpus, tmp, vocab, fam.specials);
+  {
+    auto path = fs::path(tmp) / "tokenizer_config.json";
+    nlohmann::json tc;
+    std::ifstream(path) >> tc;
+    for (const char* k : {"bos_token", "eos_token", "pad_token"}) tc.erase(k);
+    if (!fam.bos.empty()) tc["bos_token"] = fam.bos;
+    tc["eos_token"] = fam.eos;
+    tc["pad_token"] = fam.pad;
+    std::ofstream(path) << tc.dump(2) << "\n";
+  }
   auto tok = data::load_tokenizer(tmp);
   models::TinySpec spec;
   spec.model_type = model_type;
   spec.vocab_size = tok->vocab_size();
-  spec.bos_token_id = tok->special_id("<|begin_of_text|>");
-  spec.eos_token_id = tok->special_id("<|eot_id|>");
-  spec.pad_token_id = tok->special_id("<|end_of_text|>");
-  // GLM-4's config lists several stop ids; the tiny one adds the end-of-text id after eos.
-  if (model_type == "glm4") spec.extra_eos_token_ids = {spec.pad_token_id};
+  spec.bos_token_id = fam.bos.empty() ? -1 : tok->bos_id();
+  spec.eos_token_id = tok->eos_id();
+  spec.pad_token_id = tok->pad_id();
+  for (const auto& e : fam.extra_eos) spec.extra_eos_token_ids.push_back(tok->special_id(e));
   spec.seed = seed;
   models::write_tiny_model(tmp, spec);
   if (pre.steps > 0) {
     // Pre-train so the demo fine-tunes a base that already models the text.
     auto model = models::load_pretrained(tmp);
     pre.seed = seed;
-    double loss = runtime::pretrain_on_text(*model, *tok, corpus, spec.bos_token_id, pre);
+    double loss = runtime::pretrain_on_text(*model, *tok, corpus, tok->special_id(fam.first), pre);
     models::save_pretrained(*model, tmp);
     std::cout << "ftrun: pre-trained the tiny model for " << pre.steps << " steps (final loss " << loss << ")\n";
   }
