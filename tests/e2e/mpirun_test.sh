@@ -34,6 +34,28 @@ PY
   done
 done
 
+# The other two strategies at 2 ranks, ZeRO-2 and ZeRO-3, against their 1-rank runs.
+for strategy in ptuning_v2 sft; do
+  "$FTRUN" configs/tiny/$strategy.yaml "${common[@]}" --set training_args.output_dir="$T/$strategy-one" > "$T/one.log" 2>&1 \
+    || { cat "$T/one.log"; fail "$strategy single-process run"; }
+  for stage in 2 3; do
+    out="$T/$strategy-$stage"
+    timeout 240 "$MPIRUN" -np 2 --allow-run-as-root --oversubscribe --bind-to none \
+      "$FTRUN" configs/tiny/$strategy.yaml "${common[@]}" --set training_args.per_device_train_batch_size=4 \
+      --set zero_stage=$stage --set training_args.output_dir="$out" > "$T/mpi.log" 2>&1 \
+      || { cat "$T/mpi.log"; fail "mpirun $strategy stage $stage"; }
+    python3 - "$T/$strategy-one/metrics.jsonl" "$out/metrics.jsonl" <<'PY' || fail "mpirun $strategy stage $stage: losses differ"
+import json, sys
+a = [json.loads(l)["loss"] for l in open(sys.argv[1])]
+b = [json.loads(l)["loss"] for l in open(sys.argv[2])]
+assert len(a) == len(b) == 4, (a, b)
+for x, y in zip(a, b):
+    assert abs(x - y) <= 1e-5 * abs(x), (a, b)
+PY
+    passed=$((passed+1))
+  done
+done
+
 # Resume across world sizes and stages: a 1-rank stage-0 checkpoint continued by 2 ranks at
 # ZeRO-3, and a 2-rank ZeRO-2 checkpoint continued by 1 rank; the optimizer state is
 # re-sharded from its layout and the losses of steps 11-20 must match the straight run.
