@@ -57,8 +57,10 @@ class SelfAttentionImpl : public torch::nn::Module {
     dense = register_module("dense", Linear(heads_ * head_dim_, c.hidden_size, c.attention_bias));
   }
 
-  // x [B, T, hidden]; cache [B, T, rotary_dim/2, 2]; mask additive [B, 1, T, T].
-  at::Tensor forward(const at::Tensor& x, const at::Tensor& cache, const at::Tensor& mask) {
+  // x [B, T, hidden]; cache [B, T, rotary_dim/2, 2]; mask additive [B, 1, T, N + T]; pk/pv:
+  // N prefix slots [B, groups, N, D] taken as they are (undefined when N = 0).
+  at::Tensor forward(const at::Tensor& x, const at::Tensor& cache, const at::Tensor& mask,
+                     const at::Tensor& pk = {}, const at::Tensor& pv = {}) {
     auto B = x.size(0), T = x.size(1), D = head_dim_;
     auto mixed = query_key_value(x);
     at::Tensor q, k, v;
@@ -77,11 +79,16 @@ class SelfAttentionImpl : public torch::nn::Module {
     q = chatglm_apply_rotary(q.transpose(1, 2), cache);
     k = chatglm_apply_rotary(k.transpose(1, 2), cache);
     v = v.transpose(1, 2);
+    if (pk.defined()) {
+      k = torch::cat({pk.to(k.scalar_type()), k}, 2);
+      v = torch::cat({pv.to(v.scalar_type()), v}, 2);
+    }
+    auto S = k.size(2);
     if (groups_ != heads_) {
       // Group g serves query heads g*rep .. g*rep+rep-1 (unsqueeze + expand + view in THUDM).
       auto rep = heads_ / groups_;
-      k = k.unsqueeze(2).expand({B, groups_, rep, T, D}).reshape({B, heads_, T, D});
-      v = v.unsqueeze(2).expand({B, groups_, rep, T, D}).reshape({B, heads_, T, D});
+      k = k.unsqueeze(2).expand({B, groups_, rep, S, D}).reshape({B, heads_, S, D});
+      v = v.unsqueeze(2).expand({B, groups_, rep, S, D}).reshape({B, heads_, S, D});
     }
     auto scores = torch::matmul(q, k.transpose(2, 3)) * (1.0 / std::sqrt(double(D))) + mask;
     auto probs = torch::softmax(scores, -1, at::kFloat).to(q.scalar_type());
@@ -125,8 +132,9 @@ class GLMBlockImpl : public torch::nn::Module {
         register_module("post_attention_layernorm", GlmRMSNorm(c.hidden_size, c.rms_norm_eps));
     mlp = register_module("mlp", MLP(c));
   }
-  at::Tensor forward(const at::Tensor& x, const at::Tensor& cache, const at::Tensor& mask) {
-    auto h = x + self_attention(input_layernorm(x), cache, mask);
+  at::Tensor forward(const at::Tensor& x, const at::Tensor& cache, const at::Tensor& mask,
+                     const at::Tensor& pk = {}, const at::Tensor& pv = {}) {
+    auto h = x + self_attention(input_layernorm(x), cache, mask, pk, pv);
     return h + mlp(post_attention_layernorm(h));
   }
   GlmRMSNorm input_layernorm{nullptr}, post_attention_layernorm{nullptr};
@@ -210,8 +218,17 @@ class ChatGLMForConditionalGeneration : public CausalLM {
                     .masked_fill(allowed.logical_not(), -std::numeric_limits<double>::infinity());
 
     int64_t unit = 1;
+    auto prefix = prefix_;
     for (auto& block : transformer->encoder->blocks) {
-      h = run_unit(unit++, [block, cache, mask](const at::Tensor& x) mutable { return block(x, cache, mask); }, h);
+      int64_t index = unit - 1;
+      h = run_unit(unit++, [block, cache, mask, prefix, index, B](const at::Tensor& x) mutable {
+        if (!prefix) return block(x, cache, mask);
+        auto kv = prefix(index, B);
+        if (!kv.first.defined()) return block(x, cache, mask);
+        // Prefix slots (P-Tuning v2) are visible to every position; real positions do not move.
+        auto full = torch::cat({torch::zeros({B, 1, mask.size(2), kv.first.size(2)}, mask.options()), mask}, 3);
+        return block->forward(x, cache, full, kv.first, kv.second);
+      }, h);
     }
     auto norm = transformer->encoder->final_layernorm;
     auto head = transformer->output_layer;

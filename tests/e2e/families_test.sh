@@ -22,8 +22,18 @@ PY
   "$FTRUN" generate "$T/$family" --prompt "What is 2 plus 3?" --max-new-tokens 8 > /dev/null || fail "$family: generate"
   passed=$((passed+1))
 done
-grep -q '"target_modules": \[\s*"query_key_value"' "$T/glm4/adapter_config.json" || \
-  python3 -c "import json,sys; assert json.load(open('$T/glm4/adapter_config.json'))['target_modules'] == ['query_key_value']" \
+# P-Tuning v2 on GLM-4 (prefix key/value slots in GLM attention, token_dim = groups x kv_channels).
+"$FTRUN" configs/tiny/glm4-ptuning_v2.yaml --set training_args.output_dir="$T/glm4-pt" > "$T/log" 2>&1 \
+  || { cat "$T/log"; fail "glm4 ptuning"; }
+python3 - "$T/glm4-pt/metrics.jsonl" <<'PY' || fail "glm4 ptuning: loss did not fall"
+import json, sys
+losses = [json.loads(l)["loss"] for l in open(sys.argv[1]) if '"loss"' in l]
+print("glm4-ptuning", [round(x, 3) for x in losses])
+assert losses[-1] < 0.8 * losses[0], losses
+PY
+"$FTRUN" generate "$T/glm4-pt" --prompt "What is 2 plus 3?" --max-new-tokens 8 > /dev/null || fail "glm4 ptuning: generate"
+passed=$((passed+1))
+python3 -c "import json,sys; assert json.load(open('$T/glm4/adapter_config.json'))['target_modules'] == ['query_key_value']" \
   || fail "glm4 adapter targets"
 
 for cfg in lora sft; do
