@@ -199,7 +199,9 @@ std::shared_ptr<::gloo::transport::Device> make_device(const RankInfo& info) {
   // All ranks on this machine: loopback needs no name resolution.
   if (info.local_world_size == info.world_size || is_loopback(info.master_addr))
     return c10d::ProcessGroupGloo::createDeviceForHostname("127.0.0.1");
-  return c10d::ProcessGroupGloo::createDefaultDevice();
+  // Across nodes, not createDefaultDevice(): it binds to whatever the hostname resolves to,
+  // which on Debian-style /etc/hosts is 127.0.1.1 and unreachable from other nodes.
+  return c10d::ProcessGroupGloo::createDeviceForHostname(primary_address());
 }
 
 }  // namespace
