@@ -42,6 +42,24 @@ class Comm {
   virtual void broadcast(at::Tensor& t, int root) = 0;
   virtual void barrier() = 0;
 
+  // A collective in flight: wait() completes it (and raises its error). Issued and waited
+  // on the calling thread only; collectives still start in the same order on every rank.
+  class Pending {
+   public:
+    virtual ~Pending() = default;
+    virtual void wait() = 0;
+  };
+  // Starts an all-gather that may run while the caller computes (ZeRO-3 prefetch); the
+  // tensors must stay alive until wait(). Backends without asynchronous collectives run it
+  // at once and return a finished handle.
+  virtual std::unique_ptr<Pending> all_gather_async(const at::Tensor& input, at::Tensor& output) {
+    all_gather(input, output);
+    struct Done : Pending {
+      void wait() override {}
+    };
+    return std::make_unique<Done>();
+  }
+
   const CommStats& stats() const { return stats_; }
   void reset_stats() { stats_ = CommStats{}; }
 

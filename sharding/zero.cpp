@@ -103,19 +103,46 @@ struct ZeroEngine::Impl {
 
 
   // --- gathering (stage 3) -------------------------------------------------------------
-  void gather(Unit& u) {
-    if (u.gathered) return;
+  // Units whose all-gather is in flight (prefetched), by index.
+  std::map<size_t, std::vector<std::unique_ptr<Comm::Pending>>> inflight;
+
+  void start_gather(Unit& u, bool async) {
     for (Flat* f : {&u.train, &u.frozen}) {
       if (f->slots.empty()) continue;
       f->full = torch::empty({f->padded}, torch::TensorOptions().dtype(f->dtype));
-      comm.all_gather(f->local, f->full);
-      f->bind(f->full);
+      if (async) inflight[size_t(u.index)].push_back(comm.all_gather_async(f->local, f->full));
+      else comm.all_gather(f->local, f->full);
       gathered_bytes += bytes_of(f->full);
     }
     peak_gathered = std::max(peak_gathered, gathered_bytes);
+  }
+  void finish_gather(Unit& u) {
+    auto it = inflight.find(size_t(u.index));
+    if (it != inflight.end()) {
+      auto pending = std::move(it->second);
+      inflight.erase(it);
+      for (auto& p : pending) p->wait();
+    }
+    for (Flat* f : {&u.train, &u.frozen})
+      if (!f->slots.empty()) f->bind(f->full);
     u.gathered = true;
   }
+  bool in_flight(const Unit& u) const { return inflight.count(size_t(u.index)) > 0; }
+
+  void gather(Unit& u) {
+    if (u.gathered) return;
+    if (!in_flight(u)) start_gather(u, false);
+    finish_gather(u);
+  }
+  // Starts gathering unit `index` (the next one to run) while the current one computes.
+  void prefetch(int64_t index) {
+    if (index < 0 || size_t(index) >= units.size()) return;
+    auto& u = units[size_t(index)];
+    if (u.stage != 3 || u.gathered || in_flight(u) || (u.train.slots.empty() && u.frozen.slots.empty())) return;
+    start_gather(u, true);
+  }
   void release(Unit& u) {
+    if (in_flight(u)) finish_gather(u);  // a prefetch nobody used: complete it, then free
     if (!u.gathered) return;
     for (Flat* f : {&u.train, &u.frozen}) {
       if (f->slots.empty()) continue;
@@ -188,6 +215,7 @@ struct UnitFunction : public torch::autograd::Function<UnitFunction> {
     ctx->saved_data["rng"] = at::detail::getDefaultCPUGenerator().get_state();
     ctx->save_for_backward({x});
     impl->gather(u);
+    impl->prefetch(unit + 1);
     at::Tensor out;
     {
       torch::NoGradGuard ng;
@@ -208,6 +236,7 @@ struct UnitFunction : public torch::autograd::Function<UnitFunction> {
     at::Tensor grad_x;
     if (want_input_grad || !u.train.slots.empty()) {
       impl->gather(u);
+      impl->prefetch(unit - 1);  // backward runs the units in reverse
       auto xin = x.detach();
       if (want_input_grad) xin.requires_grad_(true);
       auto gen = at::detail::getDefaultCPUGenerator();
@@ -320,6 +349,7 @@ ZeroEngine::ZeroEngine(models::CausalLM& model, const std::vector<at::Tensor>& t
       }
       if (!torch::GradMode::is_enabled()) {  // evaluation: nothing to recompute later
         impl->gather(u);
+        impl->prefetch(unit + 1);
         auto out = fn(x);
         impl->release(u);
         return out;

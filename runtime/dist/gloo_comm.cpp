@@ -149,6 +149,34 @@ class GlooComm : public sharding::Comm {
     count("all_gather", share_bytes(nbytes(output), n_));
   }
 
+  std::unique_ptr<Pending> all_gather_async(const at::Tensor& input, at::Tensor& output) override {
+    check_all_gather("gloo", input, output, n_);
+    count("all_gather", share_bytes(nbytes(output), n_));
+    // Gloo runs the work on its own threads; the handle keeps the tensors alive until wait().
+    struct Work : Pending {
+      GlooComm* comm;
+      std::vector<at::Tensor> in;
+      std::vector<std::vector<at::Tensor>> out;
+      c10::intrusive_ptr<c10d::Work> work;
+      at::Tensor desc;
+      void wait() override {
+        if (!work) return;
+        auto w = std::move(work);
+        comm->run("all_gather", desc, [&] { return w; });
+      }
+    };
+    auto p = std::make_unique<Work>();
+    p->comm = this;
+    p->desc = input;
+    if (input.numel() > 0) {
+      p->in = {input.reshape({-1})};
+      p->out.resize(1);
+      p->out[0] = output.view({-1}).chunk(n_);
+      p->work = pg_->allgather(p->out, p->in);
+    }
+    return p;
+  }
+
   void broadcast(at::Tensor& t, int root) override {
     check_dense("gloo", "broadcast", t);
     check_root("gloo", root, n_);
