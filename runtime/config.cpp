@@ -222,7 +222,7 @@ void apply_override(json& root, const std::string& expr, const std::string& file
 const std::vector<std::string> kTopKeys = {
     "data_config", "max_input_length", "max_output_length", "combine", "freezeV",
     "training_args", "peft_config", "model_dir", "data_dir", "chat_template",
-    "zero_stage", "zero3_keep_params", "comm_backend", "collective_timeout"};
+    "zero_stage", "zero3_keep_params", "comm_backend", "collective_timeout", "adapter_name_or_path"};
 const std::vector<std::string> kDataKeys = {"train_file", "val_file", "test_file", "num_proc"};
 
 // HF TrainingArguments / Seq2SeqTrainingArguments options that change nothing ftrun computes
@@ -462,6 +462,8 @@ void Validator::run(const json& root) {
       get_string(v, p, cfg_.data_dir, true);
     } else if (key == "chat_template") {
       get_string(v, p, cfg_.chat_template, true);
+    } else if (key == "adapter_name_or_path") {
+      get_string(v, p, cfg_.adapter_name_or_path, true);
     } else if (key == "zero_stage") {
       if (!v.is_null() && get_int(v, p, cfg_.zero_stage) && (cfg_.zero_stage < 0 || cfg_.zero_stage > 3))
         error(p, "expected 0, 1, 2 or 3, got " + std::to_string(cfg_.zero_stage));

@@ -56,6 +56,7 @@ struct Config {
   std::string model_dir;       // base model directory (HF layout)
   std::string data_dir;        // data files are relative to it; "" = the current directory
   std::string chat_template;   // "" = chosen from the model's config
+  std::string adapter_name_or_path;  // an existing PEFT adapter to start from ("" = fresh)
   int64_t zero_stage = -1;     // -1 = from training_args.deepspeed (else 0)
   bool zero3_keep_params = false;  // stage 3: keep gathered units instead of recomputing
   std::string comm_backend = "auto";  // auto (gloo; mpi collectives only when asked), gloo, mpi, nccl

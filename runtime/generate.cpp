@@ -1,9 +1,14 @@
-// Loading for inference and greedy generation (see generate.h).
+// Loading for inference and generation (see generate.h).
 #include "runtime/generate.h"
 
 #include <torch/torch.h>
 
+#include <ATen/CPUGeneratorImpl.h>
+
 #include <algorithm>
+#include <chrono>
+#include <limits>
+#include <set>
 #include <filesystem>
 #include <fstream>
 
@@ -44,20 +49,81 @@ Inference load_for_inference(const std::string& path, const std::string& base_ov
   return inf;
 }
 
-std::vector<int64_t> greedy_generate(models::CausalLM& model, const std::vector<int64_t>& prompt,
-                                     int64_t max_new_tokens, const std::vector<int64_t>& stop_ids) {
+at::Tensor apply_repetition_penalty(const at::Tensor& logits, const std::vector<int64_t>& seen, double penalty) {
+  if (penalty == 1.0 || seen.empty()) return logits;
+  std::set<int64_t> distinct(seen.begin(), seen.end());
+  auto idx = torch::tensor(std::vector<int64_t>(distinct.begin(), distinct.end()), torch::kLong);
+  auto picked = logits.index_select(0, idx);
+  auto penalised = torch::where(picked < 0, picked * penalty, picked / penalty);
+  return logits.index_copy(0, idx, penalised);
+}
+
+int64_t choose_next_token(const at::Tensor& logits_in, const std::vector<int64_t>& seq, const GenerateOptions& o,
+                          at::Generator& gen) {
+  auto logits = apply_repetition_penalty(logits_in.to(at::kFloat), seq, o.repetition_penalty);
+  if (!o.do_sample) return logits.argmax().item<int64_t>();
+  if (o.temperature <= 0) throw std::runtime_error("temperature must be > 0 when sampling");
+  logits = logits / o.temperature;
+  const float ninf = -std::numeric_limits<float>::infinity();
+  auto V = logits.size(0);
+  if (o.top_k > 0 && o.top_k < V) {
+    // TopKLogitsWarper: everything below the k-th largest logit is removed.
+    auto kth = std::get<0>(logits.topk(o.top_k)).min();
+    logits = logits.masked_fill(logits < kth, ninf);
+  }
+  if (o.top_p < 1.0) {
+    // TopPLogitsWarper: in ascending order, drop tokens whose cumulative probability (with
+    // all smaller ones) is <= 1 - top_p; the most likely token always stays.
+    auto sorted = logits.sort(/*dim=*/0, /*descending=*/false);
+    auto sorted_logits = std::get<0>(sorted), order = std::get<1>(sorted);
+    auto cum = sorted_logits.softmax(0).cumsum(0);
+    auto remove_sorted = cum <= (1.0 - o.top_p);
+    remove_sorted.index_put_({V - 1}, false);
+    auto remove = torch::zeros_like(remove_sorted).scatter(0, order, remove_sorted);
+    logits = logits.masked_fill(remove, ninf);
+  }
+  auto probs = logits.softmax(0);
+  return at::multinomial(probs, 1, /*replacement=*/false, gen).item<int64_t>();
+}
+
+std::vector<int64_t> generate(models::CausalLM& model, const std::vector<int64_t>& prompt,
+                              const GenerateOptions& o, GenerateStats* stats) {
+  if (prompt.empty()) throw std::runtime_error("generate: the prompt is empty");
   torch::NoGradGuard ng;
   model.eval();
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(o.seed);
+  auto start = std::chrono::steady_clock::now();
+  auto since = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(); };
   std::vector<int64_t> seq = prompt, out;
-  for (int64_t i = 0; i < max_new_tokens; ++i) {
-    auto ids = torch::tensor(seq, torch::kLong).view({1, -1});
-    auto logits = model.forward(ids, at::Tensor());
-    int64_t next = logits[0][-1].argmax().item<int64_t>();
+  models::KVCache cache;
+  at::Tensor logits;  // [vocab] at the last position
+  for (int64_t i = 0; i < o.max_new_tokens; ++i) {
+    if (o.use_cache) {
+      // The whole prompt once, then one token per step.
+      std::vector<int64_t> feed = i == 0 ? seq : std::vector<int64_t>{seq.back()};
+      logits = model.forward_cached(torch::tensor(feed, torch::kLong).view({1, -1}), cache)[0][-1];
+    } else {
+      logits = model.forward(torch::tensor(seq, torch::kLong).view({1, -1}), at::Tensor())[0][-1];
+    }
+    int64_t next = choose_next_token(logits, seq, o, gen);
+    if (i == 0 && stats) stats->first_token_seconds = since();
     seq.push_back(next);
     out.push_back(next);
-    if (std::find(stop_ids.begin(), stop_ids.end(), next) != stop_ids.end()) break;
+    if (std::find(o.stop_ids.begin(), o.stop_ids.end(), next) != o.stop_ids.end()) break;
+  }
+  if (stats) {
+    stats->total_seconds = since();
+    stats->new_tokens = int64_t(out.size());
   }
   return out;
+}
+
+std::vector<int64_t> greedy_generate(models::CausalLM& model, const std::vector<int64_t>& prompt,
+                                     int64_t max_new_tokens, const std::vector<int64_t>& stop_ids) {
+  GenerateOptions o;
+  o.max_new_tokens = max_new_tokens;
+  o.stop_ids = stop_ids;
+  return generate(model, prompt, o);
 }
 
 }  // namespace ftrun::runtime

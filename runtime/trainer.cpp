@@ -148,6 +148,10 @@ TrainSummary train(const Config& cfg, bool verbose, std::shared_ptr<sharding::Co
       if (verbose) std::printf("ftrun: resuming with a changed setting: %s\n", note.c_str());
     // Weights before the engine takes them over (it packs their current values).
     strategy->load(resume_dir->string());
+  } else if (!cfg.adapter_name_or_path.empty()) {
+    // Continue training an existing adapter (PEFT's own, or an earlier ftrun output).
+    strategy->load(cfg.adapter_name_or_path);
+    if (verbose) std::printf("ftrun: starting from the adapter in %s\n", cfg.adapter_name_or_path.c_str());
   }
   auto trainable = strategy->trainable();
   int64_t n_train = 0, n_total = 0;

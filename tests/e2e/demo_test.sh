@@ -33,4 +33,16 @@ answer=$("$FTRUN" generate "$OUT/run" --prompt "What is 2 plus 3?" --max-new-tok
   || fail "generate exited non-zero"
 echo "generated: $answer"
 [ -n "$answer" ] || fail "empty generation"
-echo "e2e demo: 1 passed"
+# Continue training from the trained adapter directory (adapter_name_or_path): the first step
+# must already be far below a fresh adapter's first step.
+"$FTRUN" configs/tiny/lora.yaml --set training_args.output_dir="$OUT/more" --set training_args.max_steps=2 \
+  --set training_args.logging_steps=1 --set adapter_name_or_path="$OUT/run" > "$OUT/more.log" 2>&1 \
+  || { cat "$OUT/more.log"; fail "continuing from an adapter"; }
+python3 - "$OUT/run/metrics.jsonl" "$OUT/more/metrics.jsonl" <<'PY' || fail "continued training did not start from the adapter"
+import json, sys
+fresh_first = [json.loads(l) for l in open(sys.argv[1])][0]["loss"]
+cont_first = [json.loads(l) for l in open(sys.argv[2])][0]["loss"]
+print("fresh first window", fresh_first, "continued first step", cont_first)
+assert cont_first < 0.7 * fresh_first, (fresh_first, cont_first)
+PY
+echo "e2e demo: 2 passed"
