@@ -9,6 +9,8 @@
 
 #include "data/tokenizer.h"
 #include "models/tiny.h"
+#include "peft/merge.h"
+#include "runtime/checkpoint.h"
 #include "runtime/config.h"
 #include "runtime/dist/rank_info.h"
 #include "runtime/dist/rendezvous.h"
@@ -30,6 +32,8 @@ const char* kUsage =
     "  ftrun CONFIG.yaml [--set KEY=VALUE]... [--model-dir DIR] [--data-dir DIR] [--resume yes|N|PATH]\n"
     "  ftrun DATA_DIR MODEL_DIR CONFIG.yaml [RESUME]            (the GLM-4 demo's argument order)\n"
     "  ftrun generate PATH --prompt TEXT [--max-new-tokens N] [--base DIR] [--system TEXT]\n"
+    "                [--temperature T] [--top-p P] [--top-k K] [--repetition-penalty R] [--seed S] [--no-cache]\n"
+    "  ftrun merge ADAPTER_DIR OUT_DIR [--base DIR] [--max-shard-size BYTES]\n"
     "  ftrun make-tiny-model OUT_DIR --corpus FILE [--vocab-size N] [--seed S] [--model-type llama|qwen2|chatglm3|glm4]\n";
 
 int cmd_train(const std::vector<std::string>& argv) {
@@ -85,12 +89,20 @@ int cmd_train(const std::vector<std::string>& argv) {
 int cmd_generate(const std::vector<std::string>& argv) {
   po::options_description opts("generate options");
   std::string path, prompt, base, system;
-  int64_t max_new = 64;
+  runtime::GenerateOptions go;
   opts.add_options()("help,h", "show help")("path", po::value(&path), "model or adapter directory")(
       "prompt", po::value(&prompt), "the user message")(
       "system", po::value(&system), "an optional system message")(
       "base", po::value(&base), "base model directory (overrides the adapter's)")(
-      "max-new-tokens", po::value(&max_new), "at most this many new tokens");
+      "max-new-tokens", po::value(&go.max_new_tokens)->default_value(64), "at most this many new tokens")(
+      "temperature", po::value(&go.temperature), "sample with this temperature (> 0; implies sampling)")(
+      "top-p", po::value(&go.top_p), "nucleus sampling: keep the most likely tokens up to this mass (implies sampling)")(
+      "top-k", po::value(&go.top_k), "keep only the k most likely tokens (implies sampling)")(
+      "repetition-penalty", po::value(&go.repetition_penalty)->default_value(1.0),
+      "HF's penalty on tokens already in the sequence (1 = off)")(
+      "do-sample", "sample (temperature 1, no top-k/top-p unless given) instead of greedy decoding")(
+      "seed", po::value(&go.seed)->default_value(0), "sampling seed")(
+      "no-cache", "recompute the whole sequence each step instead of using the KV cache");
   po::positional_options_description pos;
   pos.add("path", 1);
   po::variables_map vm;
@@ -100,13 +112,75 @@ int cmd_generate(const std::vector<std::string>& argv) {
     std::cout << kUsage << opts;
     return vm.count("help") ? 0 : 2;
   }
+  go.do_sample = vm.count("do-sample") || vm.count("temperature") || vm.count("top-p") || vm.count("top-k");
+  go.use_cache = !vm.count("no-cache");
+  if (go.max_new_tokens < 0) throw po::error("--max-new-tokens must be >= 0");
+  if (vm.count("temperature") && go.temperature <= 0)
+    throw po::error("--temperature must be > 0 (leave sampling options out for greedy decoding)");
+  if (vm.count("top-p") && (go.top_p <= 0 || go.top_p > 1)) throw po::error("--top-p must be in (0, 1]");
+  if (vm.count("top-k") && go.top_k < 0) throw po::error("--top-k must be >= 0");
+  if (go.repetition_penalty <= 0) throw po::error("--repetition-penalty must be > 0");
   auto inf = runtime::load_for_inference(path, base);
   std::vector<data::Message> msgs;
   if (!system.empty()) msgs.push_back({"system", system});
   msgs.push_back({"user", prompt});
   auto ids = inf.chat_template->prompt(msgs, *inf.tokenizer);
-  auto out = runtime::greedy_generate(*inf.model, ids, max_new, inf.chat_template->stop_ids(*inf.tokenizer));
+  go.stop_ids = inf.chat_template->stop_ids(*inf.tokenizer);
+  runtime::GenerateStats stats;
+  auto out = runtime::generate(*inf.model, ids, go, &stats);
   std::cout << inf.tokenizer->decode(out, /*skip_special=*/true) << std::endl;
+  // Speed on stderr, so stdout stays the reply alone.
+  std::cerr << "ftrun: " << stats.new_tokens << " tokens in " << stats.total_seconds << " s ("
+            << stats.tokens_per_second() << " tokens/s, first token after " << stats.first_token_seconds * 1000.0
+            << " ms, prompt " << ids.size() << " tokens" << (go.use_cache ? "" : ", no KV cache") << ")\n";
+  return 0;
+}
+
+int cmd_merge(const std::vector<std::string>& argv) {
+  po::options_description opts("merge options");
+  std::string adapter, out, base;
+  uint64_t max_shard = 5'000'000'000ull;  // transformers' default max_shard_size (5GB)
+  opts.add_options()("help,h", "show help")("adapter", po::value(&adapter), "LoRA adapter directory")(
+      "out", po::value(&out), "output directory for the merged HF model")(
+      "base", po::value(&base), "base model directory (overrides the adapter's base_model_name_or_path)")(
+      "max-shard-size", po::value(&max_shard)->default_value(max_shard),
+      "safetensors shard limit in bytes; past it the weights are sharded with an index");
+  po::positional_options_description pos;
+  pos.add("adapter", 1).add("out", 1);
+  po::variables_map vm;
+  po::store(po::command_line_parser(argv).options(opts).positional(pos).run(), vm);
+  po::notify(vm);
+  if (vm.count("help") || adapter.empty() || out.empty()) {
+    std::cout << kUsage << opts;
+    return vm.count("help") ? 0 : 2;
+  }
+  auto cfg_path = fs::path(adapter) / "adapter_config.json";
+  if (!fs::exists(cfg_path))
+    throw std::runtime_error(adapter + ": not an adapter directory (no adapter_config.json)");
+  nlohmann::json j;
+  std::ifstream(cfg_path) >> j;
+  if (base.empty()) base = j.value("base_model_name_or_path", "");
+  if (base.empty() || !fs::exists(fs::path(base) / "config.json"))
+    throw std::runtime_error(cfg_path.string() + ": base model '" + base + "' not found (pass --base DIR to point at it)");
+  if (fs::weakly_canonical(out) == fs::weakly_canonical(base) || fs::weakly_canonical(out) == fs::weakly_canonical(adapter))
+    throw std::runtime_error(out + ": the output directory must differ from the base and adapter directories");
+  // Merged in fp32 whatever the base's dtype, so W + s*B@A is not rounded to bf16 on the way.
+  auto model = models::load_pretrained(base, at::kFloat);
+  auto merged = peft::merge_lora(*model, adapter);
+  // Written beside the target and renamed, so an interrupted merge never leaves half a model.
+  auto tmp = out + ".tmp";
+  fs::remove_all(tmp);
+  models::save_pretrained(*model, tmp, max_shard);
+  // The adapter's own tokenizer when it has one (ftrun copies it into every output), else the base's.
+  bool own_tok = fs::exists(fs::path(adapter) / "tokenizer_config.json");
+  runtime::copy_tokenizer(own_tok ? adapter : base, tmp);
+  if (fs::exists(fs::path(base) / "generation_config.json"))
+    fs::copy_file(fs::path(base) / "generation_config.json", fs::path(tmp) / "generation_config.json",
+                  fs::copy_options::overwrite_existing);
+  fs::remove_all(out);
+  fs::rename(tmp, out);
+  std::cout << "ftrun: merged " << merged.size() << " LoRA layers of " << adapter << " into " << base << " -> "
+            << out << "\n";
   return 0;
 }
 
@@ -207,6 +281,7 @@ int main(int argc, char** argv) {
     std::vector<std::string> rest(args.begin() + 1, args.end());
     if (sub == "generate") return cmd_generate(rest);
     if (sub == "make-tiny-model") return cmd_make_tiny(rest);
+    if (sub == "merge") return cmd_merge(rest);
     if (sub == "train") return cmd_train(rest);
     return cmd_train(args);
   } catch (const po::error& e) {

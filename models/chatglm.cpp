@@ -59,8 +59,11 @@ class SelfAttentionImpl : public torch::nn::Module {
 
   // x [B, T, hidden]; cache [B, T, rotary_dim/2, 2]; mask additive [B, 1, T, N + T]; pk/pv:
   // N prefix slots [B, groups, N, D] taken as they are (undefined when N = 0).
+  // kv_out, when given, receives the keys/values of all N + T slots (what a KV cache keeps);
+  // pk/pv may equally be cached past keys/values.
   at::Tensor forward(const at::Tensor& x, const at::Tensor& cache, const at::Tensor& mask,
-                     const at::Tensor& pk = {}, const at::Tensor& pv = {}) {
+                     const at::Tensor& pk = {}, const at::Tensor& pv = {},
+                     std::pair<at::Tensor, at::Tensor>* kv_out = nullptr) {
     auto B = x.size(0), T = x.size(1), D = head_dim_;
     auto mixed = query_key_value(x);
     at::Tensor q, k, v;
@@ -83,6 +86,7 @@ class SelfAttentionImpl : public torch::nn::Module {
       k = torch::cat({pk.to(k.scalar_type()), k}, 2);
       v = torch::cat({pv.to(v.scalar_type()), v}, 2);
     }
+    if (kv_out) *kv_out = {k, v};
     auto S = k.size(2);
     if (groups_ != heads_) {
       // Group g serves query heads g*rep .. g*rep+rep-1 (unsqueeze + expand + view in THUDM).
@@ -133,8 +137,9 @@ class GLMBlockImpl : public torch::nn::Module {
     mlp = register_module("mlp", MLP(c));
   }
   at::Tensor forward(const at::Tensor& x, const at::Tensor& cache, const at::Tensor& mask,
-                     const at::Tensor& pk = {}, const at::Tensor& pv = {}) {
-    auto h = x + self_attention(input_layernorm(x), cache, mask, pk, pv);
+                     const at::Tensor& pk = {}, const at::Tensor& pv = {},
+                     std::pair<at::Tensor, at::Tensor>* kv_out = nullptr) {
+    auto h = x + self_attention->forward(input_layernorm(x), cache, mask, pk, pv, kv_out);
     return h + mlp(post_attention_layernorm(h));
   }
   GlmRMSNorm input_layernorm{nullptr}, post_attention_layernorm{nullptr};
@@ -233,6 +238,51 @@ class ChatGLMForConditionalGeneration : public CausalLM {
     auto norm = transformer->encoder->final_layernorm;
     auto head = transformer->output_layer;
     auto logits = run_unit(unit, [norm, head](const at::Tensor& x) mutable { return head(norm(x)); }, h);
+    return logits.to(at::kFloat);
+  }
+
+  at::Tensor forward_cached(const at::Tensor& input_ids, KVCache& kv) override {
+    TORCH_CHECK(input_ids.dim() == 2, "input_ids must be [batch, seq]");
+    auto B = input_ids.size(0), T = input_ids.size(1), P = kv.length;
+    TORCH_CHECK(P + T <= config_.max_position_embeddings, config_.path, ": sequence of ", P + T,
+                " tokens is longer than seq_length (", config_.max_position_embeddings, ")");
+    auto& blocks = transformer->encoder->blocks;
+    auto L = int64_t(blocks.size());
+    auto h = transformer->embedding->word_embeddings(input_ids);
+    auto dtype = h.scalar_type();
+    auto device = input_ids.device();
+    // Unpadded: the new tokens are at positions P..P+T-1 (prefix slots take none).
+    auto positions = torch::arange(P, P + T, torch::TensorOptions().dtype(at::kLong).device(device))
+                         .unsqueeze(0).expand({B, T});
+    auto rope = chatglm_rope_cache(config_, positions);
+    if (dtype == at::kBFloat16 || dtype == at::kHalf) rope = rope.to(dtype);
+    auto opts = torch::TensorOptions().dtype(dtype).device(device);
+    auto causal = torch::zeros({T, T}, opts).masked_fill(
+        torch::ones({T, T}, torch::TensorOptions().dtype(at::kBool).device(device)).tril().logical_not(),
+        -std::numeric_limits<double>::infinity());
+    if (kv.k.empty()) {
+      kv.k.assign(L, at::Tensor());
+      kv.v.assign(L, at::Tensor());
+      // P-Tuning v2 slots enter the cache once, in front of the first tokens.
+      if (prefix_)
+        for (int64_t i = 0; i < L; ++i) {
+          auto p = prefix_(i, B);
+          if (p.first.defined()) {
+            kv.k[i] = p.first.to(dtype);
+            kv.v[i] = p.second.to(dtype);
+          }
+        }
+    }
+    for (int64_t i = 0; i < L; ++i) {
+      int64_t past = kv.k[i].defined() ? kv.k[i].size(2) : 0;
+      auto mask = torch::cat({torch::zeros({T, past}, opts), causal}, 1).view({1, 1, T, past + T});
+      std::pair<at::Tensor, at::Tensor> out;
+      h = blocks[i]->forward(h, rope, mask, kv.k[i], kv.v[i], &out);
+      kv.k[i] = out.first;
+      kv.v[i] = out.second;
+    }
+    kv.length = P + T;
+    auto logits = transformer->output_layer(transformer->encoder->final_layernorm(h));
     return logits.to(at::kFloat);
   }
 

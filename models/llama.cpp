@@ -45,10 +45,13 @@ class AttentionImpl : public torch::nn::Module {
     o_proj = register_module("o_proj", Linear(heads_ * head_dim_, c.hidden_size, c.attention_bias));
   }
 
-  // cos/sin: [T, head_dim]; mask: additive [B, 1, T, N + T]; pk/pv: N prefix slots
-  // [B, kv_heads, N, head_dim] (undefined when N = 0), taken as they are (no rotation).
+  // cos/sin: [T, head_dim]; mask: additive [B, 1, T, N + T]; pk/pv: N slots in front
+  // [B, kv_heads, N, head_dim] (prefix-tuning slots, or cached past keys/values; undefined
+  // when N = 0), taken as they are (no rotation). kv_out, when given, receives the keys and
+  // values of all N + T slots before repeat_kv (what a KV cache keeps).
   at::Tensor forward(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin,
-                     const at::Tensor& mask, const at::Tensor& pk = {}, const at::Tensor& pv = {}) {
+                     const at::Tensor& mask, const at::Tensor& pk = {}, const at::Tensor& pv = {},
+                     std::pair<at::Tensor, at::Tensor>* kv_out = nullptr) {
     auto B = x.size(0), T = x.size(1);
     auto q = q_proj(x).view({B, T, heads_, head_dim_}).transpose(1, 2);
     auto k = k_proj(x).view({B, T, kv_heads_, head_dim_}).transpose(1, 2);
@@ -59,6 +62,7 @@ class AttentionImpl : public torch::nn::Module {
       k = torch::cat({pk.to(k.scalar_type()), k}, 2);
       v = torch::cat({pv.to(v.scalar_type()), v}, 2);
     }
+    if (kv_out) *kv_out = {k, v};
     auto S = k.size(2);
     if (kv_heads_ != heads_) {
       // repeat_kv: each kv head serves heads/kv_heads consecutive query heads.
@@ -104,8 +108,9 @@ class DecoderLayerImpl : public torch::nn::Module {
         register_module("post_attention_layernorm", RMSNorm(c.hidden_size, c.rms_norm_eps));
   }
   at::Tensor forward(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin,
-                     const at::Tensor& mask, const at::Tensor& pk = {}, const at::Tensor& pv = {}) {
-    auto h = x + self_attn(input_layernorm(x), cos, sin, mask, pk, pv);
+                     const at::Tensor& mask, const at::Tensor& pk = {}, const at::Tensor& pv = {},
+                     std::pair<at::Tensor, at::Tensor>* kv_out = nullptr) {
+    auto h = x + self_attn->forward(input_layernorm(x), cos, sin, mask, pk, pv, kv_out);
     return h + mlp(post_attention_layernorm(h));
   }
   Attention self_attn{nullptr};
@@ -185,6 +190,49 @@ class LlamaForCausalLM : public CausalLM {
       auto y = norm(x);
       return head ? head(y) : torch::nn::functional::linear(y, embed->weight);
     }, h);
+    return logits.to(at::kFloat);
+  }
+
+  at::Tensor forward_cached(const at::Tensor& input_ids, KVCache& cache) override {
+    TORCH_CHECK(input_ids.dim() == 2, "input_ids must be [batch, seq]");
+    auto B = input_ids.size(0), T = input_ids.size(1), P = cache.length;
+    auto L = int64_t(model->decoder.size());
+    auto h = model->embed_tokens(input_ids);
+    auto dtype = h.scalar_type();
+    // The new tokens continue at positions P..P+T-1 (prefix slots take no positions).
+    auto pos = torch::arange(P, P + T, torch::TensorOptions().dtype(at::kFloat));
+    auto freqs = torch::outer(pos, inv_freq_);
+    auto emb = torch::cat({freqs, freqs}, -1);
+    auto cos = emb.cos().to(dtype), sin = emb.sin().to(dtype);
+    auto lowest = dtype == at::kFloat ? std::numeric_limits<float>::lowest()
+                                      : (dtype == at::kDouble ? std::numeric_limits<double>::lowest() : -65504.0);
+    // Every cached slot (prefix and past tokens) is visible; among the new tokens, causal.
+    auto causal = torch::zeros({T, T}, torch::TensorOptions().dtype(dtype))
+                      .masked_fill(torch::ones({T, T}, torch::TensorOptions().dtype(at::kBool)).tril().logical_not(), lowest);
+    if (cache.k.empty()) {
+      cache.k.assign(L, at::Tensor());
+      cache.v.assign(L, at::Tensor());
+      // The prefix slots enter the cache once, in front of the first tokens.
+      if (prefix_)
+        for (int64_t i = 0; i < L; ++i) {
+          auto kv = prefix_(i, B);
+          if (kv.first.defined()) {
+            cache.k[i] = kv.first.to(dtype);
+            cache.v[i] = kv.second.to(dtype);
+          }
+        }
+    }
+    for (int64_t i = 0; i < L; ++i) {
+      int64_t past = cache.k[i].defined() ? cache.k[i].size(2) : 0;
+      auto mask = torch::cat({torch::zeros({T, past}, causal.options()), causal}, 1).view({1, 1, T, past + T});
+      std::pair<at::Tensor, at::Tensor> kv;
+      h = model->decoder[i]->forward(h, cos, sin, mask, cache.k[i], cache.v[i], &kv);
+      cache.k[i] = kv.first;
+      cache.v[i] = kv.second;
+    }
+    cache.length = P + T;
+    auto y = model->norm(h);
+    auto logits = lm_head ? lm_head(y) : torch::nn::functional::linear(y, model->embed_tokens->weight);
     return logits.to(at::kFloat);
   }
 

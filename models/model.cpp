@@ -25,6 +25,10 @@ std::vector<std::pair<std::string, Linear>> CausalLM::linears() {
   return out;
 }
 
+at::Tensor CausalLM::forward_cached(const at::Tensor&, KVCache&) {
+  throw std::runtime_error(config().model_type + ": this model family has no KV-cache decoding path");
+}
+
 void CausalLM::record_base_parameters() {
   base_names_.clear();
   for (const auto& p : named_parameters()) base_names_.push_back(p.key());

@@ -17,12 +17,25 @@
 
 namespace ftrun::models {
 
+// Keys and values of the tokens a model has already seen, for incremental decoding. Per
+// layer [batch, kv_heads, S, head_dim], keys after rotary embedding; S counts the prefix
+// slots (prefix tuning) plus `length` real tokens. Empty until the first forward_cached.
+struct KVCache {
+  std::vector<at::Tensor> k, v;
+  int64_t length = 0;  // real tokens cached: the next token's position
+};
+
 class CausalLM : public torch::nn::Module {
  public:
   // input_ids [B, T] int64; attention_mask [B, T] (1 = token, 0 = padding) or undefined.
   // Returns logits [B, T, vocab] in float32.
   virtual at::Tensor forward(const at::Tensor& input_ids, const at::Tensor& attention_mask) = 0;
   virtual const ModelConfig& config() const = 0;
+  // Incremental decoding: input_ids [B, T] (no padding) continue the sequence held in
+  // `cache` at positions cache.length .. cache.length+T-1; their keys/values are appended to
+  // the cache. Returns logits [B, T, vocab] in float32, equal to the last T rows of
+  // forward() on the whole sequence. Inference only: it bypasses the unit runner.
+  virtual at::Tensor forward_cached(const at::Tensor& input_ids, KVCache& cache);
   // Every Linear with its HF module path ("model.layers.0.mlp.down_proj").
   std::vector<std::pair<std::string, Linear>> linears();
   // Names of the model's own parameters (what save_pretrained writes), recorded when the

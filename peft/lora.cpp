@@ -175,14 +175,6 @@ class Lora : public Strategy {
   }
 
   void save(const std::string& dir, const std::string& base_model_path) const override {
-    fs::create_directories(dir);
-    st::NamedTensors tensors;
-    for (const auto& kv : trainable()) {
-      if (kv.second.numel() == 0)
-        throw std::runtime_error(dir + ": refusing to save an empty LoRA tensor " + kv.first);
-      tensors.emplace_back(kv.first, kv.second.detach().to(at::kFloat).contiguous());
-    }
-    st::save((fs::path(dir) / "adapter_model.safetensors").string(), tensors);
     auto j = cfg_.raw;
     j["peft_type"] = "LORA";
     j["task_type"] = "CAUSAL_LM";
@@ -204,13 +196,7 @@ class Lora : public Strategy {
     j["fan_in_fan_out"] = false;
     j["inference_mode"] = true;
     j["init_lora_weights"] = true;
-    auto tmp = (fs::path(dir) / "adapter_config.json.tmp").string();
-    {
-      std::ofstream out(tmp);
-      out << j.dump(2) << "\n";
-      if (!out) throw std::runtime_error(tmp + ": write failed");
-    }
-    fs::rename(tmp, fs::path(dir) / "adapter_config.json");
+    write_adapter(dir, trainable(), j);
   }
 
   void load(const std::string& dir) override {

@@ -124,14 +124,11 @@ class PrefixTuning : public Strategy {
   }
 
   void save(const std::string& dir, const std::string& base_model_path) const override {
-    fs::create_directories(dir);
     at::Tensor prompt;
     {
       torch::NoGradGuard ng;
-      prompt = encoder_->forward().detach().to(at::kFloat).contiguous().clone();
+      prompt = encoder_->forward().detach().clone();
     }
-    if (prompt.numel() == 0) throw std::runtime_error(dir + ": refusing to save an empty prompt_embeddings tensor");
-    st::save((fs::path(dir) / "adapter_model.safetensors").string(), {{"prompt_embeddings", prompt}});
     nlohmann::json j = {{"peft_type", "PREFIX_TUNING"},
                         {"task_type", "CAUSAL_LM"},
                         {"num_virtual_tokens", cfg_.num_virtual_tokens},
@@ -143,13 +140,7 @@ class PrefixTuning : public Strategy {
                         {"prefix_projection", cfg_.prefix_projection},
                         {"inference_mode", true},
                         {"base_model_name_or_path", base_model_path}};
-    auto tmp = (fs::path(dir) / "adapter_config.json.tmp").string();
-    {
-      std::ofstream out(tmp);
-      out << j.dump(2) << "\n";
-      if (!out) throw std::runtime_error(tmp + ": write failed");
-    }
-    fs::rename(tmp, fs::path(dir) / "adapter_config.json");
+    write_adapter(dir, {{"prompt_embeddings", prompt}}, j);
   }
 
   void load(const std::string& dir) override {

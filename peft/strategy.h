@@ -37,6 +37,11 @@ void register_strategy(const std::string& peft_type, Factory factory);
 // peft_config["peft_type"] picks the plug-in (LORA, PREFIX_TUNING; null = FULL); an
 // unknown type lists the registered ones.
 std::unique_ptr<Strategy> make_strategy(const nlohmann::json& peft_config);
+// Writes a PEFT adapter: dir/adapter_model.safetensors (metadata {"format": "pt"}) and
+// dir/adapter_config.json, each to a temp file renamed into place. An empty tensor is an
+// error (never write an adapter that loads as a no-op).
+void write_adapter(const std::string& dir, const NamedTensors& tensors, const nlohmann::json& config);
+
 // Reads dir/adapter_config.json and builds the matching strategy (for generate / resume).
 std::unique_ptr<Strategy> strategy_from_adapter_dir(const std::string& dir);
 

@@ -1,0 +1,200 @@
+// Generation: the KV-cache path against recomputing the whole sequence (logits to 1e-5,
+// same greedy tokens) for the Llama, Qwen2 and ChatGLM families, plain, with LoRA and with a
+// prefix adapter; the sampling processors (top-k=1 is greedy, top-p, seeds) and HF's
+// repetition penalty on hand-made logits.
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <ATen/CPUGeneratorImpl.h>
+
+#include <algorithm>
+#include <set>
+
+#include "models/model.h"
+#include "models/tiny.h"
+#include "peft/strategy.h"
+#include "runtime/generate.h"
+
+using namespace ftrun;
+
+namespace {
+
+struct Setup {
+  std::shared_ptr<models::CausalLM> model;
+  std::unique_ptr<peft::Strategy> strategy;  // kept alive: it owns the adapter hooks
+};
+
+Setup tiny(const std::string& type, const std::string& adapter) {
+  models::TinySpec s;
+  s.model_type = type;
+  s.vocab_size = 50;
+  s.hidden_size = 32;
+  s.intermediate_size = 48;
+  s.num_attention_heads = 4;
+  s.num_key_value_heads = 2;
+  torch::manual_seed(5);
+  Setup out;
+  out.model = models::build_model(models::parse_model_config(models::tiny_config(s), "tiny"));
+  torch::NoGradGuard ng;
+  // Larger weights than HF's init so that logits differ clearly between tokens, and
+  // non-zero biases (Qwen2 / GLM qkv) so they take part.
+  for (auto& p : out.model->named_parameters())
+    if (p.key().find("norm") == std::string::npos) p.value().normal_(0, 0.2);
+  nlohmann::json cfg;
+  if (adapter == "lora") {
+    bool glm = type == "glm4" || type == "chatglm3";
+    cfg = {{"peft_type", "LORA"}, {"r", 4}, {"lora_alpha", 8},
+           {"target_modules", glm ? nlohmann::json{"query_key_value", "dense_4h_to_h"}
+                                  : nlohmann::json{"q_proj", "k_proj", "v_proj", "down_proj"}}};
+  } else if (adapter == "prefix") {
+    cfg = {{"peft_type", "PREFIX_TUNING"}, {"num_virtual_tokens", 3}};
+  }
+  if (!cfg.is_null()) {
+    out.strategy = peft::make_strategy(cfg);
+    out.strategy->apply(*out.model);
+    for (auto& kv : out.strategy->trainable()) kv.second.normal_(0, 0.3);
+  }
+  out.model->eval();
+  return out;
+}
+
+void check_cache_matches_recompute(const std::string& type, const std::string& adapter) {
+  SCOPED_TRACE(type + " / " + (adapter.empty() ? "plain" : adapter));
+  auto setup = tiny(type, adapter);
+  auto& m = *setup.model;
+  torch::NoGradGuard ng;
+  std::vector<int64_t> seq = {1, 7, 3, 22, 9};
+  models::KVCache cache;
+  // The prompt in one call: every row equals the full forward.
+  auto ids = torch::tensor(seq, torch::kLong).view({1, -1});
+  auto cached = m.forward_cached(ids, cache);
+  auto full = m.forward(ids, at::Tensor());
+  EXPECT_LE((cached - full).abs().max().item<double>(), 1e-5);
+  EXPECT_EQ(cache.length, 5);
+  // Then one token at a time (greedy), each step against the whole sequence recomputed.
+  for (int step = 0; step < 8; ++step) {
+    int64_t next = cached[0][-1].argmax().item<int64_t>();
+    seq.push_back(next);
+    cached = m.forward_cached(torch::tensor({next}, torch::kLong).view({1, 1}), cache);
+    full = m.forward(torch::tensor(seq, torch::kLong).view({1, -1}), at::Tensor());
+    ASSERT_LE((cached[0][-1] - full[0][-1]).abs().max().item<double>(), 1e-5) << "step " << step;
+  }
+  // A multi-token chunk continuing a cache (positions continue from cache.length).
+  std::vector<int64_t> chunk = {4, 11, 2};
+  auto c = m.forward_cached(torch::tensor(chunk, torch::kLong).view({1, -1}), cache);
+  seq.insert(seq.end(), chunk.begin(), chunk.end());
+  full = m.forward(torch::tensor(seq, torch::kLong).view({1, -1}), at::Tensor());
+  EXPECT_LE((c[0] - full[0].narrow(0, full.size(1) - 3, 3)).abs().max().item<double>(), 1e-5);
+
+  // generate(): same tokens with and without the cache.
+  runtime::GenerateOptions o;
+  o.max_new_tokens = 12;
+  auto with = runtime::generate(m, {1, 7, 3, 22, 9}, o);
+  o.use_cache = false;
+  auto without = runtime::generate(m, {1, 7, 3, 22, 9}, o);
+  EXPECT_EQ(with, without);
+  EXPECT_EQ(with.size(), 12u);
+}
+
+}  // namespace
+
+TEST(KVCache, Llama) {
+  for (const char* a : {"", "lora", "prefix"}) check_cache_matches_recompute("llama", a);
+}
+TEST(KVCache, Qwen2) {
+  for (const char* a : {"", "lora", "prefix"}) check_cache_matches_recompute("qwen2", a);
+}
+TEST(KVCache, Glm4) {
+  for (const char* a : {"", "lora", "prefix"}) check_cache_matches_recompute("glm4", a);
+}
+TEST(KVCache, ChatGLM3) {
+  for (const char* a : {"", "lora", "prefix"}) check_cache_matches_recompute("chatglm3", a);
+}
+
+TEST(Generate, StopsAfterAStopId) {
+  auto setup = tiny("llama", "");
+  runtime::GenerateOptions o;
+  o.max_new_tokens = 10;
+  auto free_run = runtime::generate(*setup.model, {1, 2, 3}, o);
+  ASSERT_GE(free_run.size(), 3u);
+  o.stop_ids = {free_run[2]};
+  auto stopped = runtime::generate(*setup.model, {1, 2, 3}, o);
+  auto first = std::find(free_run.begin(), free_run.end(), free_run[2]) - free_run.begin();
+  EXPECT_EQ(stopped, std::vector<int64_t>(free_run.begin(), free_run.begin() + first + 1));
+}
+
+TEST(Generate, TopKOneSamplingEqualsGreedy) {
+  for (const char* type : {"llama", "glm4"}) {
+    auto setup = tiny(type, "");
+    runtime::GenerateOptions o;
+    o.max_new_tokens = 10;
+    auto greedy = runtime::generate(*setup.model, {3, 1, 4, 1, 5}, o);
+    o.do_sample = true;
+    o.top_k = 1;
+    o.temperature = 0.7;
+    for (uint64_t seed : {0, 1, 2}) {
+      o.seed = seed;
+      EXPECT_EQ(runtime::generate(*setup.model, {3, 1, 4, 1, 5}, o), greedy) << type << " seed " << seed;
+    }
+  }
+}
+
+TEST(Generate, SamplingIsReproducibleBySeed) {
+  auto setup = tiny("llama", "");
+  runtime::GenerateOptions o;
+  o.max_new_tokens = 16;
+  o.do_sample = true;
+  o.temperature = 2.0;
+  o.seed = 11;
+  auto a = runtime::generate(*setup.model, {3, 1, 4}, o);
+  auto b = runtime::generate(*setup.model, {3, 1, 4}, o);
+  EXPECT_EQ(a, b);
+  bool differs = false;
+  for (uint64_t seed = 12; seed < 20 && !differs; ++seed) {
+    o.seed = seed;
+    differs = runtime::generate(*setup.model, {3, 1, 4}, o) != a;
+  }
+  EXPECT_TRUE(differs) << "different seeds should give different samples at temperature 2";
+}
+
+TEST(Generate, RepetitionPenaltyIsHfFormula) {
+  // HF: for tokens in the sequence, logit > 0 -> logit / p, logit < 0 -> logit * p; each
+  // token once however often it occurred; others unchanged.
+  auto logits = torch::tensor({2.0f, -1.0f, 0.5f, 3.0f, -0.25f});
+  auto out = runtime::apply_repetition_penalty(logits, {0, 1, 1, 4, 0}, 2.0);
+  auto expected = torch::tensor({1.0f, -2.0f, 0.5f, 3.0f, -0.5f});
+  EXPECT_TRUE(torch::allclose(out, expected)) << out;
+  EXPECT_TRUE(torch::equal(logits, torch::tensor({2.0f, -1.0f, 0.5f, 3.0f, -0.25f}))) << "input modified";
+  // The penalty changes the greedy choice: 2.0 / 2 = 1.0 < 1.5.
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(0);
+  runtime::GenerateOptions o;
+  auto l2 = torch::tensor({2.0f, 1.5f, -1.0f});
+  EXPECT_EQ(runtime::choose_next_token(l2, {2}, o, gen), 0);
+  o.repetition_penalty = 2.0;
+  EXPECT_EQ(runtime::choose_next_token(l2, {0}, o, gen), 1);
+  // A penalty below 1 favours repeats: -1 * 0.25 = -0.25 > -0.5.
+  o.repetition_penalty = 0.25;
+  EXPECT_EQ(runtime::choose_next_token(torch::tensor({-0.5f, -1.0f}), {1}, o, gen), 1);
+}
+
+TEST(Generate, TopPKeepsTheNucleusOnly) {
+  // probs 0.5, 0.3, 0.2: with top_p 0.6 HF keeps {0, 1} (ascending cumsum 0.2 <= 0.4 is cut).
+  auto logits = torch::tensor({0.5f, 0.3f, 0.2f}).log();
+  runtime::GenerateOptions o;
+  o.do_sample = true;
+  o.top_p = 0.6;
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(3);
+  std::set<int64_t> seen;
+  for (int i = 0; i < 300; ++i) seen.insert(runtime::choose_next_token(logits, {}, o, gen));
+  EXPECT_EQ(seen, (std::set<int64_t>{0, 1}));
+  // top_k 2 keeps the same two; top_p 0.4 only the most likely.
+  o.top_p = 0.4;
+  seen.clear();
+  for (int i = 0; i < 100; ++i) seen.insert(runtime::choose_next_token(logits, {}, o, gen));
+  EXPECT_EQ(seen, (std::set<int64_t>{0}));
+  o.top_p = 1.0;
+  o.top_k = 2;
+  seen.clear();
+  for (int i = 0; i < 300; ++i) seen.insert(runtime::choose_next_token(logits, {}, o, gen));
+  EXPECT_EQ(seen, (std::set<int64_t>{0, 1}));
+}
