@@ -14,6 +14,7 @@
 
 #include "models/chatglm.h"
 #include "models/model.h"
+#include "tests/parity/reference_io.h"
 #include "models/safetensors.h"
 #include "models/tiny.h"
 #include "peft/lora.h"
@@ -397,13 +398,6 @@ TEST(ChatGLM, SaveLoadRoundTripIgnoresInvFreq) {
 
 namespace {
 
-std::string python() { return fs::exists("/usr/bin/python3") ? "/usr/bin/python3" : "python3"; }
-
-void run(const std::string& cmd) {
-  int rc = std::system((cmd + " > /dev/null").c_str());
-  ASSERT_EQ(rc, 0) << "reference command failed: " << cmd;
-}
-
 struct Case {
   std::string make_args, data_args;
   std::vector<std::string> targets;
@@ -411,26 +405,6 @@ struct Case {
   double alpha, lr, weight_decay, max_grad_norm;
   int64_t warmup, grad_accum;
 };
-
-std::vector<data::Batch> load_batches(const nlohmann::json& j) {
-  std::vector<data::Batch> out;
-  for (const auto& b : j["batches"]) {
-    auto to_tensor = [](const nlohmann::json& rows) {
-      std::vector<int64_t> flat;
-      for (const auto& row : rows)
-        for (const auto& v : row) flat.push_back(v.get<int64_t>());
-      return torch::tensor(flat, torch::kLong).view({int64_t(rows.size()), -1});
-    };
-    data::Batch batch;
-    batch.input_ids = to_tensor(b["input_ids"]);
-    batch.attention_mask = to_tensor(b["attention_mask"]);
-    batch.labels = to_tensor(b["labels"]);
-    batch.num_label_tokens =
-        (batch.labels.narrow(1, 1, batch.labels.size(1) - 1) != -100).sum().item<int64_t>();
-    out.push_back(batch);
-  }
-  return out;
-}
 
 // Max |ftrun - reference| over all logits of all micro-batches (padding positions included:
 // they follow THUDM's mask too).
@@ -451,13 +425,13 @@ double logits_diff(CausalLM& model, const std::vector<data::Batch>& batches, st:
 
 void check_case(const std::string& name, const Case& c) {
   auto dir = temp_dir("parity_" + name);
-  std::string ref = python() + " " FTRUN_SOURCE_DIR "/tests/reference/chatglm_ref.py";
+  std::string ref = ftrun::testing::reference_python() + " " FTRUN_SOURCE_DIR "/tests/reference/chatglm_ref.py";
   std::string targets;
   for (const auto& t : c.targets) targets += (targets.empty() ? "" : ",") + t;
-  run(ref + " make --out " + (dir / "model").string() + " " + c.make_args);
-  run(ref + " data --out " + (dir / "data.json").string() + " --seed 3 --micro-batches 6 --batch 2 --seq 12 " +
+  ftrun::testing::run_reference(ref + " make --out " + (dir / "model").string() + " " + c.make_args);
+  ftrun::testing::run_reference(ref + " data --out " + (dir / "data.json").string() + " --seed 3 --micro-batches 6 --batch 2 --seq 12 " +
       "--prompt-len 3 " + c.data_args);
-  run(ref + " run --model " + (dir / "model").string() + " --data " + (dir / "data.json").string() + " --out " +
+  ftrun::testing::run_reference(ref + " run --model " + (dir / "model").string() + " --data " + (dir / "data.json").string() + " --out " +
       (dir / "ref").string() + " --r " + std::to_string(c.r) + " --alpha " + std::to_string(c.alpha) +
       " --target-modules " + targets + " --seed 5 --nonzero-b --lr " + std::to_string(c.lr) +
       " --weight-decay " + std::to_string(c.weight_decay) + " --warmup-steps " + std::to_string(c.warmup) +
@@ -467,7 +441,7 @@ void check_case(const std::string& name, const Case& c) {
   nlohmann::json golden, data_json;
   std::ifstream(dir / "ref" / "golden.json") >> golden;
   std::ifstream(dir / "data.json") >> data_json;
-  auto batches = load_batches(data_json);
+  auto batches = ftrun::testing::load_reference_batches(data_json);
   auto logits_file = st::File::open((dir / "ref" / "logits.safetensors").string());
 
   // The model directory as the reference wrote it (THUDM names, inv_freq buffer), unchanged.

@@ -11,6 +11,7 @@
 #include <fstream>
 
 #include "models/model.h"
+#include "tests/parity/reference_io.h"
 #include "models/safetensors.h"
 #include "peft/strategy.h"
 #include "runtime/trainer.h"
@@ -20,16 +21,6 @@ using namespace ftrun;
 
 namespace {
 
-std::string python() {
-  // The reference needs torch; Debian's interpreter has it (python3-torch).
-  return fs::exists("/usr/bin/python3") ? "/usr/bin/python3" : "python3";
-}
-
-void run(const std::string& cmd) {
-  int rc = std::system((cmd + " > /dev/null").c_str());
-  ASSERT_EQ(rc, 0) << "reference command failed: " << cmd;
-}
-
 struct Case {
   std::string make_args, run_args;
   std::vector<std::string> targets;
@@ -38,36 +29,17 @@ struct Case {
   int64_t warmup, grad_accum;
 };
 
-std::vector<data::Batch> load_batches(const nlohmann::json& j) {
-  std::vector<data::Batch> out;
-  for (const auto& b : j["batches"]) {
-    data::Batch batch;
-    auto to_tensor = [](const nlohmann::json& rows) {
-      std::vector<int64_t> flat;
-      for (const auto& row : rows)
-        for (const auto& v : row) flat.push_back(v.get<int64_t>());
-      return torch::tensor(flat, torch::kLong).view({int64_t(rows.size()), -1});
-    };
-    batch.input_ids = to_tensor(b["input_ids"]);
-    batch.attention_mask = to_tensor(b["attention_mask"]);
-    batch.labels = to_tensor(b["labels"]);
-    batch.num_label_tokens = (batch.labels.narrow(1, 1, batch.labels.size(1) - 1) != -100).sum().item<int64_t>();
-    out.push_back(batch);
-  }
-  return out;
-}
-
 void check_case(const std::string& name, const Case& c) {
   auto dir = fs::temp_directory_path() / ("ftrun_parity_" + name + "_" + std::to_string(getpid()));
   fs::remove_all(dir);
   fs::create_directories(dir);
-  std::string ref = python() + " " FTRUN_SOURCE_DIR "/tests/reference/llama_ref.py";
+  std::string ref = ftrun::testing::reference_python() + " " FTRUN_SOURCE_DIR "/tests/reference/llama_ref.py";
   std::string targets;
   for (const auto& t : c.targets) targets += (targets.empty() ? "" : ",") + t;
-  run(ref + " make --out " + (dir / "model").string() + " " + c.make_args);
-  run(ref + " data --out " + (dir / "data.json").string() + " --seed 3 --micro-batches 6 --batch 2 --seq 12 --prompt-len 3 " +
+  ftrun::testing::run_reference(ref + " make --out " + (dir / "model").string() + " " + c.make_args);
+  ftrun::testing::run_reference(ref + " data --out " + (dir / "data.json").string() + " --seed 3 --micro-batches 6 --batch 2 --seq 12 --prompt-len 3 " +
       "--vocab " + std::to_string(models::load_model_config((dir / "model").string()).vocab_size));
-  run(ref + " run --model " + (dir / "model").string() + " --data " + (dir / "data.json").string() + " --out " +
+  ftrun::testing::run_reference(ref + " run --model " + (dir / "model").string() + " --data " + (dir / "data.json").string() + " --out " +
       (dir / "ref").string() + " --r " + std::to_string(c.r) + " --alpha " + std::to_string(c.alpha) +
       " --target-modules " + targets + " --seed 5 --nonzero-b --lr " + std::to_string(c.lr) +
       " --weight-decay " + std::to_string(c.weight_decay) + " --warmup-steps " + std::to_string(c.warmup) +
@@ -78,7 +50,7 @@ void check_case(const std::string& name, const Case& c) {
   std::ifstream(dir / "ref" / "golden.json") >> golden;
   nlohmann::json data_json;
   std::ifstream(dir / "data.json") >> data_json;
-  auto batches = load_batches(data_json);
+  auto batches = ftrun::testing::load_reference_batches(data_json);
   auto logits_file = st::File::open((dir / "ref" / "logits.safetensors").string());
 
   // The model directory as the reference wrote it, loaded unchanged.
