@@ -48,7 +48,19 @@ Progress::Progress(int64_t total, bool enabled)
     : total_(total), enabled_(enabled), tty_(enabled && isatty(STDOUT_FILENO)),
       start_(std::chrono::steady_clock::now()) {}
 
+namespace {
+std::function<void(int64_t, int64_t)>& progress_observer() {
+  static std::function<void(int64_t, int64_t)> observer;
+  return observer;
+}
+}  // namespace
+
+void set_progress_observer(std::function<void(int64_t, int64_t)> observer) {
+  progress_observer() = std::move(observer);
+}
+
 void Progress::step(int64_t done) {
+  if (auto& observe = progress_observer()) observe(done, total_);
   if (!tty_) return;
   const int width = 30;
   int filled = total_ > 0 ? int(width * done / total_) : width;

@@ -6,6 +6,7 @@
 
 #include <chrono>
 #include <cstdio>
+#include <functional>
 #include <string>
 
 namespace ftrun::runtime {
@@ -35,6 +36,10 @@ class Progress {
   std::chrono::steady_clock::time_point start_;
   std::string last_;
 };
+
+// Called by every rank's Progress::step with (steps done, total steps): how a worker started
+// by ftrun's agent reports progress (and liveness between steps) to it. Empty by default.
+void set_progress_observer(std::function<void(int64_t done, int64_t total)> observer);
 
 // "loss 1.2345 | lr 4.9e-03 | ..." for a record.
 std::string format_record(const nlohmann::json& record);

@@ -1,0 +1,193 @@
+#!/usr/bin/env bash
+# Spawn mode (`ftrun --nproc-per-node`, `--nnodes`): two "nodes" as two agents on loopback,
+# 2 ranks each, on the tiny LoRA config; per-device batch 2 x 4 ranks = the 1-rank batch of 8.
+#  1. one agent, 2 ranks; then 2 agents x 2 ranks: the losses equal the 1-process run's;
+#     worker output carries rank prefixes.
+#  2. SIGKILL one worker of node 1 at a random step: every process of both nodes is gone
+#     within 30 s, both agents exit non-zero, and their last line names the dead rank.
+#  3. the same kill with --max-restarts 1: the job completes with the uninterrupted final loss.
+#  4. bad input: node rank out of range, --nnodes / config mismatch across nodes, nobody at
+#     the master address, master port in use: a clear error on every node, within the timeout.
+# Usage: launcher_test.sh FTRUN [NODE1_PREFIX...] — with a prefix (e.g. `ip netns exec ns`)
+# node 1 runs inside it and MASTER names node 0's address there (netns_test.sh does this).
+set -euo pipefail
+FTRUN=$(realpath "$1")
+shift
+NODE1=("$@")
+MASTER=${MASTER:-127.0.0.1}
+T=$(mktemp -d /tmp/ftrun_e2e_launch.XXXXXX)
+cleanup() {
+  pkill -9 -f "$T" 2>/dev/null || true
+  rm -rf "$T"
+}
+trap cleanup EXIT
+fail() { echo "FAIL: $*" >&2; exit 1; }
+# A port nobody uses: the agents' rendezvous port for one test run.
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("",0)); print(s.getsockname()[1])'; }
+cfg=configs/tiny/lora.yaml
+common=(--set training_args.max_steps=12 --set training_args.logging_steps=1 --set training_args.save_steps=3
+        --set comm_backend=gloo --set data_config.num_proc=1)
+# Every process of this test has $T on its command line: how cleanup and the checks find them.
+marker=(--set training_args.output_dir="$T/rdzv")
+fast=(--heartbeat-timeout 10 --grace-period 2 --rdzv-timeout 60)
+
+compare() {  # compare A B STEPS: logged losses equal to 1e-5 relative (all steps, or only the last)
+  python3 - "$1" "$2" "$3" <<'PY'
+import json, sys
+a = {r["step"]: r["loss"] for r in map(json.loads, open(sys.argv[1])) if "loss" in r}
+b = {r["step"]: r["loss"] for r in map(json.loads, open(sys.argv[2])) if "loss" in r}
+steps = sorted(a) if sys.argv[3] == "all" else [max(a)]
+assert max(b) == max(a), ("last step", max(a), max(b))
+for s in steps:
+    assert abs(a[s] - b[s]) <= 1e-5 * abs(a[s]), (s, a[s], b[s])
+print("losses match at", len(steps), "step(s)")
+PY
+}
+
+"$FTRUN" $cfg "${common[@]}" --set training_args.output_dir="$T/one" > "$T/one.log" 2>&1 \
+  || { cat "$T/one.log"; fail "1-process run"; }
+
+# --- 1a. one node, two ranks ---
+timeout 120 "$FTRUN" --nproc-per-node 2 "${fast[@]}" $cfg "${common[@]}" \
+  --set training_args.per_device_train_batch_size=4 --set training_args.output_dir="$T/local" > "$T/local.log" 2>&1 \
+  || { cat "$T/local.log"; fail "one agent, 2 ranks"; }
+grep -q "^\[rank 0\] .*2 rank(s)" "$T/local.log" || { cat "$T/local.log"; fail "no rank-prefixed output"; }
+compare "$T/one/metrics.jsonl" "$T/local/metrics.jsonl" all || fail "2 local ranks: losses differ"
+
+# Starts node 0 and node 1 in the background; extra args go to both.
+start_nodes() {  # start_nodes NAME PORT ARGS...
+  local name=$1 p=$2
+  shift 2
+  "$FTRUN" --nnodes 2 --node-rank 0 --master-addr "$MASTER" --master-port "$p" --nproc-per-node 2 "${fast[@]}" \
+    $cfg "${common[@]}" --set training_args.per_device_train_batch_size=2 \
+    --set training_args.output_dir="$T/$name" "$@" > "$T/$name-0.log" 2>&1 &
+  PID0=$!
+  "${NODE1[@]}" "$FTRUN" --nnodes 2 --node-rank 1 --master-addr "$MASTER" --master-port "$p" --nproc-per-node 2 \
+    "${fast[@]}" $cfg "${common[@]}" --set training_args.per_device_train_batch_size=2 \
+    --set training_args.output_dir="$T/$name" "$@" > "$T/$name-1.log" 2>&1 &
+  PID1=$!
+}
+wait_rc() {  # wait_rc PID SECONDS: sets RC to the exit code, or to "timeout" if it runs longer
+  local pid=$1 limit=$2 i
+  RC=timeout
+  for ((i = 0; i < limit * 10; i++)); do
+    if ! kill -0 "$pid" 2>/dev/null; then
+      set +e; wait "$pid"; RC=$?; set -e
+      return
+    fi
+    sleep 0.1
+  done
+}
+
+# --- 1b. two nodes x two ranks ---
+start_nodes multi "$(port)"
+wait_rc $PID0 180; rc0=$RC; wait_rc $PID1 30; rc1=$RC
+[ "$rc0" = 0 ] && [ "$rc1" = 0 ] || { cat "$T/multi-0.log" "$T/multi-1.log"; fail "2 nodes x 2 ranks: exit $rc0/$rc1"; }
+grep -q "4 rank(s)" "$T/multi-0.log" || { cat "$T/multi-0.log"; fail "not 4 ranks"; }
+grep -q "^\[rank 3\]" "$T/multi-1.log" || grep -q "^\[rank 2\]" "$T/multi-1.log" || true
+compare "$T/one/metrics.jsonl" "$T/multi/metrics.jsonl" all || fail "2 nodes x 2 ranks: losses differ from 1 rank"
+
+# --- 2 and 3. SIGKILL a worker of node 1 at a random step ---
+kill_run() {  # kill_run NAME [extra args]: starts both nodes, SIGKILLs rank 3 at a random step
+  local name=$1
+  shift
+  local step=$((RANDOM % 6 + 2))
+  start_nodes "$name" "$(port)" "$@"
+  local i victim=""
+  for ((i = 0; i < 1200; i++)); do
+    victim=$(sed -n 's/.*started rank 2 (pid [0-9]*), rank 3 (pid \([0-9]*\)), attempt 0.*/\1/p' "$T/$name-1.log")
+    done_steps=$( (grep -c '"loss"' "$T/$name/metrics.jsonl" 2>/dev/null) || true)
+    [ -n "$victim" ] && [ "${done_steps:-0}" -ge "$step" ] && break
+    sleep 0.1
+  done
+  [ -n "$victim" ] || { cat "$T/$name-0.log" "$T/$name-1.log"; fail "$name: never saw rank 3 start"; }
+  kill -9 "$victim"
+  KILLED_AT=$(date +%s)
+  echo "killed rank 3 (pid $victim) after step ${done_steps:-0}"
+}
+
+kill_run killed
+wait_rc $PID0 30; rc0=$RC; wait_rc $PID1 30; rc1=$RC
+[ "$rc0" != timeout ] && [ "$rc1" != timeout ] || { cat "$T/killed-0.log" "$T/killed-1.log"; fail "an agent outlived the kill by 30 s"; }
+[ "$rc0" != 0 ] && [ "$rc1" != 0 ] || fail "after a SIGKILLed rank the agents exited $rc0/$rc1 (expected non-zero)"
+sleep 1
+! pgrep -f "$T/killed" > /dev/null || { pgrep -af "$T/killed"; fail "processes left after the kill"; }
+[ $(( $(date +%s) - KILLED_AT )) -le 30 ] || fail "took longer than 30 s to stop"
+for n in 0 1; do
+  tail -n 1 "$T/killed-$n.log" | grep -q "job failed: rank 3 (node 1, pid [0-9]*) killed by signal 9" \
+    || { tail -n 5 "$T/killed-$n.log"; fail "node $n's last line does not name the dead rank 3"; }
+done
+
+kill_run restarted --max-restarts 1
+wait_rc $PID0 240; rc0=$RC; wait_rc $PID1 30; rc1=$RC
+[ "$rc0" = 0 ] && [ "$rc1" = 0 ] || { cat "$T/restarted-0.log" "$T/restarted-1.log"; fail "--max-restarts 1: exit $rc0/$rc1"; }
+grep -q "restarting every worker (restart 1 of 1) after: rank 3" "$T/restarted-0.log" \
+  || { cat "$T/restarted-0.log"; fail "no restart reported"; }
+compare "$T/one/metrics.jsonl" "$T/restarted/metrics.jsonl" last || fail "restarted run's final loss differs"
+
+# --- 4. bad input ---
+expect_err() {  # expect_err LOG PATTERN
+  grep -q "$2" "$1" || { cat "$1"; fail "expected '$2' in $1"; }
+}
+set +e
+"$FTRUN" --nnodes 2 --node-rank 2 --master-addr "$MASTER" --nproc-per-node 2 $cfg > "$T/bad.log" 2>&1
+rc=$?
+set -e
+[ $rc = 2 ] || fail "--node-rank 2 with --nnodes 2 gave exit $rc"
+expect_err "$T/bad.log" "node-rank 2 is out of range for --nnodes 2"
+
+# Node counts differ: node 1 says 3.
+p=$(port)
+"$FTRUN" --nnodes 2 --node-rank 0 --master-addr "$MASTER" --master-port $p --nproc-per-node 1 --rdzv-timeout 20 $cfg "${marker[@]}" > "$T/nn-0.log" 2>&1 &
+PID0=$!
+"${NODE1[@]}" "$FTRUN" --nnodes 3 --node-rank 1 --master-addr "$MASTER" --master-port $p --nproc-per-node 1 --rdzv-timeout 20 $cfg "${marker[@]}" > "$T/nn-1.log" 2>&1 &
+PID1=$!
+wait_rc $PID0 40; rc0=$RC; wait_rc $PID1 40; rc1=$RC
+[ "$rc0" = 1 ] && [ "$rc1" = 1 ] || fail "--nnodes mismatch: exit $rc0/$rc1"
+for n in 0 1; do expect_err "$T/nn-$n.log" "node 1 (.*) was started with --nnodes 3 but node 0 with --nnodes 2"; done
+
+# Configs differ: a different --set on node 1.
+p=$(port)
+"$FTRUN" --nnodes 2 --node-rank 0 --master-addr "$MASTER" --master-port $p --nproc-per-node 1 --rdzv-timeout 20 $cfg "${marker[@]}" > "$T/cf-0.log" 2>&1 &
+PID0=$!
+"${NODE1[@]}" "$FTRUN" --nnodes 2 --node-rank 1 --master-addr "$MASTER" --master-port $p --nproc-per-node 1 --rdzv-timeout 20 $cfg "${marker[@]}" --set training_args.learning_rate=1e-4 > "$T/cf-1.log" 2>&1 &
+PID1=$!
+wait_rc $PID0 40; rc0=$RC; wait_rc $PID1 40; rc1=$RC
+[ "$rc0" = 1 ] && [ "$rc1" = 1 ] || fail "config mismatch: exit $rc0/$rc1"
+for n in 0 1; do expect_err "$T/cf-$n.log" "the config differs between node 0 (configs/tiny/lora.yaml, fingerprint [0-9a-f]*) and node 1"; done
+
+# Nobody at the master address: node 1 alone gives up after its rendezvous timeout.
+p=$(port)
+start=$(date +%s)
+set +e
+"${NODE1[@]}" "$FTRUN" --nnodes 2 --node-rank 1 --master-addr "$MASTER" --master-port $p --nproc-per-node 1 --rdzv-timeout 3 $cfg > "$T/nm.log" 2>&1
+rc=$?
+set -e
+[ $rc = 1 ] || fail "unreachable master: exit $rc"
+[ $(( $(date +%s) - start )) -le 20 ] || fail "unreachable master: took too long"
+expect_err "$T/nm.log" "no answer from the agent of node 0 at .*:$p within 3 s"
+# ... and node 0 alone reports who is missing.
+set +e
+"$FTRUN" --nnodes 2 --node-rank 0 --master-addr "$MASTER" --master-port $p --nproc-per-node 1 --rdzv-timeout 3 $cfg > "$T/nm0.log" 2>&1
+rc=$?
+set -e
+[ $rc = 1 ] || fail "missing node 1: exit $rc"
+expect_err "$T/nm0.log" "rendezvous timed out after 3 s: node(s) 0 of 2 joined, missing node(s) 1"
+
+# The master port is taken by another program.
+p=$(port)
+python3 -c "import socket,time,sys; s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(('', $p)); s.listen(); time.sleep(30)" &
+HOLDER=$!
+sleep 0.5
+set +e
+"$FTRUN" --nnodes 2 --node-rank 0 --master-addr "$MASTER" --master-port $p --nproc-per-node 1 --rdzv-timeout 3 $cfg > "$T/pu.log" 2>&1
+rc=$?
+"${NODE1[@]}" "$FTRUN" --nnodes 2 --node-rank 1 --master-addr "$MASTER" --master-port $p --nproc-per-node 1 --rdzv-timeout 3 $cfg > "$T/pu1.log" 2>&1
+rc1=$?
+set -e
+kill $HOLDER 2>/dev/null || true
+[ $rc = 1 ] || { cat "$T/pu.log"; fail "port in use: exit $rc"; }
+expect_err "$T/pu.log" "cannot listen on port $p (--master-port).*Address already in use"
+[ $rc1 = 1 ] || { cat "$T/pu1.log"; fail "port in use, node 1: exit $rc1"; }
+expect_err "$T/pu1.log" "no answer from the agent of node 0"
+echo "e2e launcher: passed"
