@@ -542,6 +542,18 @@ int run_agent(const AgentOptions& options, const std::vector<std::string>& worke
     workers.mark_failed();
     send_json(up, {{"t", "failed"}, {"rank", rank}, {"kind", kind}, {"what", what}});
   };
+  // Deaths are reported before any stop, so a rank that died on its own is never mistaken
+  // for one this agent stopped (the coordinator picks the root cause from the reports).
+  auto reap_and_report = [&] {
+    for (auto [w, status] : workers.reap()) {
+      if (w->reported || interrupted) continue;
+      if (WIFEXITED(status) && WEXITSTATUS(status) == 0) continue;
+      w->reported = true;
+      report(w->rank, WIFSIGNALED(status) ? "signal" : "exit",
+             "rank " + std::to_string(w->rank) + " (" + me + ", pid " + std::to_string(w->pid) + ") " +
+                 describe_exit(status) + (w->error.empty() ? "" : ": " + w->error));
+    }
+  };
   auto finish_locally = [&](int code, const std::string& why) {
     if (workers.any_running()) workers.stop();
     workers.end_progress();
@@ -587,6 +599,7 @@ int run_agent(const AgentOptions& options, const std::vector<std::string>& worke
         running = true;
         done_sent = false;
       } else if (t == "stop" && m->value("attempt", -1) == attempt) {
+        reap_and_report();
         workers.stop();
         send_json(up, {{"t", "stopped"}, {"attempt", attempt}});
       } else if (t == "exit") {
@@ -625,14 +638,7 @@ int run_agent(const AgentOptions& options, const std::vector<std::string>& worke
       }
     }
     workers.pump_output();
-    for (auto [w, status] : workers.reap()) {
-      if (w->reported || interrupted) continue;
-      if (WIFEXITED(status) && WEXITSTATUS(status) == 0) continue;
-      w->reported = true;
-      report(w->rank, WIFSIGNALED(status) ? "signal" : "exit",
-             "rank " + std::to_string(w->rank) + " (" + me + ", pid " + std::to_string(w->pid) + ") " +
-                 describe_exit(status) + (w->error.empty() ? "" : ": " + w->error));
-    }
+    reap_and_report();
     if (running && !interrupted) {
       for (auto& w : workers.workers()) {
         // Before its hello a worker is still loading (libtorch, the model): allow more time.

@@ -87,6 +87,10 @@ Endpoint mpi_agree_endpoint(const RankInfo& info, const std::string& addr0, Ms t
 // This host's address as other nodes should dial it: the first non-loopback IPv4 address of
 // its hostname, else of any interface that is up; "127.0.0.1" when there is none.
 std::string primary_address();
+// The local address this host uses to reach `peer` (the kernel's route choice, found by
+// connecting a UDP socket, which sends nothing); primary_address() when that fails. With
+// several interfaces (or network namespaces) it is the one the other nodes can dial back.
+std::string address_toward(const std::string& peer);
 bool is_loopback(const std::string& host);
 
 }  // namespace ftrun::dist::detail

@@ -228,8 +228,9 @@ std::shared_ptr<::gloo::transport::Device> make_device(const RankInfo& info) {
   if (info.local_world_size == info.world_size || is_loopback(info.master_addr))
     return c10d::ProcessGroupGloo::createDeviceForHostname("127.0.0.1");
   // Across nodes, not createDefaultDevice(): it binds to whatever the hostname resolves to,
-  // which on Debian-style /etc/hosts is 127.0.1.1 and unreachable from other nodes.
-  return c10d::ProcessGroupGloo::createDeviceForHostname(primary_address());
+  // which on Debian-style /etc/hosts is 127.0.1.1 and unreachable from other nodes; the
+  // address on the route to rank 0 is one every node can reach.
+  return c10d::ProcessGroupGloo::createDeviceForHostname(address_toward(info.master_addr));
 }
 
 }  // namespace

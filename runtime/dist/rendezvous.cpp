@@ -116,6 +116,29 @@ std::string primary_address() {
   return found.empty() ? "127.0.0.1" : found;
 }
 
+std::string address_toward(const std::string& peer) {
+  addrinfo hints{};
+  hints.ai_family = AF_INET;
+  hints.ai_socktype = SOCK_DGRAM;
+  addrinfo* res = nullptr;
+  if (getaddrinfo(peer.c_str(), "9", &hints, &res) != 0) return primary_address();
+  std::string found;
+  int fd = socket(AF_INET, SOCK_DGRAM, 0);
+  if (fd >= 0) {
+    sockaddr_in local{};
+    socklen_t len = sizeof local;
+    if (connect(fd, res->ai_addr, res->ai_addrlen) == 0 &&
+        getsockname(fd, reinterpret_cast<sockaddr*>(&local), &len) == 0) {
+      char buf[INET_ADDRSTRLEN] = {0};
+      inet_ntop(AF_INET, &local.sin_addr, buf, sizeof buf);
+      found = buf;
+    }
+    close(fd);
+  }
+  freeaddrinfo(res);
+  return found.empty() || found == "0.0.0.0" ? primary_address() : found;
+}
+
 }  // namespace detail
 
 bool nccl_compiled() {

@@ -125,6 +125,46 @@ grep -q "restarting every worker (restart 1 of 1) after: rank 3" "$T/restarted-0
   || { cat "$T/restarted-0.log"; fail "no restart reported"; }
 compare "$T/one/metrics.jsonl" "$T/restarted/metrics.jsonl" last || fail "restarted run's final loss differs"
 
+# --- hang and signals (one node; skipped in the netns run, where they would add nothing) ---
+if [ ${#NODE1[@]} -eq 0 ]; then
+  # A stopped rank stops heartbeating: the agent kills it and ends the job, naming it.
+  "$FTRUN" --nproc-per-node 2 --heartbeat-timeout 3 --grace-period 1 $cfg "${common[@]}" \
+    --set training_args.max_steps=100000 --set training_args.output_dir="$T/hang" > "$T/hang.log" 2>&1 &
+  PID0=$!
+  for ((i = 0; i < 300; i++)); do
+    victim=$(sed -n 's/.*started rank 0 (pid [0-9]*), rank 1 (pid \([0-9]*\)).*/\1/p' "$T/hang.log")
+    [ -n "$victim" ] && grep -q '"loss"' "$T/hang/metrics.jsonl" 2>/dev/null && break
+    sleep 0.1
+  done
+  kill -STOP "$victim"
+  wait_rc $PID0 30
+  [ "$RC" = 1 ] || { cat "$T/hang.log"; fail "hung rank: exit $RC"; }
+  tail -n 1 "$T/hang.log" | grep -q "rank 1 (node 0, pid $victim) sent no heartbeat for 3 s" \
+    || { tail -n 5 "$T/hang.log"; fail "hung rank not named"; }
+  ! pgrep -f "$T/hang" > /dev/null || fail "processes left after the hang"
+
+  # A rank's own error (here: a missing data file) is the job's last line, naming the rank.
+  set +e
+  timeout 60 "$FTRUN" --nproc-per-node 2 $cfg "${common[@]}" --set data_config.train_file=missing.jsonl \
+    --set training_args.output_dir="$T/err" > "$T/err.log" 2>&1
+  RC=$?
+  set -e
+  [ "$RC" = 1 ] || { cat "$T/err.log"; fail "failing ranks: exit $RC"; }
+  tail -n 1 "$T/err.log" | grep -q "job failed: rank [01] (node 0, pid [0-9]*) failed: .*missing.jsonl" \
+    || { tail -n 5 "$T/err.log"; fail "the rank's error is not the last line"; }
+
+  # SIGTERM to the agent reaches the workers; the job ends with 128 + 15.
+  "$FTRUN" --nproc-per-node 2 $cfg "${common[@]}" --set training_args.max_steps=100000 \
+    --set training_args.output_dir="$T/term" > "$T/term.log" 2>&1 &
+  PID0=$!
+  for ((i = 0; i < 300; i++)); do grep -q '"loss"' "$T/term/metrics.jsonl" 2>/dev/null && break; sleep 0.1; done
+  kill -TERM $PID0
+  wait_rc $PID0 30
+  [ "$RC" = 143 ] || { cat "$T/term.log"; fail "SIGTERM: exit $RC"; }
+  tail -n 1 "$T/term.log" | grep -q "received SIGTERM and forwarded it to its workers" || { tail -n 3 "$T/term.log"; fail "SIGTERM not reported"; }
+  ! pgrep -f "$T/term" > /dev/null || fail "workers left after SIGTERM"
+fi
+
 # --- 4. bad input ---
 expect_err() {  # expect_err LOG PATTERN
   grep -q "$2" "$1" || { cat "$1"; fail "expected '$2' in $1"; }
