@@ -64,7 +64,7 @@ int free_tcp_port() {
 }
 
 std::string fingerprint(const std::vector<std::string>& parts) {
-  uint64_t h = 1469598103934665603ull;
+  uint64_t h = 14695981039346656037ull;  // FNV-1a 64 offset basis
   for (const auto& p : parts) {
     for (unsigned char c : p) {
       h ^= c;
