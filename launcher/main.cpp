@@ -8,6 +8,10 @@
 #include <iostream>
 
 #include "data/tokenizer.h"
+#include "launcher/agent.h"
+#include "launcher/commands.h"
+#include "launcher/control.h"
+#include "launcher/worker_link.h"
 #include "models/tiny.h"
 #include "peft/merge.h"
 #include "runtime/checkpoint.h"
@@ -15,6 +19,7 @@
 #include "runtime/dist/rank_info.h"
 #include "runtime/dist/rendezvous.h"
 #include "runtime/generate.h"
+#include "runtime/metrics.h"
 #include "runtime/pretrain.h"
 #include "runtime/trainer.h"
 
@@ -31,15 +36,36 @@ const char* kUsage =
     "usage:\n"
     "  ftrun CONFIG.yaml [--set KEY=VALUE]... [--model-dir DIR] [--data-dir DIR] [--resume yes|N|PATH]\n"
     "  ftrun DATA_DIR MODEL_DIR CONFIG.yaml [RESUME]            (the GLM-4 demo's argument order)\n"
+    "  ftrun --nproc-per-node K [--nnodes N --node-rank R --master-addr HOST [--master-port P]]\n"
+    "        [--max-restarts M] CONFIG.yaml [--set ...]           (spawn K ranks per node, torchrun-style)\n"
     "  ftrun generate PATH --prompt TEXT [--max-new-tokens N] [--base DIR] [--system TEXT]\n"
     "                [--temperature T] [--top-p P] [--top-k K] [--repetition-penalty R] [--seed S] [--no-cache]\n"
+    "  ftrun chat PATH [--base DIR] [--system TEXT] [--show-prompt] [sampling options as generate]\n"
+    "  ftrun eval CONFIG.yaml [--checkpoint DIR] [--split val|test] [--set KEY=VALUE]... [--output FILE]\n"
     "  ftrun merge ADAPTER_DIR OUT_DIR [--base DIR] [--max-shard-size BYTES]\n"
     "  ftrun make-tiny-model OUT_DIR --corpus FILE [--vocab-size N] [--seed S] [--model-type llama|qwen2|chatglm3|glm4]\n";
+
+// This process's link to the agent that spawned it (inactive when there is none).
+std::unique_ptr<launcher::WorkerLink> g_link;
 
 int cmd_train(const std::vector<std::string>& argv) {
   po::options_description opts("train options");
   std::vector<std::string> sets, positional;
   std::string model_dir, data_dir, resume;
+  launcher::AgentOptions agent;
+  double rdzv_timeout = 300, heartbeat_timeout = 30, grace = 5;
+  po::options_description agent_opts("spawn mode (an agent per node starts the ranks; see docs/launcher.md)");
+  agent_opts.add_options()("nproc-per-node", po::value(&agent.nproc_per_node), "ranks to start on this node")(
+      "nnodes", po::value(&agent.nnodes), "number of nodes (one agent each)")(
+      "node-rank", po::value(&agent.node_rank), "this node's index, 0..nnodes-1")(
+      "master-addr", po::value(&agent.master_addr), "address of node 0 (required with --nnodes > 1)")(
+      "master-port", po::value(&agent.master_port),
+      "node 0's agent rendezvous port (default 29400 across nodes, a free one on one node)")(
+      "max-restarts", po::value(&agent.max_restarts), "restart all ranks up to this many times after a failure")(
+      "rdzv-timeout", po::value(&rdzv_timeout), "seconds to wait for every node's agent (default 300)")(
+      "heartbeat-timeout", po::value(&heartbeat_timeout),
+      "seconds without a heartbeat after which a rank or agent counts as hung (default 30)")(
+      "grace-period", po::value(&grace), "seconds between SIGTERM and SIGKILL when stopping ranks (default 5)");
   opts.add_options()("help,h", "show help")(
       "set", po::value(&sets)->composing(), "override a config key: --set training_args.max_steps=10")(
       "model-dir", po::value(&model_dir), "base model directory (HF layout)")(
@@ -49,6 +75,7 @@ int cmd_train(const std::vector<std::string>& argv) {
   po::positional_options_description pos;
   pos.add("positional", -1);
   po::variables_map vm;
+  opts.add(agent_opts);
   po::store(po::command_line_parser(argv).options(opts).positional(pos).run(), vm);
   po::notify(vm);
   if (vm.count("help") || positional.empty()) {
@@ -73,66 +100,52 @@ int cmd_train(const std::vector<std::string>& argv) {
   }
   if (!model_dir.empty()) sets.push_back("model_dir=" + model_dir);
   if (!data_dir.empty()) sets.push_back("data_dir=" + data_dir);
-  auto cfg = runtime::load_config(config, sets);
+  const bool spawn = vm.count("nproc-per-node") || vm.count("nnodes") || vm.count("max-restarts");
   // One process per rank: torchrun-style env, mpirun or srun say which (none: one process).
-  auto info = dist::detect_rank_info();
-  if (info.world_size > 1) g_rank_prefix = "rank " + std::to_string(info.rank) + ": ";
+  // Known before the config is read, so even a config error names the rank that hit it.
+  dist::RankInfo info;
+  if (!spawn) {
+    info = dist::detect_rank_info();
+    if (info.world_size > 1) g_rank_prefix = "rank " + std::to_string(info.rank) + ": ";
+    g_link = launcher::WorkerLink::from_env(info.rank);
+  }
+  auto cfg = runtime::load_config(config, sets);
+  if (spawn) {
+    auto ms = [](double s, const char* flag) {
+      if (!(s > 0)) throw po::error(std::string("--") + flag + " must be > 0 seconds");
+      return std::chrono::milliseconds(int64_t(s * 1000.0));
+    };
+    agent.rendezvous_timeout = ms(rdzv_timeout, "rdzv-timeout");
+    agent.heartbeat_timeout = ms(heartbeat_timeout, "heartbeat-timeout");
+    agent.grace_period = ms(grace, "grace-period");
+    agent.config_path = config;
+    // The agents compare this at rendezvous: the config file's bytes and every setting.
+    std::ifstream in(config, std::ios::binary);
+    std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    std::vector<std::string> parts = {bytes};
+    parts.insert(parts.end(), sets.begin(), sets.end());
+    agent.config_fingerprint = launcher::fingerprint(parts);
+    try {
+      launcher::validate(agent);
+    } catch (const std::invalid_argument& e) {
+      throw po::error(e.what());
+    }
+    std::vector<std::string> worker = {"train", config};
+    for (const auto& s : sets) worker.insert(worker.end(), {"--set", s});
+    if (!resume.empty()) worker.insert(worker.end(), {"--resume", resume});
+    return launcher::run_agent(agent, worker);
+  }
+  for (const char* k : {"node-rank", "master-addr", "master-port", "rdzv-timeout", "heartbeat-timeout", "grace-period"})
+    if (vm.count(k))
+      throw po::error(std::string("--") + k + " only applies to spawn mode: add --nproc-per-node N (and --nnodes)");
   dist::CommOptions co;
   co.backend = cfg.comm_backend;
   co.rendezvous_timeout = co.collective_timeout =
       std::chrono::milliseconds(int64_t(cfg.collective_timeout * 1000.0));
+  if (g_link->active())
+    runtime::set_progress_observer([](int64_t done, int64_t total) { g_link->progress(done, total); });
   auto comm = dist::init_comm(info, co);
   runtime::train(cfg, true, comm, resume);
-  return 0;
-}
-
-int cmd_generate(const std::vector<std::string>& argv) {
-  po::options_description opts("generate options");
-  std::string path, prompt, base, system;
-  runtime::GenerateOptions go;
-  opts.add_options()("help,h", "show help")("path", po::value(&path), "model or adapter directory")(
-      "prompt", po::value(&prompt), "the user message")(
-      "system", po::value(&system), "an optional system message")(
-      "base", po::value(&base), "base model directory (overrides the adapter's)")(
-      "max-new-tokens", po::value(&go.max_new_tokens)->default_value(64), "at most this many new tokens")(
-      "temperature", po::value(&go.temperature), "sample with this temperature (> 0; implies sampling)")(
-      "top-p", po::value(&go.top_p), "nucleus sampling: keep the most likely tokens up to this mass (implies sampling)")(
-      "top-k", po::value(&go.top_k), "keep only the k most likely tokens (implies sampling)")(
-      "repetition-penalty", po::value(&go.repetition_penalty)->default_value(1.0),
-      "HF's penalty on tokens already in the sequence (1 = off)")(
-      "do-sample", "sample (temperature 1, no top-k/top-p unless given) instead of greedy decoding")(
-      "seed", po::value(&go.seed)->default_value(0), "sampling seed")(
-      "no-cache", "recompute the whole sequence each step instead of using the KV cache");
-  po::positional_options_description pos;
-  pos.add("path", 1);
-  po::variables_map vm;
-  po::store(po::command_line_parser(argv).options(opts).positional(pos).run(), vm);
-  po::notify(vm);
-  if (vm.count("help") || path.empty() || prompt.empty()) {
-    std::cout << kUsage << opts;
-    return vm.count("help") ? 0 : 2;
-  }
-  go.do_sample = vm.count("do-sample") || vm.count("temperature") || vm.count("top-p") || vm.count("top-k");
-  go.use_cache = !vm.count("no-cache");
-  if (go.max_new_tokens < 0) throw po::error("--max-new-tokens must be >= 0");
-  if (vm.count("temperature") && go.temperature <= 0)
-    throw po::error("--temperature must be > 0 (leave sampling options out for greedy decoding)");
-  if (vm.count("top-p") && (go.top_p <= 0 || go.top_p > 1)) throw po::error("--top-p must be in (0, 1]");
-  if (vm.count("top-k") && go.top_k < 0) throw po::error("--top-k must be >= 0");
-  if (go.repetition_penalty <= 0) throw po::error("--repetition-penalty must be > 0");
-  auto inf = runtime::load_for_inference(path, base);
-  std::vector<data::Message> msgs;
-  if (!system.empty()) msgs.push_back({"system", system});
-  msgs.push_back({"user", prompt});
-  auto ids = inf.chat_template->prompt(msgs, *inf.tokenizer);
-  go.stop_ids = inf.chat_template->stop_ids(*inf.tokenizer);
-  runtime::GenerateStats stats;
-  auto out = runtime::generate(*inf.model, ids, go, &stats);
-  std::cout << inf.tokenizer->decode(out, /*skip_special=*/true) << std::endl;
-  // Speed on stderr, so stdout stays the reply alone.
-  std::cerr << "ftrun: " << stats.new_tokens << " tokens in " << stats.total_seconds << " s ("
-            << stats.tokens_per_second() << " tokens/s, first token after " << stats.first_token_seconds * 1000.0
-            << " ms, prompt " << ids.size() << " tokens" << (go.use_cache ? "" : ", no KV cache") << ")\n";
   return 0;
 }
 
@@ -279,7 +292,9 @@ int main(int argc, char** argv) {
   try {
     auto sub = args[0];
     std::vector<std::string> rest(args.begin() + 1, args.end());
-    if (sub == "generate") return cmd_generate(rest);
+    if (sub == "generate") return launcher::cmd_generate(rest);
+    if (sub == "eval") return launcher::cmd_eval(rest);
+    if (sub == "chat") return launcher::cmd_chat(rest);
     if (sub == "make-tiny-model") return cmd_make_tiny(rest);
     if (sub == "merge") return cmd_merge(rest);
     if (sub == "train") return cmd_train(rest);
@@ -289,6 +304,10 @@ int main(int argc, char** argv) {
     return 2;
   } catch (const std::exception& e) {
     std::cerr << "ftrun: " << g_rank_prefix << "error: " << e.what() << "\n";
+    if (g_link) {
+      g_link->error(e.what());
+      g_link.reset();  // delivers the report before the process ends
+    }
     return 1;
   }
 }

@@ -241,25 +241,19 @@ class ChatGLMForConditionalGeneration : public CausalLM {
     return logits.to(at::kFloat);
   }
 
-  at::Tensor forward_cached(const at::Tensor& input_ids, KVCache& kv) override {
+  at::Tensor forward_cached(const at::Tensor& input_ids, KVCache& kv, const at::Tensor& attention_mask) override {
     TORCH_CHECK(input_ids.dim() == 2, "input_ids must be [batch, seq]");
     auto B = input_ids.size(0), T = input_ids.size(1), P = kv.length;
-    TORCH_CHECK(P + T <= config_.max_position_embeddings, config_.path, ": sequence of ", P + T,
+    // Positions count real tokens only (left padding takes none).
+    int64_t longest = kv.next_position.defined() ? kv.next_position.max().item<int64_t>() : P;
+    TORCH_CHECK(longest + T <= config_.max_position_embeddings, config_.path, ": sequence of ", longest + T,
                 " tokens is longer than seq_length (", config_.max_position_embeddings, ")");
     auto& blocks = transformer->encoder->blocks;
     auto L = int64_t(blocks.size());
-    auto h = transformer->embedding->word_embeddings(input_ids);
+    auto embed = transformer->embedding->word_embeddings;
+    auto h = run_unit(0, [embed](const at::Tensor& ids) mutable { return embed(ids); }, input_ids);
     auto dtype = h.scalar_type();
     auto device = input_ids.device();
-    // Unpadded: the new tokens are at positions P..P+T-1 (prefix slots take none).
-    auto positions = torch::arange(P, P + T, torch::TensorOptions().dtype(at::kLong).device(device))
-                         .unsqueeze(0).expand({B, T});
-    auto rope = chatglm_rope_cache(config_, positions);
-    if (dtype == at::kBFloat16 || dtype == at::kHalf) rope = rope.to(dtype);
-    auto opts = torch::TensorOptions().dtype(dtype).device(device);
-    auto causal = torch::zeros({T, T}, opts).masked_fill(
-        torch::ones({T, T}, torch::TensorOptions().dtype(at::kBool).device(device)).tril().logical_not(),
-        -std::numeric_limits<double>::infinity());
     if (kv.k.empty()) {
       kv.k.assign(L, at::Tensor());
       kv.v.assign(L, at::Tensor());
@@ -273,16 +267,31 @@ class ChatGLMForConditionalGeneration : public CausalLM {
           }
         }
     }
+    // Each row's real tokens numbered on from its own count (prefix slots and padding take none).
+    auto step = advance_cache(kv, attention_mask, B, T, device);
+    auto rope = chatglm_rope_cache(config_, step.positions);
+    if (dtype == at::kBFloat16 || dtype == at::kHalf) rope = rope.to(dtype);
+    // As in forward(): a padding query sees every slot (its output is never used).
+    auto allowed = step.allowed.logical_or(step.query_real.logical_not().view({B, 1, T, 1}));
+    auto opts = torch::TensorOptions().dtype(dtype).device(device);
+    auto mask = torch::zeros(allowed.sizes(), opts).masked_fill(allowed.logical_not(), -std::numeric_limits<double>::infinity());
+    KVCache* kc = &kv;
     for (int64_t i = 0; i < L; ++i) {
-      int64_t past = kv.k[i].defined() ? kv.k[i].size(2) : 0;
-      auto mask = torch::cat({torch::zeros({T, past}, opts), causal}, 1).view({1, 1, T, past + T});
-      std::pair<at::Tensor, at::Tensor> out;
-      h = blocks[i]->forward(h, rope, mask, kv.k[i], kv.v[i], &out);
-      kv.k[i] = out.first;
-      kv.v[i] = out.second;
+      auto block = blocks[size_t(i)];
+      h = run_unit(i + 1, [block, rope, mask, kc, i, P, B, T](const at::Tensor& x) mutable {
+        auto pk = kc->k[size_t(i)], pv = kc->v[size_t(i)];
+        int64_t prefix_slots = (pk.defined() ? pk.size(2) : 0) - P;
+        auto m = prefix_slots > 0 ? torch::cat({torch::zeros({B, 1, T, prefix_slots}, mask.options()), mask}, 3) : mask;
+        std::pair<at::Tensor, at::Tensor> out;
+        auto y = block->forward(x, rope, m, pk, pv, &out);
+        kc->k[size_t(i)] = out.first;
+        kc->v[size_t(i)] = out.second;
+        return y;
+      }, h);
     }
-    kv.length = P + T;
-    auto logits = transformer->output_layer(transformer->encoder->final_layernorm(h));
+    auto norm = transformer->encoder->final_layernorm;
+    auto head = transformer->output_layer;
+    auto logits = run_unit(L + 1, [norm, head](const at::Tensor& x) mutable { return head(norm(x)); }, h);
     return logits.to(at::kFloat);
   }
 

@@ -193,22 +193,13 @@ class LlamaForCausalLM : public CausalLM {
     return logits.to(at::kFloat);
   }
 
-  at::Tensor forward_cached(const at::Tensor& input_ids, KVCache& cache) override {
+  at::Tensor forward_cached(const at::Tensor& input_ids, KVCache& cache, const at::Tensor& attention_mask) override {
     TORCH_CHECK(input_ids.dim() == 2, "input_ids must be [batch, seq]");
-    auto B = input_ids.size(0), T = input_ids.size(1), P = cache.length;
+    auto B = input_ids.size(0), T = input_ids.size(1);
     auto L = int64_t(model->decoder.size());
-    auto h = model->embed_tokens(input_ids);
+    auto embed = model->embed_tokens;
+    auto h = run_unit(0, [embed](const at::Tensor& ids) mutable { return embed(ids); }, input_ids);
     auto dtype = h.scalar_type();
-    // The new tokens continue at positions P..P+T-1 (prefix slots take no positions).
-    auto pos = torch::arange(P, P + T, torch::TensorOptions().dtype(at::kFloat));
-    auto freqs = torch::outer(pos, inv_freq_);
-    auto emb = torch::cat({freqs, freqs}, -1);
-    auto cos = emb.cos().to(dtype), sin = emb.sin().to(dtype);
-    auto lowest = dtype == at::kFloat ? std::numeric_limits<float>::lowest()
-                                      : (dtype == at::kDouble ? std::numeric_limits<double>::lowest() : -65504.0);
-    // Every cached slot (prefix and past tokens) is visible; among the new tokens, causal.
-    auto causal = torch::zeros({T, T}, torch::TensorOptions().dtype(dtype))
-                      .masked_fill(torch::ones({T, T}, torch::TensorOptions().dtype(at::kBool)).tril().logical_not(), lowest);
     if (cache.k.empty()) {
       cache.k.assign(L, at::Tensor());
       cache.v.assign(L, at::Tensor());
@@ -222,17 +213,37 @@ class LlamaForCausalLM : public CausalLM {
           }
         }
     }
+    auto step = advance_cache(cache, attention_mask, B, T, input_ids.device());
+    // Each row's new tokens at its own positions (prefix slots and padding take none).
+    auto freqs = step.positions.to(at::kFloat).unsqueeze(-1) * inv_freq_.to(input_ids.device());  // [B, T, D/2]
+    auto emb = torch::cat({freqs, freqs}, -1).unsqueeze(1);                                          // [B, 1, T, D]
+    auto cos = emb.cos().to(dtype), sin = emb.sin().to(dtype);
+    auto lowest = dtype == at::kFloat ? std::numeric_limits<float>::lowest()
+                                      : (dtype == at::kDouble ? std::numeric_limits<double>::lowest() : -65504.0);
+    // Additive: prefix slots (added per layer) visible; cached and new slots as step.allowed.
+    auto mask = torch::zeros(step.allowed.sizes(), torch::TensorOptions().dtype(dtype).device(input_ids.device()))
+                    .masked_fill(step.allowed.logical_not(), lowest);
+    KVCache* kc = &cache;
+    const int64_t P = step.past;
     for (int64_t i = 0; i < L; ++i) {
-      int64_t past = cache.k[i].defined() ? cache.k[i].size(2) : 0;
-      auto mask = torch::cat({torch::zeros({T, past}, causal.options()), causal}, 1).view({1, 1, T, past + T});
-      std::pair<at::Tensor, at::Tensor> kv;
-      h = model->decoder[i]->forward(h, cos, sin, mask, cache.k[i], cache.v[i], &kv);
-      cache.k[i] = kv.first;
-      cache.v[i] = kv.second;
+      auto layer = model->decoder[size_t(i)];
+      h = run_unit(i + 1, [layer, cos, sin, mask, kc, i, P, B, T](const at::Tensor& x) mutable {
+        auto pk = kc->k[size_t(i)], pv = kc->v[size_t(i)];
+        int64_t prefix_slots = (pk.defined() ? pk.size(2) : 0) - P;
+        auto m = prefix_slots > 0 ? torch::cat({torch::zeros({B, 1, T, prefix_slots}, mask.options()), mask}, 3) : mask;
+        std::pair<at::Tensor, at::Tensor> kv;
+        auto out = layer->forward(x, cos, sin, m, pk, pv, &kv);
+        kc->k[size_t(i)] = kv.first;
+        kc->v[size_t(i)] = kv.second;
+        return out;
+      }, h);
     }
-    cache.length = P + T;
-    auto y = model->norm(h);
-    auto logits = lm_head ? lm_head(y) : torch::nn::functional::linear(y, model->embed_tokens->weight);
+    auto norm = model->norm;
+    auto head = lm_head;
+    auto logits = run_unit(L + 1, [norm, head, embed](const at::Tensor& x) mutable {
+      auto y = norm(x);
+      return head ? head(y) : torch::nn::functional::linear(y, embed->weight);
+    }, h);
     return logits.to(at::kFloat);
   }
 

@@ -25,8 +25,40 @@ std::vector<std::pair<std::string, Linear>> CausalLM::linears() {
   return out;
 }
 
-at::Tensor CausalLM::forward_cached(const at::Tensor&, KVCache&) {
+at::Tensor CausalLM::forward_cached(const at::Tensor&, KVCache&, const at::Tensor&) {
   throw std::runtime_error(config().model_type + ": this model family has no KV-cache decoding path");
+}
+
+CachedStep advance_cache(KVCache& cache, const at::Tensor& attention_mask, int64_t B, int64_t T,
+                         const c10::Device& device) {
+  const int64_t P = cache.length;
+  auto bools = torch::TensorOptions().dtype(at::kBool).device(device);
+  auto longs = torch::TensorOptions().dtype(at::kLong).device(device);
+  CachedStep s;
+  s.past = P;
+  if (attention_mask.defined()) {
+    TORCH_CHECK(attention_mask.dim() == 2 && attention_mask.size(0) == B && attention_mask.size(1) == T,
+                "forward_cached: attention_mask must be [batch, new tokens] like input_ids");
+    s.query_real = attention_mask.to(device) != 0;
+  } else {
+    s.query_real = torch::ones({B, T}, bools);
+  }
+  if (cache.real.defined())
+    TORCH_CHECK(cache.real.size(0) == B, "forward_cached: batch of ", B, " rows continues a cache of ",
+                cache.real.size(0));
+  auto base = cache.next_position.defined() ? cache.next_position : torch::full({B}, P, longs);
+  auto counted = base.unsqueeze(1) + s.query_real.to(at::kLong).cumsum(1) - 1;
+  s.positions = torch::where(s.query_real, counted, torch::zeros_like(counted));
+  auto past_real = cache.real.defined() ? cache.real : torch::ones({B, P}, bools);
+  auto key_real = torch::cat({past_real, s.query_real}, 1);                  // [B, P + T]
+  auto causal = torch::ones({T, P + T}, bools).tril(P).view({1, 1, T, P + T});  // slot P+i sees j <= P+i
+  s.allowed = causal.logical_and(key_real.view({B, 1, 1, P + T}));
+  if (attention_mask.defined() || cache.real.defined()) {
+    cache.real = key_real;
+    cache.next_position = base + s.query_real.to(at::kLong).sum(1);
+  }
+  cache.length = P + T;
+  return s;
 }
 
 void CausalLM::record_base_parameters() {

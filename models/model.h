@@ -19,11 +19,29 @@ namespace ftrun::models {
 
 // Keys and values of the tokens a model has already seen, for incremental decoding. Per
 // layer [batch, kv_heads, S, head_dim], keys after rotary embedding; S counts the prefix
-// slots (prefix tuning) plus `length` real tokens. Empty until the first forward_cached.
+// slots (prefix tuning) plus `length` token slots. Empty until the first forward_cached.
+// Batched generation left-pads its prompts: padding slots stay in the cache, marked in
+// `real`, and each row's positions count its real tokens only, so every row sees what it
+// would see alone.
 struct KVCache {
   std::vector<at::Tensor> k, v;
-  int64_t length = 0;  // real tokens cached: the next token's position
+  int64_t length = 0;         // token slots cached (padding included)
+  at::Tensor real;            // [batch, length] bool, false at padding; undefined while there is none
+  at::Tensor next_position;   // [batch] int64: each row's next position; undefined = `length` for all
 };
+
+// What a forward_cached step needs to know about its new tokens (the families share it):
+// positions [B, T] int64 (each row's real tokens numbered on from the cache; padding 0),
+// allowed [B, 1, T, length + T] bool (new token i may attend cached or new token slot j: a
+// real slot at or before it; prefix-tuning slots are not included) and query_real [B, T]
+// bool. advance_cache() computes them and records the new slots in `cache` (length, real,
+// next_position). attention_mask [B, T] (1 = token, 0 = padding) may be undefined (all real).
+struct CachedStep {
+  at::Tensor positions, allowed, query_real;
+  int64_t past = 0;  // token slots cached before this step
+};
+CachedStep advance_cache(KVCache& cache, const at::Tensor& attention_mask, int64_t batch, int64_t new_tokens,
+                         const c10::Device& device);
 
 class CausalLM : public torch::nn::Module {
  public:
@@ -31,11 +49,15 @@ class CausalLM : public torch::nn::Module {
   // Returns logits [B, T, vocab] in float32.
   virtual at::Tensor forward(const at::Tensor& input_ids, const at::Tensor& attention_mask) = 0;
   virtual const ModelConfig& config() const = 0;
-  // Incremental decoding: input_ids [B, T] (no padding) continue the sequence held in
-  // `cache` at positions cache.length .. cache.length+T-1; their keys/values are appended to
-  // the cache. Returns logits [B, T, vocab] in float32, equal to the last T rows of
-  // forward() on the whole sequence. Inference only: it bypasses the unit runner.
-  virtual at::Tensor forward_cached(const at::Tensor& input_ids, KVCache& cache);
+  // Incremental decoding: input_ids [B, T] continue the sequences held in `cache`; their
+  // keys/values are appended to the cache. attention_mask [B, T] marks padding among the new
+  // tokens (0; undefined = none): padding slots are never attended by real tokens and take
+  // no position, so left-padded rows equal their unpadded selves. Returns logits
+  // [B, T, vocab] in float32; without padding, equal to the last T rows of forward() on the
+  // whole sequence. Units go through the unit runner like forward() (ZeRO-3 gathers them);
+  // call it under no-grad (torch::NoGradGuard): a runner may re-run a unit under grad.
+  virtual at::Tensor forward_cached(const at::Tensor& input_ids, KVCache& cache,
+                                    const at::Tensor& attention_mask = {});
   // Every Linear with its HF module path ("model.layers.0.mlp.down_proj").
   std::vector<std::pair<std::string, Linear>> linears();
   // Names of the model's own parameters (what save_pretrained writes), recorded when the

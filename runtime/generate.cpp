@@ -118,6 +118,108 @@ std::vector<int64_t> generate(models::CausalLM& model, const std::vector<int64_t
   return out;
 }
 
+std::vector<std::vector<int64_t>> generate_batch(models::CausalLM& model,
+                                                 const std::vector<std::vector<int64_t>>& prompts,
+                                                 const GenerateOptions& o,
+                                                 const std::function<bool(bool)>& keep_going,
+                                                 GenerateStats* stats) {
+  const int64_t B = int64_t(prompts.size());
+  std::vector<std::vector<int64_t>> outs(prompts.size());
+  for (size_t r = 0; r < prompts.size(); ++r)
+    if (prompts[r].empty()) throw std::runtime_error("generate_batch: prompt " + std::to_string(r) + " is empty");
+  if (!o.use_cache) {
+    if (keep_going) throw std::runtime_error("generate_batch: a collective (synced) run needs the KV cache");
+    GenerateStats sum;
+    for (size_t r = 0; r < prompts.size(); ++r) {
+      GenerateOptions row = o;
+      row.seed = o.seed + r;
+      GenerateStats st;
+      outs[r] = generate(model, prompts[r], row, &st);
+      sum.total_seconds += st.total_seconds;
+      sum.new_tokens += st.new_tokens;
+      if (r == 0) sum.first_token_seconds = st.first_token_seconds;
+    }
+    if (stats) *stats = sum;
+    return outs;
+  }
+  if (o.max_new_tokens <= 0) return outs;
+  torch::NoGradGuard ng;
+  model.eval();
+  auto start = std::chrono::steady_clock::now();
+  auto since = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(); };
+  const int64_t max_pos = model.config().max_position_embeddings;
+  std::vector<at::Generator> gens;
+  for (int64_t r = 0; r < B; ++r) gens.push_back(at::make_generator<at::CPUGeneratorImpl>(o.seed + uint64_t(r)));
+  std::vector<std::vector<int64_t>> seqs = prompts;
+  std::vector<bool> done(prompts.size(), false);
+  auto dummy_forward = [&] {
+    models::KVCache scratch;
+    model.forward_cached(torch::zeros({1, 1}, torch::kLong), scratch);
+  };
+  models::KVCache cache;
+  at::Tensor logits;  // [B, vocab] at each row's last position
+  if (B > 0) {
+    // Left padding: every row's last prompt token sits in the last column.
+    size_t longest = 0;
+    for (const auto& p : prompts) longest = std::max(longest, p.size());
+    auto ids = torch::zeros({B, int64_t(longest)}, torch::kLong);
+    auto mask = torch::zeros({B, int64_t(longest)}, torch::kLong);
+    bool padded = false;
+    for (int64_t r = 0; r < B; ++r) {
+      const auto& p = prompts[size_t(r)];
+      int64_t off = int64_t(longest - p.size());
+      padded = padded || off > 0;
+      ids[r].narrow(0, off, int64_t(p.size())).copy_(torch::tensor(p, torch::kLong));
+      mask[r].narrow(0, off, int64_t(p.size())).fill_(1);
+    }
+    logits = model.forward_cached(ids, cache, padded ? mask : at::Tensor()).select(1, -1);
+  } else {
+    dummy_forward();
+  }
+  for (int64_t i = 0; i < o.max_new_tokens; ++i) {
+    bool active = false;
+    for (int64_t r = 0; r < B; ++r) {
+      if (done[size_t(r)]) continue;
+      auto& seq = seqs[size_t(r)];
+      int64_t next = choose_next_token(logits[r], seq, o, gens[size_t(r)]);
+      seq.push_back(next);
+      outs[size_t(r)].push_back(next);
+      bool stop = std::find(o.stop_ids.begin(), o.stop_ids.end(), next) != o.stop_ids.end() ||
+                  int64_t(outs[size_t(r)].size()) >= o.max_new_tokens ||
+                  (max_pos > 0 && int64_t(seq.size()) >= max_pos);
+      done[size_t(r)] = stop;
+      active = active || !stop;
+    }
+    if (i == 0 && stats) stats->first_token_seconds = since();
+    if (i + 1 == o.max_new_tokens) break;  // every row is done (the same step on every rank)
+    bool go = keep_going ? keep_going(active) : active;
+    if (!go) break;
+    if (!active) {
+      dummy_forward();
+      continue;
+    }
+    // One new token per row; finished rows get padding (masked, no position).
+    auto feed = torch::zeros({B, 1}, torch::kLong);
+    auto mask = torch::ones({B, 1}, torch::kLong);
+    bool any_done = false;
+    for (int64_t r = 0; r < B; ++r) {
+      if (done[size_t(r)]) {
+        mask[r][0] = 0;
+        any_done = true;
+      } else {
+        feed[r][0] = seqs[size_t(r)].back();
+      }
+    }
+    logits = model.forward_cached(feed, cache, any_done || cache.real.defined() ? mask : at::Tensor()).select(1, -1);
+  }
+  if (stats) {
+    stats->total_seconds = since();
+    stats->new_tokens = 0;
+    for (const auto& out : outs) stats->new_tokens += int64_t(out.size());
+  }
+  return outs;
+}
+
 std::vector<int64_t> greedy_generate(models::CausalLM& model, const std::vector<int64_t>& prompt,
                                      int64_t max_new_tokens, const std::vector<int64_t>& stop_ids) {
   GenerateOptions o;

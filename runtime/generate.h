@@ -4,6 +4,7 @@
 #include <ATen/core/Generator.h>
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -52,6 +53,24 @@ struct GenerateStats {
 // Continuation of `prompt` (batch of one); returns the new tokens only.
 std::vector<int64_t> generate(models::CausalLM& model, const std::vector<int64_t>& prompt,
                               const GenerateOptions& options, GenerateStats* stats = nullptr);
+
+// Each prompt continued as generate() continues it alone, all rows in one batch: prompts
+// left-padded, an attention mask, one KV cache; each row stops after its own stop id (which
+// is included) or max_new_tokens (or when it reaches the model's max_position_embeddings);
+// a finished row is fed padding from then on. Greedy rows equal generate() on the row alone;
+// a sampled row r draws from its own generator seeded options.seed + r. Needs use_cache
+// (without it each row is run by generate()). `stats` sums over rows.
+//
+// keep_going, when given, makes the loop collective (ZeRO-3, where every forward is): it is
+// called once per decoding step with whether this process still has a row generating and
+// must return whether any process has (an all-reduce); the loop runs while it says so, and a
+// process with nothing left to generate (or no prompts at all) runs a dummy one-token
+// forward instead, so every process makes the same number of forward calls.
+std::vector<std::vector<int64_t>> generate_batch(models::CausalLM& model,
+                                                 const std::vector<std::vector<int64_t>>& prompts,
+                                                 const GenerateOptions& options,
+                                                 const std::function<bool(bool)>& keep_going = nullptr,
+                                                 GenerateStats* stats = nullptr);
 
 // Greedy continuation of `prompt`; stops after a stop id (which is included) or max_new.
 std::vector<int64_t> greedy_generate(models::CausalLM& model, const std::vector<int64_t>& prompt,

@@ -16,6 +16,7 @@
 #include "data/tokenizer.h"
 #include "models/safetensors.h"
 #include "runtime/deepspeed.h"
+#include "runtime/evaluate.h"
 #include "runtime/checkpoint.h"
 #include "runtime/metrics.h"
 
@@ -79,19 +80,7 @@ StepStats Stepper::step(const std::vector<data::Batch>& micro_batches) {
 
 double evaluate_loss(models::CausalLM& model, const std::vector<data::Sample>& samples,
                      int64_t batch_size, int64_t pad_id) {
-  torch::NoGradGuard ng;
-  model.eval();
-  double sum = 0;
-  int64_t count = 0;
-  for (size_t i = 0; i < samples.size(); i += size_t(batch_size)) {
-    std::vector<const data::Sample*> group;
-    for (size_t k = i; k < samples.size() && k < i + size_t(batch_size); ++k) group.push_back(&samples[k]);
-    auto b = data::collate(group, pad_id);
-    if (b.num_label_tokens == 0) continue;
-    auto logits = model.forward(b.input_ids, b.attention_mask);
-    sum += models::causal_lm_loss_sum(logits, b.labels).item<double>();
-    count += b.num_label_tokens;
-  }
+  auto [sum, count] = loss_sum_and_count(model, samples, batch_size, pad_id);
   return count > 0 ? sum / double(count) : std::nan("");
 }
 
@@ -132,6 +121,24 @@ TrainSummary train(const Config& cfg, bool verbose, std::shared_ptr<sharding::Co
   bool do_eval = args.eval_strategy != "no" && !cfg.data_config.val_file.empty();
   if (do_eval) val_samples = encode(cfg.data_config.val_file);
   int64_t pad_id = mc.pad_token_id >= 0 ? mc.pad_token_id : (mc.eos_token_id.empty() ? 0 : mc.eos_token_id[0]);
+  // predict_with_generate: the val rows are generated at each evaluation, the test rows after
+  // training (into predictions.jsonl); both are read now so a bad file fails before training.
+  const bool do_test = args.predict_with_generate && !cfg.data_config.test_file.empty();
+  auto rows_of = [&](const std::string& file, const char* key) {
+    try {
+      return prediction_rows(file, *tmpl, *tok, cfg.max_input_length, cfg.combine);
+    } catch (const std::exception& e) {
+      throw std::runtime_error(std::string("data_config.") + key + ": " + e.what());
+    }
+  };
+  std::vector<PredictRow> val_rows, test_rows;
+  if (do_eval && args.predict_with_generate) val_rows = rows_of(cfg.data_config.val_file, "val_file");
+  if (do_test) test_rows = rows_of(cfg.data_config.test_file, "test_file");
+  PredictOptions predict_opts;
+  if (!val_rows.empty() || do_test) predict_opts.generate.max_new_tokens = eval_max_new_tokens(args.generation_config);
+  predict_opts.generate.stop_ids = eval_stop_ids(*tmpl, *tok, mc);
+  predict_opts.batch_size = args.per_device_eval_batch_size;
+  predict_opts.synced = stage == 3;  // every forward is collective: ranks must keep in step
 
   auto model = models::load_pretrained(cfg.model_dir);
   auto strategy = peft::make_strategy(cfg.peft_config);
@@ -286,7 +293,12 @@ TrainSummary train(const Config& cfg, bool verbose, std::shared_ptr<sharding::Co
     if (eval_now) {
       // Every rank evaluates the whole split: under ZeRO-3 each forward is collective.
       double el = evaluate_loss(*model, val_samples, args.per_device_eval_batch_size, pad_id);
-      record({{"step", done}, {"epoch", epoch_f}, {"eval_loss", el}});
+      nlohmann::json rec = {{"step", done}, {"epoch", epoch_f}, {"eval_loss", el}};
+      if (!val_rows.empty()) {
+        auto res = predict(*model, val_rows, *tok, predict_opts, *comm);
+        for (const auto& kv : res.scores) rec["eval_" + kv.first] = kv.second;
+      }
+      record(rec);
     }
     bool save_now = (args.save_strategy == "steps" && args.save_steps > 0 && done % args.save_steps == 0) ||
                     (args.save_strategy == "epoch" && done % steps_per_epoch == 0);
@@ -297,6 +309,20 @@ TrainSummary train(const Config& cfg, bool verbose, std::shared_ptr<sharding::Co
   // Like trainer.save_model(): the final result sits in output_dir itself.
   save(false, total_steps);
   if (verbose) std::printf("ftrun: saved %s adapter to %s\n", strategy->name().c_str(), args.output_dir.c_str());
+  if (do_test) {
+    // trainer.predict(test_dataset): loss, generation metrics, and the predictions themselves.
+    auto test_samples = encode(cfg.data_config.test_file);
+    double tl = evaluate_loss(*model, test_samples, args.per_device_eval_batch_size, pad_id);
+    auto res = predict(*model, test_rows, *tok, predict_opts, *comm);
+    nlohmann::json rec = {{"step", total_steps}, {"test_loss", tl}};
+    for (const auto& kv : res.scores) rec["test_" + kv.first] = kv.second;
+    if (rank == 0) {
+      auto path = (fs::path(args.output_dir) / "predictions.jsonl").string();
+      write_predictions(path, test_rows, res.predictions);
+      if (verbose) std::printf("ftrun: wrote %zu test predictions to %s\n", test_rows.size(), path.c_str());
+    }
+    record(rec);
+  }
   return summary;
 }
 

@@ -1,7 +1,10 @@
 // Generation: the KV-cache path against recomputing the whole sequence (logits to 1e-5,
 // same greedy tokens) for the Llama, Qwen2 and ChatGLM families, plain, with LoRA and with a
 // prefix adapter; the sampling processors (top-k=1 is greedy, top-p, seeds) and HF's
-// repetition penalty on hand-made logits.
+// repetition penalty on hand-made logits. Batched generation (left padding + mask + one KV
+// cache): every row equals generate() on that row alone, for Llama, Qwen2, GLM-4 and ChatGLM3,
+// plain and with adapters, rows stopping at different steps; the collective (synced) loop
+// makes the same number of forward calls however much work a process has.
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
@@ -197,4 +200,120 @@ TEST(Generate, TopPKeepsTheNucleusOnly) {
   seen.clear();
   for (int i = 0; i < 300; ++i) seen.insert(runtime::choose_next_token(logits, {}, o, gen));
   EXPECT_EQ(seen, (std::set<int64_t>{0, 1}));
+}
+
+namespace {
+
+void check_batch_matches_single(const std::string& type, const std::string& adapter) {
+  SCOPED_TRACE(type + " / " + (adapter.empty() ? "plain" : adapter));
+  auto setup = tiny(type, adapter);
+  auto& m = *setup.model;
+  torch::NoGradGuard ng;
+  const std::vector<std::vector<int64_t>> prompts = {{1, 7, 3, 22, 9}, {4}, {2, 8, 15}, {30, 31, 5, 6, 7, 8, 9, 10}};
+  // Left-padded prefill: each row's logits equal the unpadded row's.
+  {
+    models::KVCache cache;
+    auto ids = torch::zeros({4, 8}, torch::kLong);
+    auto mask = torch::zeros({4, 8}, torch::kLong);
+    for (int64_t r = 0; r < 4; ++r) {
+      auto n = int64_t(prompts[size_t(r)].size());
+      ids[r].narrow(0, 8 - n, n).copy_(torch::tensor(prompts[size_t(r)], torch::kLong));
+      mask[r].narrow(0, 8 - n, n).fill_(1);
+    }
+    auto batched = m.forward_cached(ids, cache, mask);
+    for (int64_t r = 0; r < 4; ++r) {
+      auto n = int64_t(prompts[size_t(r)].size());
+      auto alone = m.forward(torch::tensor(prompts[size_t(r)], torch::kLong).view({1, -1}), at::Tensor())[0];
+      EXPECT_LE((batched[r].narrow(0, 8 - n, n) - alone).abs().max().item<double>(), 1e-5) << "row " << r;
+    }
+    // One more token per row (row 2 padded this step): still each row's own continuation.
+    auto feed = torch::tensor({11, 12, 0, 13}, torch::kLong).view({4, 1});
+    auto step_mask = torch::tensor({1, 1, 0, 1}, torch::kLong).view({4, 1});
+    auto next = m.forward_cached(feed, cache, step_mask);
+    for (int64_t r : {0, 1, 3}) {
+      auto seq = prompts[size_t(r)];
+      seq.push_back(feed[r][0].item<int64_t>());
+      auto alone = m.forward(torch::tensor(seq, torch::kLong).view({1, -1}), at::Tensor())[0][-1];
+      EXPECT_LE((next[r][0] - alone).abs().max().item<double>(), 1e-5) << "row " << r << " after a step";
+    }
+  }
+  // Greedy: batched rows equal generate() on each row alone, each stopping on its own.
+  runtime::GenerateOptions o;
+  o.max_new_tokens = 12;
+  auto free_run = runtime::generate(m, prompts[1], o);
+  o.stop_ids = {free_run[3]};  // row 1 stops within 4 tokens; the others whenever they meet it
+  std::vector<std::vector<int64_t>> singles;
+  std::set<size_t> lengths;
+  for (const auto& p : prompts) {
+    singles.push_back(runtime::generate(m, p, o));
+    lengths.insert(singles.back().size());
+  }
+  EXPECT_GE(lengths.size(), 2u) << "rows should stop at different steps";
+  runtime::GenerateStats stats;
+  auto batch = runtime::generate_batch(m, prompts, o, nullptr, &stats);
+  ASSERT_EQ(batch.size(), prompts.size());
+  int64_t total = 0;
+  for (size_t r = 0; r < prompts.size(); ++r) {
+    EXPECT_EQ(batch[r], singles[r]) << "row " << r;
+    total += int64_t(singles[r].size());
+  }
+  EXPECT_EQ(stats.new_tokens, total);
+  // Sampling: row 0 draws like generate() with the same seed.
+  o.do_sample = true;
+  o.temperature = 1.5;
+  o.seed = 3;
+  auto sampled = runtime::generate_batch(m, prompts, o);
+  EXPECT_EQ(sampled[0], runtime::generate(m, prompts[0], o));
+}
+
+}  // namespace
+
+TEST(GenerateBatch, LlamaRowsEqualSingleRows) {
+  for (const char* a : {"", "lora", "prefix"}) check_batch_matches_single("llama", a);
+}
+TEST(GenerateBatch, Qwen2RowsEqualSingleRows) { check_batch_matches_single("qwen2", ""); }
+TEST(GenerateBatch, Glm4RowsEqualSingleRows) {
+  for (const char* a : {"", "lora", "prefix"}) check_batch_matches_single("glm4", a);
+}
+TEST(GenerateBatch, ChatGLM3RowsEqualSingleRows) { check_batch_matches_single("chatglm3", "prefix"); }
+
+TEST(GenerateBatch, SyncedLoopMakesTheSameForwardCallsWhateverTheWork) {
+  // keep_going stands in for the all-reduce of other ranks that are still generating: a
+  // process with short rows, or none, keeps making (dummy) forward calls until told to stop.
+  for (const char* type : {"llama", "glm4"}) {
+    auto setup = tiny(type, "");
+    auto& m = *setup.model;
+    int64_t calls = 0;
+    m.set_unit_runner([&calls](int64_t unit, const models::CausalLM::UnitFn& fn, const at::Tensor& x) {
+      if (unit == 0) ++calls;
+      return fn(x);
+    });
+    runtime::GenerateOptions o;
+    o.max_new_tokens = 9;
+    auto free_run = runtime::generate(m, {5, 6}, o);
+    o.stop_ids = {free_run[1]};  // this row stops early (after two tokens, or one on a repeat)
+    const int64_t stop_len = std::find(free_run.begin(), free_run.end(), free_run[1]) - free_run.begin() + 1;
+    calls = 0;
+    auto alone = runtime::generate_batch(m, {{5, 6}}, o);
+    EXPECT_EQ(int64_t(alone[0].size()), stop_len) << type;
+    EXPECT_EQ(calls, stop_len) << type;
+    calls = 0;
+    auto synced = runtime::generate_batch(m, {{5, 6}}, o, [](bool) { return true; });
+    EXPECT_EQ(synced, alone) << type;
+    EXPECT_EQ(calls, o.max_new_tokens) << type << ": one forward per step until the others are done";
+    calls = 0;
+    auto none = runtime::generate_batch(m, {}, o, [](bool) { return true; });
+    EXPECT_TRUE(none.empty());
+    EXPECT_EQ(calls, o.max_new_tokens) << type << ": a process without rows still takes part";
+    // Stopping when every process is done: the flag this process reports is what ends it.
+    calls = 0;
+    int asked = 0;
+    runtime::generate_batch(m, {{5, 6}}, o, [&asked](bool active) {
+      ++asked;
+      return active;
+    });
+    EXPECT_EQ(calls, stop_len) << type;
+    EXPECT_EQ(asked, stop_len) << type;
+    m.set_unit_runner(nullptr);
+  }
 }

@@ -1,0 +1,18 @@
+// Subcommands beside training that live outside main.cpp (each takes the arguments after
+// its name and returns the process exit code; boost::program_options errors propagate).
+#pragma once
+#include <string>
+#include <vector>
+
+namespace ftrun::launcher {
+
+// ftrun generate PATH --prompt TEXT [sampling options]: one reply.
+int cmd_generate(const std::vector<std::string>& argv);
+// ftrun eval CONFIG.yaml [--checkpoint DIR] [--split val|test] [--set KEY=VALUE]...:
+// loss + generation metrics of a trained model on a split, predictions JSONL.
+int cmd_eval(const std::vector<std::string>& argv);
+// ftrun chat PATH [--base DIR] [--system TEXT] [sampling options]: multi-turn chat on
+// stdin/stdout.
+int cmd_chat(const std::vector<std::string>& argv);
+
+}  // namespace ftrun::launcher

@@ -1,0 +1,251 @@
+// ftrun generate / eval / chat: inference with a base model, an adapter or a full fine-tune
+// (see commands.h). Command-line parsing only; the work is in runtime/ (generate.h,
+// evaluate.h).
+#include <boost/program_options.hpp>
+#include <torch/torch.h>
+#include <unistd.h>
+
+#include <cmath>
+#include <filesystem>
+#include <iostream>
+
+#include "data/token_cache.h"
+#include "launcher/commands.h"
+#include "runtime/config.h"
+#include "runtime/dist/rank_info.h"
+#include "runtime/dist/rendezvous.h"
+#include "runtime/evaluate.h"
+#include "runtime/generate.h"
+
+namespace po = boost::program_options;
+namespace fs = std::filesystem;
+
+namespace ftrun::launcher {
+
+namespace {
+
+// The sampling options generate and chat share (HF GenerationConfig names).
+void add_sampling_options(po::options_description& opts, runtime::GenerateOptions& go, int64_t default_max_new) {
+  opts.add_options()("max-new-tokens", po::value(&go.max_new_tokens)->default_value(default_max_new),
+                     "at most this many new tokens")(
+      "temperature", po::value(&go.temperature), "sample with this temperature (> 0; implies sampling)")(
+      "top-p", po::value(&go.top_p), "nucleus sampling: keep the most likely tokens up to this mass (implies sampling)")(
+      "top-k", po::value(&go.top_k), "keep only the k most likely tokens (implies sampling)")(
+      "repetition-penalty", po::value(&go.repetition_penalty)->default_value(1.0),
+      "HF's penalty on tokens already in the sequence (1 = off)")(
+      "do-sample", "sample (temperature 1, no top-k/top-p unless given) instead of greedy decoding")(
+      "seed", po::value(&go.seed)->default_value(0), "sampling seed")(
+      "no-cache", "recompute the whole sequence each step instead of using the KV cache");
+}
+
+void finish_sampling_options(const po::variables_map& vm, runtime::GenerateOptions& go) {
+  go.do_sample = vm.count("do-sample") || vm.count("temperature") || vm.count("top-p") || vm.count("top-k");
+  go.use_cache = !vm.count("no-cache");
+  if (go.max_new_tokens < 0) throw po::error("--max-new-tokens must be >= 0");
+  if (vm.count("temperature") && go.temperature <= 0)
+    throw po::error("--temperature must be > 0 (leave sampling options out for greedy decoding)");
+  if (vm.count("top-p") && (go.top_p <= 0 || go.top_p > 1)) throw po::error("--top-p must be in (0, 1]");
+  if (vm.count("top-k") && go.top_k < 0) throw po::error("--top-k must be >= 0");
+  if (go.repetition_penalty <= 0) throw po::error("--repetition-penalty must be > 0");
+}
+
+std::string strip(const std::string& s) {
+  const char* ws = " \t\r\n";
+  auto a = s.find_first_not_of(ws);
+  if (a == std::string::npos) return "";
+  return s.substr(a, s.find_last_not_of(ws) - a + 1);
+}
+
+// The reply text of generated ids: the stop token that ended it dropped, specials skipped.
+std::string reply_text(const runtime::Inference& inf, std::vector<int64_t> ids, const std::vector<int64_t>& stop_ids) {
+  if (!ids.empty() && std::find(stop_ids.begin(), stop_ids.end(), ids.back()) != stop_ids.end()) ids.pop_back();
+  return inf.tokenizer->decode(ids, /*skip_special=*/true);
+}
+
+}  // namespace
+
+int cmd_generate(const std::vector<std::string>& argv) {
+  po::options_description opts("generate options");
+  std::string path, prompt, base, system;
+  runtime::GenerateOptions go;
+  opts.add_options()("help,h", "show help")("path", po::value(&path), "model or adapter directory")(
+      "prompt", po::value(&prompt), "the user message")(
+      "system", po::value(&system), "an optional system message")(
+      "base", po::value(&base), "base model directory (overrides the adapter's)");
+  add_sampling_options(opts, go, 64);
+  po::positional_options_description pos;
+  pos.add("path", 1);
+  po::variables_map vm;
+  po::store(po::command_line_parser(argv).options(opts).positional(pos).run(), vm);
+  po::notify(vm);
+  if (vm.count("help") || path.empty() || prompt.empty()) {
+    std::cout << "usage: ftrun generate PATH --prompt TEXT [options]\n" << opts;
+    return vm.count("help") ? 0 : 2;
+  }
+  finish_sampling_options(vm, go);
+  auto inf = runtime::load_for_inference(path, base);
+  std::vector<data::Message> msgs;
+  if (!system.empty()) msgs.push_back({"system", system});
+  msgs.push_back({"user", prompt});
+  auto ids = inf.chat_template->prompt(msgs, *inf.tokenizer);
+  go.stop_ids = inf.chat_template->stop_ids(*inf.tokenizer);
+  runtime::GenerateStats stats;
+  auto out = runtime::generate(*inf.model, ids, go, &stats);
+  std::cout << inf.tokenizer->decode(out, /*skip_special=*/true) << std::endl;
+  // Speed on stderr, so stdout stays the reply alone.
+  std::cerr << "ftrun: " << stats.new_tokens << " tokens in " << stats.total_seconds << " s ("
+            << stats.tokens_per_second() << " tokens/s, first token after " << stats.first_token_seconds * 1000.0
+            << " ms, prompt " << ids.size() << " tokens" << (go.use_cache ? "" : ", no KV cache") << ")\n";
+  return 0;
+}
+
+int cmd_eval(const std::vector<std::string>& argv) {
+  po::options_description opts("eval options");
+  std::vector<std::string> sets;
+  std::string config, checkpoint, split = "val", output;
+  int64_t max_new = 0, batch = 0;
+  opts.add_options()("help,h", "show help")("config", po::value(&config), "the training YAML")(
+      "checkpoint", po::value(&checkpoint),
+      "adapter, checkpoint-N or full model directory (default: training_args.output_dir, the final result)")(
+      "split", po::value(&split)->default_value(split), "val (data_config.val_file) or test (data_config.test_file)")(
+      "set", po::value(&sets)->composing(), "override a config key: --set data_config.val_file=x.jsonl")(
+      "output", po::value(&output), "predictions JSONL (default: OUTPUT_DIR/predictions_SPLIT.jsonl)")(
+      "max-new-tokens", po::value(&max_new),
+      "at most this many new tokens (default: training_args.generation_config.max_new_tokens, else 512)")(
+      "batch-size", po::value(&batch), "rows per generation batch on each rank (default: per_device_eval_batch_size)");
+  po::positional_options_description pos;
+  pos.add("config", 1);
+  po::variables_map vm;
+  po::store(po::command_line_parser(argv).options(opts).positional(pos).run(), vm);
+  po::notify(vm);
+  if (vm.count("help") || config.empty()) {
+    std::cout << "usage: ftrun eval CONFIG.yaml [--checkpoint DIR] [--split val|test] [--set KEY=VALUE]...\n" << opts;
+    return vm.count("help") ? 0 : 2;
+  }
+  if (split != "val" && split != "test") throw po::error("--split must be val or test (got '" + split + "')");
+  if (vm.count("max-new-tokens") && max_new < 1) throw po::error("--max-new-tokens must be >= 1");
+  if (vm.count("batch-size") && batch < 1) throw po::error("--batch-size must be >= 1");
+  auto cfg = runtime::load_config(config, sets);
+  const auto& args = cfg.training_args;
+  const std::string key = split == "val" ? "data_config.val_file" : "data_config.test_file";
+  const std::string file = split == "val" ? cfg.data_config.val_file : cfg.data_config.test_file;
+  if (file.empty()) throw std::runtime_error(cfg.path + ": " + key + " is not set (the --split " + split + " data)");
+  if (checkpoint.empty()) checkpoint = args.output_dir;
+  if (!fs::exists(fs::path(checkpoint) / "adapter_config.json") && !fs::exists(fs::path(checkpoint) / "config.json"))
+    throw std::runtime_error(checkpoint + ": no trained model here (neither adapter_config.json nor config.json); " +
+                             "train first, or pass --checkpoint DIR");
+
+  // One process per rank, as in training (torchrun-style env, mpirun or srun); each rank
+  // holds the whole model and generates its share of the rows.
+  auto info = dist::detect_rank_info();
+  dist::CommOptions co;
+  co.backend = cfg.comm_backend;
+  co.rendezvous_timeout = co.collective_timeout = std::chrono::milliseconds(int64_t(cfg.collective_timeout * 1000.0));
+  auto comm = dist::init_comm(info, co);
+  const int rank = comm->rank(), world = comm->world_size();
+
+  auto inf = runtime::load_for_inference(checkpoint, cfg.model_dir, cfg.chat_template);
+  std::vector<runtime::PredictRow> rows;
+  try {
+    rows = runtime::prediction_rows(file, *inf.chat_template, *inf.tokenizer, cfg.max_input_length, cfg.combine);
+  } catch (const std::exception& e) {
+    throw std::runtime_error(key + ": " + e.what());
+  }
+  // Loss over the split's label tokens (each rank its share of the samples).
+  data::EncodeOptions enc{cfg.max_input_length, cfg.max_output_length, cfg.combine};
+  const auto cache_dir = data::default_cache_dir(args.output_dir);
+  std::vector<data::Sample> samples;
+  if (rank == 0) samples = data::load_or_build(file, *inf.chat_template, *inf.tokenizer, enc, cache_dir);
+  comm->barrier();
+  if (rank != 0) samples = data::load_or_build(file, *inf.chat_template, *inf.tokenizer, enc, cache_dir);
+  const auto& mc = inf.model->config();
+  int64_t pad_id = mc.pad_token_id >= 0 ? mc.pad_token_id : (mc.eos_token_id.empty() ? 0 : mc.eos_token_id[0]);
+  std::vector<data::Sample> mine;
+  for (size_t i = size_t(rank); i < samples.size(); i += size_t(world)) mine.push_back(samples[i]);
+  auto [loss_sum, loss_count] = runtime::loss_sum_and_count(*inf.model, mine, args.per_device_eval_batch_size, pad_id);
+  auto totals = torch::tensor({loss_sum, double(loss_count)}, torch::kDouble);
+  if (world > 1) comm->all_reduce_sum(totals);
+
+  runtime::PredictOptions po;
+  po.generate.max_new_tokens = vm.count("max-new-tokens") ? max_new : runtime::eval_max_new_tokens(args.generation_config);
+  po.generate.stop_ids = runtime::eval_stop_ids(*inf.chat_template, *inf.tokenizer, mc);
+  po.batch_size = vm.count("batch-size") ? batch : args.per_device_eval_batch_size;
+  auto res = runtime::predict(*inf.model, rows, *inf.tokenizer, po, *comm);
+  if (rank == 0) {
+    if (output.empty()) {
+      fs::create_directories(args.output_dir);
+      output = (fs::path(args.output_dir) / ("predictions_" + split + ".jsonl")).string();
+    }
+    runtime::write_predictions(output, rows, res.predictions);
+    nlohmann::json m;
+    double count = totals[1].item<double>();
+    m[split + "_loss"] = count > 0 ? totals[0].item<double>() / count : std::nan("");
+    for (const auto& kv : res.scores) m[split + "_" + kv.first] = kv.second;
+    m[split + "_samples"] = rows.size();
+    m[split + "_runtime"] = res.seconds;
+    m[split + "_tokens_per_second"] = res.seconds > 0 ? double(res.new_tokens) / res.seconds : 0.0;
+    std::cerr << "ftrun: " << rows.size() << " rows of " << file << " on " << world << " rank(s) from " << checkpoint
+              << "; predictions in " << output << "\n";
+    std::cout << m.dump() << std::endl;
+  }
+  comm->barrier();
+  return 0;
+}
+
+int cmd_chat(const std::vector<std::string>& argv) {
+  po::options_description opts("chat options");
+  std::string path, base, system;
+  runtime::GenerateOptions go;
+  opts.add_options()("help,h", "show help")("path", po::value(&path), "model or adapter directory")(
+      "system", po::value(&system), "a system message in front of the conversation")(
+      "base", po::value(&base), "base model directory (overrides the adapter's)")(
+      "show-prompt", "print each turn's prompt length (tokens, history included) on stderr");
+  add_sampling_options(opts, go, 256);
+  po::positional_options_description pos;
+  pos.add("path", 1);
+  po::variables_map vm;
+  po::store(po::command_line_parser(argv).options(opts).positional(pos).run(), vm);
+  po::notify(vm);
+  if (vm.count("help") || path.empty()) {
+    std::cout << "usage: ftrun chat PATH [options]   (type `clear` to start over, `exit` or end of input to quit)\n"
+              << opts;
+    return vm.count("help") ? 0 : 2;
+  }
+  finish_sampling_options(vm, go);
+  const bool show_prompt = vm.count("show-prompt") > 0;
+  auto inf = runtime::load_for_inference(path, base);
+  go.stop_ids = inf.chat_template->stop_ids(*inf.tokenizer);
+  const bool tty = isatty(STDIN_FILENO);
+  std::vector<data::Message> history;
+  if (!system.empty()) history.push_back({"system", system});
+  const size_t fresh = history.size();
+  std::string line;
+  uint64_t turn = 0;
+  for (;;) {
+    if (tty) std::cout << "user> " << std::flush;
+    if (!std::getline(std::cin, line)) break;
+    auto text = strip(line);
+    if (text.empty()) continue;
+    if (text == "exit" || text == "quit") break;
+    if (text == "clear") {
+      history.resize(fresh);
+      std::cerr << "ftrun: history cleared\n";
+      continue;
+    }
+    history.push_back({"user", text});
+    auto ids = inf.chat_template->prompt(history, *inf.tokenizer);
+    if (show_prompt)
+      std::cerr << "ftrun: turn " << (history.size() - fresh + 1) / 2 << " prompt " << ids.size() << " tokens\n";
+    auto opts_turn = go;
+    opts_turn.seed = go.seed + turn++;  // a fresh draw each turn, reproducible by --seed
+    runtime::GenerateStats stats;
+    auto out = runtime::generate(*inf.model, ids, opts_turn, &stats);
+    auto reply = strip(reply_text(inf, out, go.stop_ids));
+    std::cout << (tty ? "assistant> " : "") << reply << std::endl;
+    history.push_back({"assistant", reply});
+  }
+  if (tty) std::cout << std::endl;
+  return 0;
+}
+
+}  // namespace ftrun::launcher
