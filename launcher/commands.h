@@ -6,6 +6,10 @@
 
 namespace ftrun::launcher {
 
+// "rank R: " once a multi-process subcommand knows its rank, so main()'s error line says
+// which rank raised it; empty in a single process.
+extern std::string g_rank_prefix;
+
 // ftrun generate PATH --prompt TEXT [sampling options]: one reply.
 int cmd_generate(const std::vector<std::string>& argv);
 // ftrun eval CONFIG.yaml [--checkpoint DIR] [--split val|test] [--set KEY=VALUE]...:

@@ -22,6 +22,8 @@ namespace fs = std::filesystem;
 
 namespace ftrun::launcher {
 
+std::string g_rank_prefix;
+
 namespace {
 
 // The sampling options generate and chat share (HF GenerationConfig names).
@@ -125,6 +127,9 @@ int cmd_eval(const std::vector<std::string>& argv) {
   if (split != "val" && split != "test") throw po::error("--split must be val or test (got '" + split + "')");
   if (vm.count("max-new-tokens") && max_new < 1) throw po::error("--max-new-tokens must be >= 1");
   if (vm.count("batch-size") && batch < 1) throw po::error("--batch-size must be >= 1");
+  // The rank is known first, so every error below names the rank that hit it.
+  auto info = dist::detect_rank_info();
+  if (info.world_size > 1) g_rank_prefix = "rank " + std::to_string(info.rank) + ": ";
   auto cfg = runtime::load_config(config, sets);
   const auto& args = cfg.training_args;
   const std::string key = split == "val" ? "data_config.val_file" : "data_config.test_file";
@@ -137,7 +142,6 @@ int cmd_eval(const std::vector<std::string>& argv) {
 
   // One process per rank, as in training (torchrun-style env, mpirun or srun); each rank
   // holds the whole model and generates its share of the rows.
-  auto info = dist::detect_rank_info();
   dist::CommOptions co;
   co.backend = cfg.comm_backend;
   co.rendezvous_timeout = co.collective_timeout = std::chrono::milliseconds(int64_t(cfg.collective_timeout * 1000.0));

@@ -29,8 +29,6 @@ using namespace ftrun;
 
 namespace {
 
-// "rank R: " in multi-process runs, so an error says which rank raised it.
-std::string g_rank_prefix;
 
 const char* kUsage =
     "usage:\n"
@@ -106,7 +104,7 @@ int cmd_train(const std::vector<std::string>& argv) {
   dist::RankInfo info;
   if (!spawn) {
     info = dist::detect_rank_info();
-    if (info.world_size > 1) g_rank_prefix = "rank " + std::to_string(info.rank) + ": ";
+    if (info.world_size > 1) launcher::g_rank_prefix = "rank " + std::to_string(info.rank) + ": ";
     g_link = launcher::WorkerLink::from_env(info.rank);
   }
   auto cfg = runtime::load_config(config, sets);
@@ -303,7 +301,7 @@ int main(int argc, char** argv) {
     std::cerr << "ftrun: " << e.what() << "\n" << kUsage;
     return 2;
   } catch (const std::exception& e) {
-    std::cerr << "ftrun: " << g_rank_prefix << "error: " << e.what() << "\n";
+    std::cerr << "ftrun: " << launcher::g_rank_prefix << "error: " << e.what() << "\n";
     if (g_link) {
       g_link->error(e.what());
       g_link.reset();  // delivers the report before the process ends

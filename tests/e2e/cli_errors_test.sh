@@ -22,6 +22,12 @@ sed 's/learning_rate:/learning_rat:/' configs/tiny/lora.yaml > "$T/typo.yaml"
 expect_error unknown-key "did you mean 'learning_rate'" "$FTRUN" "$T/typo.yaml"
 expect_error bad-set "training_args.max_steps" "$FTRUN" configs/tiny/lora.yaml --set training_args.max_steps=abc
 
+# In a multi-process run an error names its rank, even one found before the rendezvous.
+expect_error rank-in-config-error "rank 1: error:" env RANK=1 WORLD_SIZE=2 LOCAL_RANK=1 LOCAL_WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 \
+  MASTER_PORT=1 "$FTRUN" "$T/typo.yaml"
+expect_error rank-in-eval-error "rank 1: error: $T/none: no trained model" env RANK=1 WORLD_SIZE=2 LOCAL_RANK=1 LOCAL_WORLD_SIZE=2 \
+  MASTER_ADDR=127.0.0.1 MASTER_PORT=1 "$FTRUN" eval configs/tiny/lora.yaml --checkpoint "$T/none"
+
 mkdir -p "$T/data"
 head -3 examples/tiny/train.jsonl > "$T/data/train.jsonl"
 echo '{"messages": [{"role": "user", "content": 7}]}' >> "$T/data/train.jsonl"
