@@ -164,11 +164,8 @@ int cmd_eval(const std::vector<std::string>& argv) {
   if (rank != 0) samples = data::load_or_build(file, *inf.chat_template, *inf.tokenizer, enc, cache_dir);
   const auto& mc = inf.model->config();
   int64_t pad_id = mc.pad_token_id >= 0 ? mc.pad_token_id : (mc.eos_token_id.empty() ? 0 : mc.eos_token_id[0]);
-  std::vector<data::Sample> mine;
-  for (size_t i = size_t(rank); i < samples.size(); i += size_t(world)) mine.push_back(samples[i]);
-  auto [loss_sum, loss_count] = runtime::loss_sum_and_count(*inf.model, mine, args.per_device_eval_batch_size, pad_id);
-  auto totals = torch::tensor({loss_sum, double(loss_count)}, torch::kDouble);
-  if (world > 1) comm->all_reduce_sum(totals);
+  auto [loss_sum, loss_count] =
+      runtime::distributed_loss_sum_and_count(*inf.model, samples, args.per_device_eval_batch_size, pad_id, *comm);
 
   runtime::PredictOptions po;
   po.generate.max_new_tokens = vm.count("max-new-tokens") ? max_new : runtime::eval_max_new_tokens(args.generation_config);
@@ -182,8 +179,7 @@ int cmd_eval(const std::vector<std::string>& argv) {
     }
     runtime::write_predictions(output, rows, res.predictions);
     nlohmann::json m;
-    double count = totals[1].item<double>();
-    m[split + "_loss"] = count > 0 ? totals[0].item<double>() / count : std::nan("");
+    m[split + "_loss"] = loss_count > 0 ? loss_sum / double(loss_count) : std::nan("");
     for (const auto& kv : res.scores) m[split + "_" + kv.first] = kv.second;
     m[split + "_samples"] = rows.size();
     m[split + "_runtime"] = res.seconds;

@@ -214,6 +214,37 @@ std::pair<double, int64_t> loss_sum_and_count(models::CausalLM& model, const std
   return {sum, count};
 }
 
+std::pair<double, int64_t> distributed_loss_sum_and_count(models::CausalLM& model,
+                                                          const std::vector<data::Sample>& samples,
+                                                          int64_t batch_size, int64_t pad_id, sharding::Comm& comm) {
+  const int64_t world = comm.world_size(), rank = comm.rank(), n = int64_t(samples.size());
+  if (world == 1) return loss_sum_and_count(model, samples, batch_size, pad_id);
+  if (n == 0) return {0.0, 0};
+  std::vector<const data::Sample*> mine;
+  for (int64_t i = rank; i < n; i += world) mine.push_back(&samples[size_t(i)]);
+  // Rank 0 has the most samples (ceil(n / world)); every rank runs that many batches.
+  const int64_t most = (n + world - 1) / world, batches = (most + batch_size - 1) / batch_size;
+  torch::NoGradGuard ng;
+  model.eval();
+  double sum = 0;
+  int64_t count = 0;
+  for (int64_t b = 0; b < batches; ++b) {
+    std::vector<const data::Sample*> group;
+    for (int64_t k = b * batch_size; k < int64_t(mine.size()) && k < (b + 1) * batch_size; ++k)
+      group.push_back(mine[size_t(k)]);
+    const bool dummy = group.empty();
+    if (dummy) group.push_back(&samples[0]);
+    auto batch = data::collate(group, pad_id);
+    auto logits = model.forward(batch.input_ids, batch.attention_mask);
+    if (dummy || batch.num_label_tokens == 0) continue;
+    sum += models::causal_lm_loss_sum(logits, batch.labels).item<double>();
+    count += batch.num_label_tokens;
+  }
+  auto totals = torch::tensor({sum, double(count)}, torch::kDouble);
+  comm.all_reduce_sum(totals);
+  return {totals[0].item<double>(), int64_t(totals[1].item<double>())};
+}
+
 int64_t eval_max_new_tokens(const nlohmann::json& gc) {
   if (gc.is_object() && gc.contains("max_new_tokens") && !gc["max_new_tokens"].is_null()) {
     const auto& v = gc["max_new_tokens"];

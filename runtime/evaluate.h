@@ -71,6 +71,14 @@ std::vector<std::string> all_gather_strings(sharding::Comm& comm, const std::str
 std::pair<double, int64_t> loss_sum_and_count(models::CausalLM& model, const std::vector<data::Sample>& samples,
                                               int64_t batch_size, int64_t pad_id);
 
+// The same over all ranks of `comm`: rank r takes samples r, r + world, ... and every rank
+// runs the same number of forward calls (a rank out of samples repeats a batch and discards
+// it), because under ZeRO-3 each forward is collective; sums are all-reduced, so every rank
+// returns the totals of the whole split.
+std::pair<double, int64_t> distributed_loss_sum_and_count(models::CausalLM& model,
+                                                          const std::vector<data::Sample>& samples,
+                                                          int64_t batch_size, int64_t pad_id, sharding::Comm& comm);
+
 // max_new_tokens for evaluation: training_args.generation_config.max_new_tokens, else the
 // GLM-4 demo's 512. Anything but a positive integer is an error naming the key.
 int64_t eval_max_new_tokens(const nlohmann::json& generation_config);

@@ -291,8 +291,10 @@ TrainSummary train(const Config& cfg, bool verbose, std::shared_ptr<sharding::Co
     bool eval_now = do_eval && ((args.eval_strategy == "steps" && eval_every > 0 && done % eval_every == 0) ||
                                 (args.eval_strategy == "epoch" && done % steps_per_epoch == 0));
     if (eval_now) {
-      // Every rank evaluates the whole split: under ZeRO-3 each forward is collective.
-      double el = evaluate_loss(*model, val_samples, args.per_device_eval_batch_size, pad_id);
+      // Rows split across ranks, in lock-step (under ZeRO-3 each forward is collective).
+      auto [el_sum, el_count] =
+          distributed_loss_sum_and_count(*model, val_samples, args.per_device_eval_batch_size, pad_id, *comm);
+      double el = el_count > 0 ? el_sum / double(el_count) : std::nan("");
       nlohmann::json rec = {{"step", done}, {"epoch", epoch_f}, {"eval_loss", el}};
       if (!val_rows.empty()) {
         auto res = predict(*model, val_rows, *tok, predict_opts, *comm);
@@ -312,7 +314,9 @@ TrainSummary train(const Config& cfg, bool verbose, std::shared_ptr<sharding::Co
   if (do_test) {
     // trainer.predict(test_dataset): loss, generation metrics, and the predictions themselves.
     auto test_samples = encode(cfg.data_config.test_file);
-    double tl = evaluate_loss(*model, test_samples, args.per_device_eval_batch_size, pad_id);
+    auto [tl_sum, tl_count] =
+        distributed_loss_sum_and_count(*model, test_samples, args.per_device_eval_batch_size, pad_id, *comm);
+    double tl = tl_count > 0 ? tl_sum / double(tl_count) : std::nan("");
     auto res = predict(*model, test_rows, *tok, predict_opts, *comm);
     nlohmann::json rec = {{"step", total_steps}, {"test_loss", tl}};
     for (const auto& kv : res.scores) rec["test_" + kv.first] = kv.second;

@@ -108,7 +108,24 @@ nlohmann::json run(int stage, std::shared_ptr<sharding::Comm> comm) {
   sharding::ZeroEngine engine(*f.model, params, decay, comm, zc);
   f.options.synced = stage == 3;  // (without it, stage 3 at 2 ranks fails: gloo size mismatch)
   auto res = runtime::predict(*f.model, f.rows, llama3_bytes(), f.options, *comm);
-  nlohmann::json j = {{"predictions", res.predictions}, {"scores", res.scores}, {"new_tokens", res.new_tokens}};
+  // Validation loss over the same rows (prompt masked, reference + <|eot_id|> scored), split
+  // across the ranks in lock-step; with 5 rows and batch 2, rank 1 (of 2) runs a dummy batch.
+  std::vector<data::Sample> samples;
+  for (const auto& r : f.rows) {
+    data::Sample smp;
+    smp.input_ids = r.prompt;
+    smp.labels.assign(r.prompt.size(), -100);
+    for (auto id : llama3_bytes().encode(r.reference)) {
+      smp.input_ids.push_back(id);
+      smp.labels.push_back(id);
+    }
+    smp.input_ids.push_back(263);
+    smp.labels.push_back(263);
+    samples.push_back(smp);
+  }
+  auto [loss_sum, loss_count] = runtime::distributed_loss_sum_and_count(*f.model, samples, 2, 0, *comm);
+  nlohmann::json j = {{"predictions", res.predictions}, {"scores", res.scores}, {"new_tokens", res.new_tokens},
+                      {"loss_sum", loss_sum}, {"loss_count", loss_count}};
   return j;
 }
 
@@ -155,6 +172,11 @@ void check(int stage, int world) {
     EXPECT_NEAR(got["scores"][k].get<double>(), ref_dump["scores"][k].get<double>(), 1e-9) << name << " " << k;
   }
   EXPECT_EQ(got["predictions"].size(), 5u);
+  EXPECT_EQ(got["loss_count"], ref_dump["loss_count"]) << name;
+  EXPECT_GT(got["loss_count"].get<int64_t>(), 0) << name;
+  // Per-batch sums are fp32 and the ranks batch different rows (other padding): 1e-6.
+  EXPECT_NEAR(got["loss_sum"].get<double>(), ref_dump["loss_sum"].get<double>(),
+              1e-6 * std::abs(ref_dump["loss_sum"].get<double>())) << name;
   std::printf("%s: %.1f s, %lld new tokens, rouge-1 %.4f\n", name.c_str(), launched.seconds,
               (long long)got["new_tokens"].get<int64_t>(), got["scores"]["rouge-1"].get<double>());
   fs::remove_all(dir);
