@@ -542,12 +542,39 @@ int run_agent(const AgentOptions& options, const std::vector<std::string>& worke
     workers.mark_failed();
     send_json(up, {{"t", "failed"}, {"rank", rank}, {"kind", kind}, {"what", what}});
   };
+  // Messages from this attempt's workers: liveness, rank 0's progress, errors.
+  auto drain_workers = [&] {
+    while (auto m = recv_json(from_workers)) {
+      const int rank = m->value("rank", -1), pid = m->value("pid", -1);
+      auto& ws = workers.workers();
+      auto it = std::find_if(ws.begin(), ws.end(), [&](const Worker& w) { return w.rank == rank && w.pid == pid; });
+      if (it == ws.end()) continue;  // a worker of an earlier attempt
+      it->last_heard = Clock::now();
+      const std::string t = m->value("t", "");
+      if (t == "hello") it->said_hello = true;
+      if (t == "progress" && rank == 0) workers.progress(m->value("done", int64_t(0)), m->value("total", int64_t(0)));
+      if (t == "error" && !it->reported && !interrupted) {
+        it->reported = true;
+        it->error = m->value("what", std::string("?"));
+        report(rank, "error", "rank " + std::to_string(rank) + " (" + me + ", pid " + std::to_string(it->pid) +
+                                  ") failed: " + it->error);
+      }
+    }
+  };
   // Deaths are reported before any stop, so a rank that died on its own is never mistaken
   // for one this agent stopped (the coordinator picks the root cause from the reports).
   auto reap_and_report = [&] {
     for (auto [w, status] : workers.reap()) {
       if (w->reported || interrupted) continue;
       if (WIFEXITED(status) && WEXITSTATUS(status) == 0) continue;
+      // A worker that exits on an error sends it first; give it a moment to arrive, so the
+      // report carries the error rather than just the exit code.
+      for (int i = 0; i < 15 && !w->reported && WIFEXITED(status); ++i) {
+        zmq::pollitem_t item{from_workers.handle(), 0, ZMQ_POLLIN, 0};
+        zmq::poll(&item, 1, std::chrono::milliseconds(20));
+        drain_workers();
+      }
+      if (w->reported) continue;
       w->reported = true;
       report(w->rank, WIFSIGNALED(status) ? "signal" : "exit",
              "rank " + std::to_string(w->rank) + " (" + me + ", pid " + std::to_string(w->pid) + ") " +
@@ -599,6 +626,7 @@ int run_agent(const AgentOptions& options, const std::vector<std::string>& worke
         running = true;
         done_sent = false;
       } else if (t == "stop" && m->value("attempt", -1) == attempt) {
+        drain_workers();
         reap_and_report();
         workers.stop();
         send_json(up, {{"t", "stopped"}, {"attempt", attempt}});
@@ -621,22 +649,7 @@ int run_agent(const AgentOptions& options, const std::vector<std::string>& worke
       send_json(up, {{"t", "hb"}});
     }
 
-    while (auto m = recv_json(from_workers)) {
-      const int rank = m->value("rank", -1);
-      auto& ws = workers.workers();
-      auto it = std::find_if(ws.begin(), ws.end(), [&](const Worker& w) { return w.rank == rank; });
-      if (it == ws.end() || !it->running) continue;  // a worker of an earlier attempt
-      it->last_heard = now;
-      const std::string t = m->value("t", "");
-      if (t == "hello") it->said_hello = true;
-      if (t == "progress" && rank == 0) workers.progress(m->value("done", int64_t(0)), m->value("total", int64_t(0)));
-      if (t == "error" && !it->reported && !interrupted) {
-        it->reported = true;
-        it->error = m->value("what", std::string("?"));
-        report(rank, "error", "rank " + std::to_string(rank) + " (" + me + ", pid " + std::to_string(it->pid) +
-                                  ") failed: " + it->error);
-      }
-    }
+    drain_workers();
     workers.pump_output();
     reap_and_report();
     if (running && !interrupted) {

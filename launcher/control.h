@@ -6,9 +6,10 @@
 //  worker -> its node's agent (PUSH -> PULL on tcp://127.0.0.1:<ephemeral>, the endpoint is in
 //  FTRUN_AGENT_ENDPOINT):
 //    {"t":"hello","rank":R,"pid":P}       once, when the worker starts
-//    {"t":"hb","rank":R}                  every kWorkerHeartbeat, from a background thread
-//    {"t":"progress","rank":R,"done":D,"total":T}   after every optimizer step
-//    {"t":"error","rank":R,"what":"..."}  the error the worker is about to exit with
+//    {"t":"hb","rank":R,"pid":P}          every kWorkerHeartbeat, from a background thread
+//    {"t":"progress","rank":R,"pid":P,"done":D,"total":T}   after every optimizer step
+//    {"t":"error","rank":R,"pid":P,"what":"..."}  the error the worker is about to exit with
+//  (the pid tells this attempt's workers from an earlier attempt's late messages)
 //
 //  agent of node N -> agent of node 0, the coordinator (DEALER -> ROUTER on
 //  tcp://*:<--master-port>; node 0's own agent connects to it too, so every node runs the same
@@ -18,7 +19,6 @@
 //    {"t":"failed","rank":R,"kind":K,"what":".."}    K: "signal" (killed by a signal ftrun
 //                                                     did not send), "hang", "error", "exit",
 //                                                     "interrupted" (the agent got SIGINT/SIGTERM)
-//    {"t":"progress","done":D,"total":T}               rank 0's progress (node 0 only)
 //    {"t":"stopped","attempt":A}   all local workers are gone after a "stop"
 //    {"t":"done","attempt":A}      all local workers exited 0
 //  coordinator -> agents:

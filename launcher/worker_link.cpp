@@ -20,7 +20,7 @@ struct WorkerLink::Impl {
   std::mutex mu;  // zmq sockets are not thread-safe: the heartbeat thread shares this one
   std::condition_variable cv;
   bool stop = false;
-  int rank = 0;
+  int rank = 0, pid = 0;
   std::thread heartbeat;
 
   void send(const nlohmann::json& m) {
@@ -37,15 +37,16 @@ std::unique_ptr<WorkerLink> WorkerLink::from_env(int rank) {
   if (!endpoint || !*endpoint) return link;
   auto impl = std::make_unique<Impl>();
   impl->rank = rank;
+  impl->pid = int(::getpid());
   impl->socket.set(zmq::sockopt::linger, 2000);
   impl->socket.set(zmq::sockopt::sndhwm, 1000);
   impl->socket.connect(endpoint);
-  impl->send({{"t", "hello"}, {"rank", rank}, {"pid", int(::getpid())}});
+  impl->send({{"t", "hello"}, {"rank", rank}, {"pid", impl->pid}});
   Impl* p = impl.get();
   impl->heartbeat = std::thread([p] {
     std::unique_lock<std::mutex> lock(p->mu);
     while (!p->stop) {
-      send_json(p->socket, {{"t", "hb"}, {"rank", p->rank}});
+      send_json(p->socket, {{"t", "hb"}, {"rank", p->rank}, {"pid", p->pid}});
       p->cv.wait_for(lock, kWorkerHeartbeat, [p] { return p->stop; });
     }
   });
@@ -66,12 +67,12 @@ WorkerLink::~WorkerLink() {
 bool WorkerLink::active() const { return impl_ != nullptr; }
 
 void WorkerLink::progress(int64_t done, int64_t total) {
-  if (impl_) impl_->send({{"t", "progress"}, {"rank", impl_->rank}, {"done", done}, {"total", total}});
+  if (impl_) impl_->send({{"t", "progress"}, {"rank", impl_->rank}, {"pid", impl_->pid}, {"done", done}, {"total", total}});
 }
 
 void WorkerLink::error(const std::string& what) {
   if (!impl_) return;
-  impl_->send({{"t", "error"}, {"rank", impl_->rank}, {"what", what}});
+  impl_->send({{"t", "error"}, {"rank", impl_->rank}, {"pid", impl_->pid}, {"what", what}});
   // The socket's linger (2 s) delivers it when the link is destroyed before exit.
 }
 

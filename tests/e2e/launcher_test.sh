@@ -54,6 +54,16 @@ timeout 120 "$FTRUN" --nproc-per-node 2 "${fast[@]}" $cfg "${common[@]}" \
 grep -q "^\[rank 0\] .*2 rank(s)" "$T/local.log" || { cat "$T/local.log"; fail "no rank-prefixed output"; }
 compare "$T/one/metrics.jsonl" "$T/local/metrics.jsonl" all || fail "2 local ranks: losses differ"
 
+# On a terminal (script(1) gives one) only the agent draws a progress bar, from rank 0's
+# progress messages: the workers' output is not a TTY, so no rank draws its own.
+if command -v script > /dev/null; then
+  script -qfec "timeout 120 $FTRUN --nproc-per-node 2 $cfg ${common[*]} --set training_args.logging_steps=100 \
+    --set training_args.per_device_train_batch_size=4 --set training_args.output_dir=$T/tty" "$T/tty.out" > /dev/null 2>&1 \
+    || { cat "$T/tty.out"; fail "run on a terminal"; }
+  grep -q "\[##############################\] 12/12" "$T/tty.out" || { cat -v "$T/tty.out"; fail "no progress bar on the terminal"; }
+  ! grep -q "\[rank [0-9]\] .*\[#" "$T/tty.out" || { cat -v "$T/tty.out"; fail "a worker drew its own progress bar"; }
+fi
+
 # Starts node 0 and node 1 in the background; extra args go to both.
 start_nodes() {  # start_nodes NAME PORT ARGS...
   local name=$1 p=$2
