@@ -12,6 +12,7 @@
 #include "data/token_cache.h"
 #include "launcher/commands.h"
 #include "runtime/config.h"
+#include "runtime/checkpoint.h"
 #include "runtime/dist/rank_info.h"
 #include "runtime/dist/rendezvous.h"
 #include "runtime/evaluate.h"
@@ -178,14 +179,20 @@ int cmd_eval(const std::vector<std::string>& argv) {
       output = (fs::path(args.output_dir) / ("predictions_" + split + ".jsonl")).string();
     }
     runtime::write_predictions(output, rows, res.predictions);
+    // HF's names: eval_* for the validation split (as in training's records), test_* for test.
+    const std::string prefix = split == "val" ? "eval" : "test";
     nlohmann::json m;
-    m[split + "_loss"] = loss_count > 0 ? loss_sum / double(loss_count) : std::nan("");
-    for (const auto& kv : res.scores) m[split + "_" + kv.first] = kv.second;
-    m[split + "_samples"] = rows.size();
-    m[split + "_runtime"] = res.seconds;
-    m[split + "_tokens_per_second"] = res.seconds > 0 ? double(res.new_tokens) / res.seconds : 0.0;
+    m[prefix + "_loss"] = loss_count > 0 ? loss_sum / double(loss_count) : std::nan("");
+    for (const auto& kv : res.scores) m[prefix + "_" + kv.first] = kv.second;
+    m[prefix + "_samples"] = rows.size();
+    m[prefix + "_runtime"] = res.seconds;
+    m[prefix + "_tokens_per_second"] = res.seconds > 0 ? double(res.new_tokens) / res.seconds : 0.0;
+    // Also to a file, as HF's trainer.save_metrics(split) does ({eval,test}_results.json).
+    fs::create_directories(args.output_dir);
+    const auto results = (fs::path(args.output_dir) / (prefix + "_results.json")).string();
+    runtime::write_json(results, m);
     std::cerr << "ftrun: " << rows.size() << " rows of " << file << " on " << world << " rank(s) from " << checkpoint
-              << "; predictions in " << output << "\n";
+              << "; predictions in " << output << ", metrics in " << results << "\n";
     std::cout << m.dump() << std::endl;
   }
   comm->barrier();

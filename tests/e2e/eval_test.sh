@@ -56,6 +56,8 @@ test = [json.loads(l) for l in open(sys.argv[2]) if "test_loss" in l][0]
 for k in ("test_loss", "test_rouge-1", "test_rouge-2", "test_rouge-l", "test_bleu-4"):
     assert abs(got[k] - test[k]) <= 1e-6 * max(1.0, abs(test[k])), (k, got[k], test[k])
 assert got["test_samples"] == 30, got
+saved = json.load(open(sys.argv[2].replace("metrics.jsonl", "test_results.json")))
+assert saved == got, (saved, got)
 PY
 
 # Two ranks under mpirun: ZeRO-3 training (every forward collective) and plain eval.
@@ -77,6 +79,19 @@ for x, y in zip(a, b):
         if k.endswith("_loss"):  # split across the ranks; weights equal to training's 1e-5
             assert abs(x[k] - y[k]) <= 1e-4 * abs(x[k]), (k, x[k], y[k])
 PY
+# --split val: HF's eval_ keys and eval_results.json; the same numbers as the last evaluation.
+"$FTRUN" eval configs/tiny/lora.yaml --split val --set training_args.output_dir="$T/one" \
+  --set training_args.generation_config.max_new_tokens=32 --output "$T/eval_val.jsonl" > "$T/evalv.json" 2> "$T/evalv.log" \
+  || { cat "$T/evalv.log"; fail "ftrun eval --split val"; }
+python3 - "$T/evalv.json" "$T/one/metrics.jsonl" "$T/one/eval_results.json" <<'PY' || fail "ftrun eval --split val differs from the last evaluation"
+import json, sys
+got = json.loads(open(sys.argv[1]).read())
+last = [json.loads(l) for l in open(sys.argv[2]) if "eval_loss" in l][-1]
+for k in ("eval_loss", "eval_rouge-1", "eval_rouge-2", "eval_rouge-l", "eval_bleu-4"):
+    assert abs(got[k] - last[k]) <= 1e-6 * max(1.0, abs(last[k])), (k, got[k], last[k])
+assert json.load(open(sys.argv[3])) == got
+PY
+
 timeout 240 "$MPIRUN" -np 2 --allow-run-as-root --oversubscribe --bind-to none \
   "$FTRUN" eval configs/tiny/lora.yaml --split test --set training_args.output_dir="$T/one" \
   --set training_args.generation_config.max_new_tokens=32 --output "$T/eval2.jsonl" > "$T/eval2.json" 2> "$T/eval2.log" \
