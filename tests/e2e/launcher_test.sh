@@ -128,6 +128,21 @@ for n in 0 1; do
     || { tail -n 5 "$T/killed-$n.log"; fail "node $n's last line does not name the dead rank 3"; }
 done
 
+# A whole node lost: SIGKILL node 1's agent (its workers die with it, PR_SET_PDEATHSIG). Node 0
+# notices the silence within --heartbeat-timeout (10 s), stops its ranks and names node 1.
+start_nodes lost "$(port)"
+for ((i = 0; i < 1200; i++)); do
+  grep -q "started rank 2" "$T/lost-1.log" 2>/dev/null && [ "$( (grep -c '"loss"' "$T/lost/metrics.jsonl" 2>/dev/null) || true)" -ge 2 ] && break
+  sleep 0.1
+done
+kill -9 $PID1
+wait_rc $PID0 40
+[ "$RC" = 1 ] || { cat "$T/lost-0.log"; fail "lost node: node 0 exited $RC"; }
+tail -n 1 "$T/lost-0.log" | grep -q "job failed: lost contact with the agent of node 1 (.*) for 10 s" \
+  || { tail -n 5 "$T/lost-0.log"; fail "lost node 1 not named"; }
+sleep 1
+! pgrep -f "$T/lost" > /dev/null || { pgrep -af "$T/lost"; fail "processes left after losing node 1"; }
+
 kill_run restarted --max-restarts 1
 wait_rc $PID0 240; rc0=$RC; wait_rc $PID1 30; rc1=$RC
 [ "$rc0" = 0 ] && [ "$rc1" = 0 ] || { cat "$T/restarted-0.log" "$T/restarted-1.log"; fail "--max-restarts 1: exit $rc0/$rc1"; }
