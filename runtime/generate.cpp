@@ -110,6 +110,9 @@ std::vector<int64_t> generate(models::CausalLM& model, const std::vector<int64_t
     seq.push_back(next);
     out.push_back(next);
     if (std::find(o.stop_ids.begin(), o.stop_ids.end(), next) != o.stop_ids.end()) break;
+    // As generate_batch: no position past the model's table (HF stops at max_length too).
+    const int64_t max_pos = model.config().max_position_embeddings;
+    if (max_pos > 0 && int64_t(seq.size()) >= max_pos) break;
   }
   if (stats) {
     stats->total_seconds = since();
