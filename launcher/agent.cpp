@@ -499,6 +499,10 @@ void validate(const AgentOptions& o) {
                                 " (the address of node 0, the same on every node)");
   if (o.master_port < 0 || o.master_port > 65535) throw std::invalid_argument("--master-port must be in 0..65535");
   if (o.max_restarts < 0) throw std::invalid_argument("--max-restarts must be >= 0");
+  // An agent stopping its ranks sends no heartbeats for up to the grace period.
+  if (o.grace_period >= o.heartbeat_timeout)
+    throw std::invalid_argument("--grace-period (" + secs_text(o.grace_period) +
+                                ") must be shorter than --heartbeat-timeout (" + secs_text(o.heartbeat_timeout) + ")");
 }
 
 int run_agent(const AgentOptions& options, const std::vector<std::string>& worker_args) {

@@ -162,6 +162,9 @@ TEST(Agent, ValidateNamesTheFlag) {
   EXPECT_THROW(validate(o), std::invalid_argument);  // --master-addr required across nodes
   o.master_addr = "h";
   EXPECT_NO_THROW(validate(o));
+  o.grace_period = o.heartbeat_timeout;
+  EXPECT_THROW(validate(o), std::invalid_argument);  // stopping would look like a lost node
+  o.grace_period = std::chrono::seconds(1);
   o.nproc_per_node = 0;
   EXPECT_THROW(validate(o), std::invalid_argument);
 }
