@@ -8,6 +8,12 @@
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 
+#include <netdb.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
 #include <cstdlib>
 #include <stdexcept>
 #include <thread>
@@ -37,12 +43,45 @@ c10::intrusive_ptr<c10d::TCPStore> open_server(const std::string& addr, int port
   }
 }
 
+// Waits (polling every 20 ms, at most `timeout`) until something listens at addr:port.
+// libtorch's TCPStore client sleeps a whole second between connection attempts, which made
+// every rank that started before rank 0's store cost a second; this polls faster. Errors are
+// left to the TCPStore client, which reports them.
+void wait_until_listening(const std::string& addr, int port, Ms timeout) {
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo* res = nullptr;
+  if (getaddrinfo(addr.c_str(), std::to_string(port).c_str(), &hints, &res) != 0) return;
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  bool up = false;
+  while (!up && std::chrono::steady_clock::now() < deadline) {
+    int fd = ::socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK, 0);
+    if (fd < 0) break;
+    if (::connect(fd, res->ai_addr, res->ai_addrlen) == 0) {
+      up = true;
+    } else if (errno == EINPROGRESS) {
+      pollfd p{fd, POLLOUT, 0};
+      int err = 0;
+      socklen_t len = sizeof err;
+      up = ::poll(&p, 1, 200) == 1 && ::getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) == 0 && err == 0;
+    }
+    ::close(fd);
+    if (!up) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  freeaddrinfo(res);
+}
+
 c10::intrusive_ptr<c10d::TCPStore> open_client(const RankInfo& info, const std::string& addr, int port, Ms timeout) {
+  const auto start = std::chrono::steady_clock::now();
+  wait_until_listening(addr, port, timeout);
+  // The client gets what is left of the timeout (at least a moment to say why it failed).
+  const auto left = timeout - std::chrono::duration_cast<Ms>(std::chrono::steady_clock::now() - start);
   c10d::TCPStoreOptions o;
   o.port = static_cast<std::uint16_t>(port);
   o.isServer = false;
   o.waitWorkers = false;
-  o.timeout = timeout;
+  o.timeout = std::max(left, Ms(100));
   try {
     return c10::make_intrusive<c10d::TCPStore>(addr, o);
   } catch (const std::exception& e) {
