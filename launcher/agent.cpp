@@ -342,6 +342,7 @@ class Coordinator {
   struct Failure {
     int node, rank;
     std::string kind, what;
+    int signal = 0;  // for "interrupted": the signal the agent received
     int priority() const {
       // The root cause first: a rank killed from outside, a hang or a lost node, or the user's
       // interrupt; then errors; last, collective errors that other ranks' deaths cause.
@@ -361,7 +362,8 @@ class Coordinator {
     if (t == "hello") return hello(id, m);
     if (node < 0 || finished_) return;
     if (t == "failed") {
-      failure(node, m.value("rank", -1), m.value("kind", "error"), m.value("what", std::string("?")));
+      failure(node, m.value("rank", -1), m.value("kind", "error"), m.value("what", std::string("?")),
+              m.value("signal", 0));
     } else if (t == "stopped" && m.value("attempt", -1) == attempt_) {
       nodes_[size_t(node)].stopped = true;
     } else if (t == "done" && m.value("attempt", -1) == attempt_ && phase_ == Phase::running) {
@@ -418,8 +420,8 @@ class Coordinator {
     }
   }
 
-  void failure(int node, int rank, const std::string& kind, const std::string& what) {
-    failures_.push_back({node, rank, kind, what});
+  void failure(int node, int rank, const std::string& kind, const std::string& what, int signal = 0) {
+    failures_.push_back({node, rank, kind, what, signal});
     if (phase_ != Phase::running) return;
     phase_ = Phase::stopping;
     stop_deadline_ = Clock::now() + o_.grace_period + o_.heartbeat_timeout;
@@ -446,10 +448,8 @@ class Coordinator {
       return;
     }
     if (o_.max_restarts > 0 && attempt_ >= o_.max_restarts) why += "; gave up after " + std::to_string(attempt_) + " restart(s)";
-    finish(interrupted ? 128 + interrupt_signal(root->what) : 1, why);
+    finish(interrupted ? 128 + root->signal : 1, why);
   }
-
-  static int interrupt_signal(const std::string& what) { return what.find("SIGINT") != std::string::npos ? SIGINT : SIGTERM; }
 
   void finish(int code, const std::string& why) {
     finished_ = true;
@@ -542,9 +542,9 @@ int run_agent(const AgentOptions& options, const std::vector<std::string>& worke
   int attempt = -1;
   bool running = false, done_sent = false, interrupted = false;
   auto started = Clock::now(), last_from_coordinator = Clock::time_point{}, last_hb = Clock::now();
-  auto report = [&](int rank, const std::string& kind, const std::string& what) {
+  auto report = [&](int rank, const std::string& kind, const std::string& what, int signal = 0) {
     workers.mark_failed();
-    send_json(up, {{"t", "failed"}, {"rank", rank}, {"kind", kind}, {"what", what}});
+    send_json(up, {{"t", "failed"}, {"rank", rank}, {"kind", kind}, {"what", what}, {"signal", signal}});
   };
   // Messages from this attempt's workers: liveness, rank 0's progress, errors.
   auto drain_workers = [&] {
@@ -613,8 +613,9 @@ int run_agent(const AgentOptions& options, const std::vector<std::string>& worke
       }
       interrupted = true;
       workers.signal_all(sig);
-      report(-1, "interrupted", "the agent of " + me + " received SIG" + std::string(sigabbrev_np(sig)) +
-                                    " and forwarded it to its workers");
+      report(-1, "interrupted",
+             "the agent of " + me + " received SIG" + std::string(sigabbrev_np(sig)) + " and forwarded it to its workers",
+             sig);
       if (!running) return finish_locally(128 + sig, "interrupted during the rendezvous");
     }
 

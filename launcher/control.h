@@ -16,9 +16,9 @@
 //  follower code):
 //    {"t":"hello","node":N,"nnodes":..,"nproc":..,"config_hash":"..","config":"path","host":".."}
 //    {"t":"hb"}                                        every kAgentHeartbeat
-//    {"t":"failed","rank":R,"kind":K,"what":".."}    K: "signal" (killed by a signal ftrun
-//                                                     did not send), "hang", "error", "exit",
-//                                                     "interrupted" (the agent got SIGINT/SIGTERM)
+//    {"t":"failed","rank":R,"kind":K,"what":"..","signal":S}   K: "signal" (killed by a signal
+//                                                     ftrun did not send), "hang", "error", "exit",
+//                                                     "interrupted" (the agent got signal S)
 //    {"t":"stopped","attempt":A}   all local workers are gone after a "stop"
 //    {"t":"done","attempt":A}      all local workers exited 0
 //  coordinator -> agents:

@@ -29,7 +29,6 @@ using namespace ftrun;
 
 namespace {
 
-
 const char* kUsage =
     "usage:\n"
     "  ftrun CONFIG.yaml [--set KEY=VALUE]... [--model-dir DIR] [--data-dir DIR] [--resume yes|N|PATH]\n"

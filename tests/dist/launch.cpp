@@ -290,6 +290,19 @@ std::string LaunchResult::report() const {
   return os.str();
 }
 
+std::filesystem::path shared_test_dir(const std::string& name, LaunchOptions& options) {
+  if (is_child()) {
+    const char* dir = std::getenv("FTRUN_TEST_OUT");
+    if (!dir) throw std::runtime_error("shared_test_dir: FTRUN_TEST_OUT is not set in this rank");
+    return dir;
+  }
+  auto dir = std::filesystem::temp_directory_path() / ("ftrun_" + name + "_" + std::to_string(getpid()));
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  options.env["FTRUN_TEST_OUT"] = dir.string();
+  return dir;
+}
+
 bool is_child() {
   const char* v = std::getenv(kChildVar);
   return v && std::string(v) == "1";

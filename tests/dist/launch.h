@@ -21,6 +21,7 @@
 // the test with a ctest TIMEOUT larger than LaunchOptions::timeout.
 #pragma once
 #include <chrono>
+#include <filesystem>
 #include <functional>
 #include <map>
 #include <string>
@@ -84,6 +85,11 @@ LaunchResult run_wrapped(const std::vector<std::string>& wrapper, const std::fun
 // Runs one command (no torchrun env) with a deadline; children[0] is its result.
 LaunchResult run_command(const std::vector<std::string>& argv, const std::map<std::string, std::string>& env,
                          std::chrono::milliseconds timeout);
+
+// A directory the test and its ranks share, for results the ranks write for the parent to
+// check: the parent makes it empty under the temp directory (named after `name` and its pid)
+// and passes it in FTRUN_TEST_OUT through `options`; in a rank it is read back from there.
+std::filesystem::path shared_test_dir(const std::string& name, LaunchOptions& options);
 
 // A TCP port that was free a moment ago on 0.0.0.0, drawn at random below Linux's ephemeral
 // range (32768+) so that other programs' automatic port choices do not take it meanwhile.

@@ -131,15 +131,8 @@ nlohmann::json run(int stage, std::shared_ptr<sharding::Comm> comm) {
 
 void check(int stage, int world) {
   auto name = "s" + std::to_string(stage) + "_w" + std::to_string(world);
-  fs::path dir = ftrun::testing::is_child()
-                     ? fs::path(std::getenv("FTRUN_TEST_OUT"))
-                     : fs::temp_directory_path() / ("ftrun_eval_dist_" + name + "_" + std::to_string(getpid()));
-  if (!ftrun::testing::is_child()) {
-    fs::remove_all(dir);
-    fs::create_directories(dir);
-  }
   ftrun::testing::LaunchOptions opts;
-  opts.env["FTRUN_TEST_OUT"] = dir.string();
+  const fs::path dir = ftrun::testing::shared_test_dir("eval_dist_" + name, opts);
   opts.timeout = std::chrono::seconds(90);
   opts.kill_all_on_failure = true;
   auto launched = ftrun::testing::run_in_ranks(

@@ -109,15 +109,8 @@ void write_result(const Result& r, const fs::path& dir) {
 // OpenMPI's collectives.
 void check(int stage, int world, const std::string& backend = "gloo") {
   auto name = "s" + std::to_string(stage) + "_w" + std::to_string(world) + "_" + backend;
-  // The parent makes the directory and tells the ranks where it is.
-  fs::path dir = ftrun::testing::is_child() ? fs::path(std::getenv("FTRUN_TEST_OUT"))
-                                     : fs::temp_directory_path() / ("ftrun_zero_dist_" + name + "_" + std::to_string(getpid()));
-  if (!ftrun::testing::is_child()) {
-    fs::remove_all(dir);
-    fs::create_directories(dir);
-  }
   ftrun::testing::LaunchOptions opts;
-  opts.env["FTRUN_TEST_OUT"] = dir.string();
+  const fs::path dir = ftrun::testing::shared_test_dir("zero_dist_" + name, opts);
   opts.timeout = std::chrono::seconds(90);
   opts.kill_all_on_failure = true;
   auto body = [&] {
