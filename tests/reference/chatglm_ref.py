@@ -3,8 +3,9 @@
 
 Written from scratch for ftrun's chatglm_test; it imports no ftrun code and no THUDM/HF code
 (transformers/peft are not installable here). Dependencies: python3 stdlib, torch (Debian
-python3-torch 1.13.1 is enough), numpy, and the format/optimizer helpers of llama_ref.py next
-to this file (safetensors writer/reader, PEFT adapter_config, loss, schedule).
+python3-torch 1.13.1 is enough), numpy, and the family-independent parts of llama_ref.py next
+to this file (safetensors writer/reader, PEFT LoRA weights and adapter I/O, loss, schedule and
+the HF Trainer step), called with this family's module names, paths and forward.
 
 What it is held to: THUDM's modeling_chatglm.py (the remote code of THUDM/chatglm3-6b and
 THUDM/glm-4-9b-chat, class ChatGLMForConditionalGeneration) and configuration_chatglm.py,
@@ -269,39 +270,8 @@ def attention_eager(q, k, v, masked, layer_number, layer_scaling):
     return torch.bmm(p.view(B * H, T, T), v.reshape(B * H, T, D)).view(B, H, T, D)
 
 
-class Lora:
-    """LoRA weights keyed by module path -> [A, B] (PEFT layout, A [r, in], B [out, r])."""
-
-    def __init__(self, r, alpha, targets, weights):
-        self.r, self.alpha, self.targets = r, alpha, list(targets)
-        self.scaling = alpha / r
-        self.w = weights
-
-    def params(self, cfg):
-        """In named_parameters() order (layer; query_key_value, dense, dense_h_to_4h,
-        dense_4h_to_h; A then B)."""
-        out = []
-        for layer in range(cfg.layers):
-            for mod in ALL_MODULES:
-                p = module_path(layer, mod)
-                if p in self.w:
-                    out.extend(self.w[p])
-        return out
-
-    def state_dict(self):
-        d = {}
-        for p, (a, b) in self.w.items():
-            d[f"base_model.model.{p}.lora_A.weight"] = a
-            d[f"base_model.model.{p}.lora_B.weight"] = b
-        return d
-
-
-def linear(x, w, path, lora):
-    y = F.linear(x, w[path + ".weight"], w.get(path + ".bias"))
-    if lora is not None and path in lora.w:
-        a, b = lora.w[path]
-        y = y + F.linear(F.linear(x, a), b) * lora.scaling
-    return y
+# LoRA (PEFT Linear) as llama_ref, with this family's module names and paths.
+linear = L.linear
 
 
 def forward(cfg, w, input_ids, attention_mask, lora=None, position_ids=None, eager=False,
@@ -476,62 +446,18 @@ def cmd_data(a):
 # ----------------------------------------------------------------------------------------------
 
 def expand_targets(targets):
-    if isinstance(targets, str):
-        targets = [t for t in targets.split(",") if t]
-    if targets == ["all-linear"]:  # PEFT's all-linear leaves the output layer out
-        return list(ALL_MODULES)
-    for t in targets:
-        if t not in ALL_MODULES:
-            raise ValueError(f"unsupported target module {t}")
-    return [t for t in ALL_MODULES if t in targets]
+    return L.expand_targets(targets, ALL_MODULES)
 
 
 def make_lora(cfg, r, alpha, targets, seed, nonzero_b):
-    """PEFT init in module order: A kaiming_uniform_(a=sqrt(5)) on [r, in], B zeros [out, r]."""
-    torch.manual_seed(seed)
-    shapes = cfg.linear_shapes()
-    w = {}
-    for i in range(cfg.layers):
-        for mod in ALL_MODULES:
-            if mod not in targets:
-                continue
-            fin, fout, _ = shapes[mod]
-            a = torch.empty(r, fin, dtype=torch.float32)
-            torch.nn.init.kaiming_uniform_(a, a=math.sqrt(5))
-            w[module_path(i, mod)] = [a, torch.zeros(fout, r, dtype=torch.float32)]
-    if nonzero_b:
-        g = torch.Generator().manual_seed(seed + 1)
-        for p in w:
-            w[p][1] = 0.05 * torch.randn(w[p][1].shape, generator=g, dtype=torch.float32)
-    return Lora(r, alpha, targets, w)
+    return L.make_lora(cfg, r, alpha, targets, seed, nonzero_b, ALL_MODULES, module_path)
 
 
-def save_adapter(dirpath, lora, dropout, base):
-    os.makedirs(dirpath, exist_ok=True)
-    L.write_json(os.path.join(dirpath, "adapter_config.json"), L.adapter_config(lora, dropout, base))
-    path = os.path.join(dirpath, "adapter_model.safetensors")
-    L.st_save(path, lora.state_dict())
-    return path
+save_adapter = L.save_adapter
 
 
 def load_adapter(dirpath):
-    with open(os.path.join(dirpath, "adapter_config.json")) as f:
-        ac = json.load(f)
-    if ac.get("use_rslora") or ac.get("use_dora") or ac.get("fan_in_fan_out"):
-        raise ValueError("rslora/dora/fan_in_fan_out adapters are not supported")
-    sd = L.st_load(os.path.join(dirpath, "adapter_model.safetensors"))
-    w = {}
-    for k, v in sd.items():
-        pre, suf = "base_model.model.", None
-        for s in (".lora_A.weight", ".lora_B.weight"):
-            if k.endswith(s):
-                suf = s
-        if not k.startswith(pre) or suf is None:
-            raise ValueError(f"unexpected adapter tensor {k}")
-        p = k[len(pre):-len(suf)]
-        w.setdefault(p, [None, None])[0 if suf == ".lora_A.weight" else 1] = v.float()
-    targets = sorted({p.rsplit(".", 1)[1] for p in w}, key=ALL_MODULES.index)
-    return Lora(int(ac["r"]), ac["lora_alpha"], targets, w), float(ac.get("lora_dropout", 0.0))
+    return L.load_adapter(dirpath, None, ALL_MODULES, module_path)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -544,40 +470,10 @@ def positions_for(mode, mask):
 
 def train(cfg, w, lora, batches, steps, grad_accum, lr, weight_decay, warmup, total,
           max_grad_norm, num_items_mode, positions, betas=(0.9, 0.999), eps=1e-8):
-    """HF Trainer's step, as llama_ref.train (AdamW, LambdaLR linear schedule, clipping)."""
-    params = lora.params(cfg)
-    for p in params:
-        p.requires_grad_(True)
-    opt = torch.optim.AdamW(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, L.linear_schedule(warmup, total))
-    hist = {"loss_per_step": [], "grad_norm_per_step": [], "lr_per_step": [],
-            "num_items_per_step": [], "micro_loss_per_step": []}
-    for s in range(steps):
-        micro = batches[s * grad_accum:(s + 1) * grad_accum]
-        n_items = sum(L.count_items(lab, num_items_mode) for _, _, lab in micro)
-        hist["lr_per_step"].append(opt.param_groups[0]["lr"])
-        step_loss, micro_losses = None, []
-        for ids, mask, lab in micro:
-            logits = forward(cfg, w, ids, mask, lora, positions_for(positions, mask))
-            loss = L.causal_lm_loss_sum(logits, lab) / torch.tensor(n_items)
-            loss.backward()
-            d = loss.detach()
-            micro_losses.append(float(d))
-            step_loss = d if step_loss is None else step_loss + d
-        if max_grad_norm is not None and max_grad_norm > 0:
-            gn = torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
-        else:
-            gn = torch.norm(torch.stack([torch.norm(p.grad.detach(), 2.0) for p in params]), 2.0)
-        opt.step()
-        sched.step()
-        opt.zero_grad(set_to_none=True)
-        hist["loss_per_step"].append(float(step_loss))
-        hist["grad_norm_per_step"].append(float(gn))
-        hist["num_items_per_step"].append(n_items)
-        hist["micro_loss_per_step"].append(micro_losses)
-    for p in params:
-        p.requires_grad_(False)
-    return hist
+    """HF Trainer's step, as llama_ref.train, through this family's forward."""
+    return L.train(cfg, w, lora, batches, steps, grad_accum, lr, weight_decay, warmup, total,
+                   max_grad_norm, num_items_mode, betas, eps,
+                   forward_fn=lambda ids, mask: forward(cfg, w, ids, mask, lora, positions_for(positions, mask)))
 
 
 def cmd_run(a):

@@ -323,19 +323,23 @@ def repeat_kv(x, n_rep):
 
 
 class Lora:
-    """LoRA weights keyed by module path ("model.layers.0.self_attn.q_proj") -> (A, B)."""
+    """LoRA weights keyed by module path ("model.layers.0.self_attn.q_proj") -> (A, B).
+    `modules` (in named_parameters() order) and `path` (layer, module -> path) default to the
+    Llama family's; chatglm_ref passes its own."""
 
-    def __init__(self, r, alpha, targets, weights):
+    def __init__(self, r, alpha, targets, weights, modules=None, path=None):
         self.r, self.alpha, self.targets = r, alpha, list(targets)
         self.scaling = alpha / r
         self.w = weights  # dict path -> [A, B]
+        self.modules = modules if modules is not None else ALL_MODULES
+        self.path = path if path is not None else module_path
 
     def params(self, cfg):
         """In HF named_parameters() order (layer, q,k,v,o,gate,up,down; A then B)."""
         out = []
         for layer in range(cfg.layers):
-            for mod in ALL_MODULES:
-                p = module_path(layer, mod)
+            for mod in self.modules:
+                p = self.path(layer, mod)
                 if p in self.w:
                     out.extend(self.w[p])
         return out
@@ -554,37 +558,39 @@ def load_batches(path):
 # LoRA adapter (PEFT way) + I/O
 # ----------------------------------------------------------------------------------------------
 
-def expand_targets(targets):
+def expand_targets(targets, modules=None):
+    modules = modules if modules is not None else ALL_MODULES
     if isinstance(targets, str):
         targets = [t for t in targets.split(",") if t]
-    if targets == ["all-linear"]:
-        return list(ALL_MODULES)
+    if targets == ["all-linear"]:  # PEFT's all-linear leaves the output layer out
+        return list(modules)
     for t in targets:
-        if t not in ALL_MODULES:
+        if t not in modules:
             raise ValueError(f"unsupported target module {t}")
-    return [t for t in ALL_MODULES if t in targets]
+    return [t for t in modules if t in targets]
 
 
-def make_lora(cfg, r, alpha, targets, seed, nonzero_b):
-    """PEFT init in module order: A kaiming_uniform_(a=sqrt(5)) on [r, in], B zeros [out, r]."""
+def make_lora(cfg, r, alpha, targets, seed, nonzero_b, modules=None, path=None):
+    """PEFT init in module order: A kaiming_uniform_(a=sqrt(5)) on [r, in], B zeros [out, r].
+    `modules`/`path` as for Lora (default: the Llama family's)."""
+    modules = modules if modules is not None else ALL_MODULES
+    path = path if path is not None else module_path
     torch.manual_seed(seed)
     shapes = cfg.linear_shapes()
     w = {}
     for i in range(cfg.layers):
-        for mod in ALL_MODULES:
+        for mod in modules:
             if mod not in targets:
                 continue
             fin, fout, _ = shapes[mod]
             a = torch.empty(r, fin, dtype=torch.float32)
             torch.nn.init.kaiming_uniform_(a, a=math.sqrt(5))
-            b = torch.zeros(fout, r, dtype=torch.float32)
-            w[module_path(i, mod)] = [a, b]
+            w[path(i, mod)] = [a, torch.zeros(fout, r, dtype=torch.float32)]
     if nonzero_b:
         g = torch.Generator().manual_seed(seed + 1)
         for p in w:
-            b = w[p][1]
-            w[p][1] = 0.05 * torch.randn(b.shape, generator=g, dtype=torch.float32)
-    return Lora(r, alpha, targets, w)
+            w[p][1] = 0.05 * torch.randn(w[p][1].shape, generator=g, dtype=torch.float32)
+    return Lora(r, alpha, targets, w, modules, path)
 
 
 def adapter_config(lora, dropout, base):
@@ -608,7 +614,7 @@ def save_adapter(dirpath, lora, dropout, base):
     return path
 
 
-def load_adapter(dirpath, cfg):
+def load_adapter(dirpath, cfg=None, modules=None, path=None):
     with open(os.path.join(dirpath, "adapter_config.json")) as f:
         ac = json.load(f)
     if ac.get("use_rslora") or ac.get("use_dora") or ac.get("fan_in_fan_out"):
@@ -624,8 +630,10 @@ def load_adapter(dirpath, cfg):
             raise ValueError(f"unexpected adapter tensor {k}")
         p = k[len(pre):-len(suf)]
         w.setdefault(p, [None, None])[0 if suf == ".lora_A.weight" else 1] = v.float()
-    targets = sorted({p.rsplit(".", 1)[1] for p in w}, key=ALL_MODULES.index)
-    return Lora(int(ac["r"]), ac["lora_alpha"], targets, w), float(ac.get("lora_dropout", 0.0))
+    modules = modules if modules is not None else ALL_MODULES
+    targets = sorted({p.rsplit(".", 1)[1] for p in w}, key=modules.index)
+    lora = Lora(int(ac["r"]), ac["lora_alpha"], targets, w, modules, path)
+    return lora, float(ac.get("lora_dropout", 0.0))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -641,7 +649,11 @@ def linear_schedule(warmup, total):
 
 
 def train(cfg, w, lora, batches, steps, grad_accum, lr, weight_decay, warmup, total,
-          max_grad_norm, num_items_mode, betas=(0.9, 0.999), eps=1e-8):
+          max_grad_norm, num_items_mode, betas=(0.9, 0.999), eps=1e-8, forward_fn=None):
+    """HF Trainer's step (AdamW, LambdaLR linear schedule, clipping). `forward_fn(ids, mask)`
+    gives the logits (default: this family's forward with `lora`)."""
+    if forward_fn is None:
+        forward_fn = lambda ids, mask: forward(cfg, w, ids, mask, lora)  # noqa: E731
     params = lora.params(cfg)
     for p in params:
         p.requires_grad_(True)
@@ -656,7 +668,7 @@ def train(cfg, w, lora, batches, steps, grad_accum, lr, weight_decay, warmup, to
         step_loss = None
         micro_losses = []
         for ids, mask, lab in micro:
-            logits = forward(cfg, w, ids, mask, lora)
+            logits = forward_fn(ids, mask)
             loss = causal_lm_loss_sum(logits, lab) / torch.tensor(n_items)
             loss.backward()
             d = loss.detach()
