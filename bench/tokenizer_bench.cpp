@@ -10,7 +10,6 @@
 // corpus sample as its own encode() call, N rounds. Warm numbers are the best of 3 runs, since
 // the machines this runs on are shared.
 #include <unistd.h>
-#include <zlib.h>
 
 #include <algorithm>
 #include <chrono>
@@ -24,6 +23,7 @@
 #include <vector>
 
 #include "data/bpe_tokenizer.h"
+#include "tests/data/golden_files.h"
 
 namespace {
 
@@ -31,42 +31,13 @@ namespace fs = std::filesystem;
 using json = nlohmann::json;
 using ftrun::data::BpeTokenizer;
 using Clock = std::chrono::steady_clock;
-
-std::string gunzip(const std::string& path) {
-  gzFile f = gzopen(path.c_str(), "rb");
-  if (!f) throw std::runtime_error("cannot open " + path);
-  std::string out;
-  std::vector<char> buf(1 << 16);
-  int n;
-  while ((n = gzread(f, buf.data(), static_cast<unsigned>(buf.size()))) > 0)
-    out.append(buf.data(), n);
-  gzclose(f);
-  if (n < 0) throw std::runtime_error("cannot decompress " + path);
-  return out;
-}
+using ftrun::data::testing::base64;
+using ftrun::data::testing::gunzip;
 
 void write(const fs::path& path, const std::string& bytes) {
   std::ofstream out(path, std::ios::binary);
   out << bytes;
   if (!out) throw std::runtime_error("cannot write " + path.string());
-}
-
-std::string base64(const std::string& bytes) {
-  static const char* a = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-  std::string out;
-  uint32_t acc = 0;
-  int bits = 0;
-  for (unsigned char c : bytes) {
-    acc = (acc << 8) | c;
-    bits += 8;
-    while (bits >= 6) {
-      bits -= 6;
-      out.push_back(a[(acc >> bits) & 63]);
-    }
-  }
-  if (bits > 0) out.push_back(a[(acc << (6 - bits)) & 63]);
-  while (out.size() % 4) out.push_back('=');
-  return out;
 }
 
 double seconds_since(Clock::time_point t0) {

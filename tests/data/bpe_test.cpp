@@ -3,7 +3,6 @@
 // llama3-tokenizer-js) over the real cl100k_base and Llama-3 vocabularies in every file form,
 // plus small hand-built tokenizers for the rules the golden corpus cannot isolate.
 #include <gtest/gtest.h>
-#include <zlib.h>
 
 #include <algorithm>
 #include <atomic>
@@ -14,6 +13,7 @@
 #include <thread>
 
 #include "data/bpe_tokenizer.h"
+#include "tests/data/golden_files.h"
 #include "tests/data/test_util.h"
 
 namespace ftrun::data {
@@ -21,46 +21,17 @@ namespace {
 
 using testing::expect_error;
 using testing::TempDir;
+using testing::base64;
+using testing::gunzip;
 using json = nlohmann::json;
 namespace fs = std::filesystem;
 
 const std::string kGolden = std::string(FTRUN_SOURCE_DIR) + "/tests/data/golden/";
 
-std::string gunzip(const std::string& path) {
-  gzFile f = gzopen(path.c_str(), "rb");
-  if (!f) throw std::runtime_error("cannot open " + path);
-  std::string out;
-  char buf[1 << 16];
-  int n;
-  while ((n = gzread(f, buf, sizeof buf)) > 0) out.append(buf, static_cast<size_t>(n));
-  const bool ok = n == 0;
-  gzclose(f);
-  if (!ok) throw std::runtime_error("cannot decompress " + path);
-  return out;
-}
-
 json read_json(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) throw std::runtime_error("cannot read " + path);
   return json::parse(in);
-}
-
-std::string base64(const std::string& bytes) {
-  static const char* a = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-  std::string out;
-  uint32_t acc = 0;
-  int bits = 0;
-  for (unsigned char c : bytes) {
-    acc = (acc << 8) | c;
-    bits += 8;
-    while (bits >= 6) {
-      bits -= 6;
-      out.push_back(a[(acc >> bits) & 63]);
-    }
-  }
-  if (bits > 0) out.push_back(a[(acc << (6 - bits)) & 63]);
-  while (out.size() % 4) out.push_back('=');
-  return out;
 }
 
 json added_decoder(const std::vector<std::pair<int64_t, std::string>>& tokens,
