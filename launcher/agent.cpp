@@ -634,6 +634,13 @@ int run_agent(const AgentOptions& options, const std::vector<std::string>& worke
         drain_workers();
         reap_and_report();
         workers.stop();
+        // A rank that failed on its own may have been stopped while its error was still in
+        // flight (it is sent as the rank exits); it reaches the coordinator before "stopped".
+        for (int i = 0; i < 5; ++i) {
+          zmq::pollitem_t item{from_workers.handle(), 0, ZMQ_POLLIN, 0};
+          zmq::poll(&item, 1, std::chrono::milliseconds(20));
+          drain_workers();
+        }
         send_json(up, {{"t", "stopped"}, {"attempt", attempt}});
       } else if (t == "exit") {
         return finish_locally(m->value("code", 1), m->value("why", std::string("stopped by node 0")));

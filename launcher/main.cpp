@@ -142,7 +142,17 @@ int cmd_train(const std::vector<std::string>& argv) {
   if (g_link->active())
     runtime::set_progress_observer([](int64_t done, int64_t total) { g_link->progress(done, total); });
   auto comm = dist::init_comm(info, co);
-  runtime::train(cfg, true, comm, resume);
+  try {
+    runtime::train(cfg, true, comm, resume);
+  } catch (const std::exception& e) {
+    // Report while this rank's connections are still open: once they close, the other ranks'
+    // collectives fail and their "another rank exited" errors must not reach the agent first.
+    if (g_link) {
+      g_link->error(e.what());
+      g_link.reset();
+    }
+    throw;
+  }
   return 0;
 }
 

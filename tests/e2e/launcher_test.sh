@@ -132,7 +132,7 @@ done
 # notices the silence within --heartbeat-timeout (10 s), stops its ranks and names node 1.
 start_nodes lost "$(port)"
 for ((i = 0; i < 1200; i++)); do
-  grep -q "started rank 2" "$T/lost-1.log" 2>/dev/null && [ "$( (grep -c '"loss"' "$T/lost/metrics.jsonl" 2>/dev/null) || true)" -ge 2 ] && break
+  grep -q "started rank 2" "$T/lost-1.log" 2>/dev/null && [ "$(cat "$T/lost/metrics.jsonl" 2>/dev/null | grep -c '"loss"')" -ge 2 ] && break
   sleep 0.1
 done
 kill -9 $PID1
