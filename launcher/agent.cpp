@@ -178,21 +178,32 @@ class LocalWorkers {
       if (w.running) kill(w.pid, sig);
   }
 
-  // SIGTERM, then SIGKILL after the grace period; returns when every worker is gone.
-  void stop() {
+  // SIGTERM, then SIGKILL after the grace period; returns when every worker is gone, with the
+  // workers that died of a signal this stop did not send. A rank killed from outside closes
+  // its sockets before it can be reaped, so the others' collective errors can make the agent
+  // stop it before its death was seen; its cause must not pass for the stop.
+  std::vector<std::pair<Worker*, int>> stop() {
+    std::vector<std::pair<Worker*, int>> foreign;
     signal_all(SIGTERM);
+    bool escalated = false;
     auto deadline = Clock::now() + o_.grace_period;
     while (any_running()) {
-      if (Clock::now() > deadline) signal_all(SIGKILL);
+      if (Clock::now() > deadline) {
+        signal_all(SIGKILL);
+        escalated = true;
+      }
       std::vector<zmq::pollitem_t> items;
       add_poll_items(items);
       if (!items.empty()) zmq::poll(items.data(), items.size(), std::chrono::milliseconds(20));
       else usleep(20000);
       pump_output();
-      reap();
+      for (auto [w, status] : reap())
+        if (WIFSIGNALED(status) && WTERMSIG(status) != SIGTERM && !(escalated && WTERMSIG(status) == SIGKILL))
+          foreign.push_back({w, status});
     }
     for (auto& w : workers_) close_pipes(w);
     all_ok_ = false;
+    return foreign;
   }
 
   void progress(int64_t done, int64_t total) {
@@ -359,6 +370,12 @@ class Coordinator {
     for (size_t i = 0; i < nodes_.size(); ++i)
       if (nodes_[i].joined && nodes_[i].id == id) node = int(i);
     if (node >= 0) nodes_[size_t(node)].last_seen = Clock::now();
+    if (t == "hello" && finished_) {
+      // Too late to join: the job failed before (at rendezvous, a node's hello can overtake
+      // node 0's own agent's), and this agent must hear why as well.
+      send_json_to(router_, id, {{"t", "exit"}, {"code", verdict_code_}, {"why", verdict_why_}});
+      return;
+    }
     if (t == "hello") return hello(id, m);
     if (node < 0 || finished_) return;
     if (t == "failed") {
@@ -453,6 +470,8 @@ class Coordinator {
 
   void finish(int code, const std::string& why) {
     finished_ = true;
+    verdict_code_ = code;
+    verdict_why_ = why;
     for (auto& n : nodes_)
       if (n.joined && !n.lost) send_json_to(router_, n.id, {{"t", "exit"}, {"code", code}, {"why", why}});
   }
@@ -465,6 +484,8 @@ class Coordinator {
   Phase phase_ = Phase::joining;
   int attempt_ = 0;
   bool finished_ = false;
+  int verdict_code_ = 1;
+  std::string verdict_why_;
   Clock::time_point join_deadline_, stop_deadline_, last_hb_;
 };
 
@@ -565,6 +586,13 @@ int run_agent(const AgentOptions& options, const std::vector<std::string>& worke
       }
     }
   };
+  auto report_death = [&](Worker* w, int status) {
+    if (w->reported) return;
+    w->reported = true;
+    report(w->rank, WIFSIGNALED(status) ? "signal" : "exit",
+           "rank " + std::to_string(w->rank) + " (" + me + ", pid " + std::to_string(w->pid) + ") " +
+               describe_exit(status) + (w->error.empty() ? "" : ": " + w->error));
+  };
   // Deaths are reported before any stop, so a rank that died on its own is never mistaken
   // for one this agent stopped (the coordinator picks the root cause from the reports).
   auto reap_and_report = [&] {
@@ -578,11 +606,7 @@ int run_agent(const AgentOptions& options, const std::vector<std::string>& worke
         zmq::poll(&item, 1, std::chrono::milliseconds(20));
         drain_workers();
       }
-      if (w->reported) continue;
-      w->reported = true;
-      report(w->rank, WIFSIGNALED(status) ? "signal" : "exit",
-             "rank " + std::to_string(w->rank) + " (" + me + ", pid " + std::to_string(w->pid) + ") " +
-                 describe_exit(status) + (w->error.empty() ? "" : ": " + w->error));
+      report_death(w, status);
     }
   };
   auto finish_locally = [&](int code, const std::string& why) {
@@ -633,7 +657,8 @@ int run_agent(const AgentOptions& options, const std::vector<std::string>& worke
       } else if (t == "stop" && m->value("attempt", -1) == attempt) {
         drain_workers();
         reap_and_report();
-        workers.stop();
+        for (auto [w, status] : workers.stop())
+          if (!interrupted) report_death(w, status);
         // A rank that failed on its own may have been stopped while its error was still in
         // flight (it is sent as the rank exits); it reaches the coordinator before "stopped".
         for (int i = 0; i < 5; ++i) {

@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <iostream>
 
+#include "data/prompt_fit.h"
 #include "data/token_cache.h"
 #include "launcher/commands.h"
 #include "runtime/config.h"
@@ -222,6 +223,11 @@ int cmd_chat(const std::vector<std::string>& argv) {
   const bool show_prompt = vm.count("show-prompt") > 0;
   auto inf = runtime::load_for_inference(path, base);
   go.stop_ids = inf.chat_template->stop_ids(*inf.tokenizer);
+  const int64_t context = inf.model->config().max_position_embeddings, budget = context - go.max_new_tokens;
+  if (budget < 1)
+    throw std::runtime_error("--max-new-tokens " + std::to_string(go.max_new_tokens) +
+                             " leaves no room for a prompt in the model's context of " + std::to_string(context) +
+                             " tokens (max_position_embeddings in config.json)");
   const bool tty = isatty(STDIN_FILENO);
   std::vector<data::Message> history;
   if (!system.empty()) history.push_back({"system", system});
@@ -240,7 +246,18 @@ int cmd_chat(const std::vector<std::string>& argv) {
       continue;
     }
     history.push_back({"user", text});
-    auto ids = inf.chat_template->prompt(history, *inf.tokenizer);
+    // The history must leave room for the reply: the oldest exchanges go first, for good.
+    auto fitted = data::fit_prompt(*inf.chat_template, history, *inf.tokenizer, budget);
+    if (fitted.dropped_messages > 0) {
+      history.erase(history.begin() + std::ptrdiff_t(fresh),
+                    history.begin() + std::ptrdiff_t(fresh + fitted.dropped_messages));
+      std::cerr << "ftrun: dropped the " << fitted.dropped_messages << " oldest message(s) to fit the model's context of "
+                << context << " tokens with room for " << go.max_new_tokens << " new ones\n";
+    }
+    if (fitted.cut)
+      std::cerr << "ftrun: the message is longer than the model's context allows (" << budget
+                << " prompt tokens); only its end was kept\n";
+    auto ids = std::move(fitted.ids);
     if (show_prompt)
       std::cerr << "ftrun: turn " << (history.size() - fresh + 1) / 2 << " prompt " << ids.size() << " tokens\n";
     auto opts_turn = go;

@@ -12,6 +12,7 @@
 #include "data/collator.h"
 #include "data/dataset.h"
 #include "data/glm_templates.h"
+#include "data/prompt_fit.h"
 #include "runtime/text_metrics.h"
 
 namespace fs = std::filesystem;
@@ -67,7 +68,8 @@ std::vector<PredictRow> prediction_rows(const std::string& file, const data::Cha
     }
     PredictRow row;
     std::vector<data::Message> context(ex.messages.begin(), ex.messages.begin() + std::ptrdiff_t(last));
-    row.prompt = tmpl.prompt(context, tok);
+    // Other templates: the oldest turns go first, then the question's start (data/prompt_fit.h).
+    row.prompt = data::fit_prompt(tmpl, context, tok, max_input_length).ids;
     row.prompt_text = tok.decode(row.prompt, /*skip_special=*/false);
     row.reference = strip(ex.messages[last].content);
     rows.push_back(std::move(row));

@@ -121,9 +121,10 @@ TrainSummary train(const Config& cfg, bool verbose, std::shared_ptr<sharding::Co
   bool do_eval = args.eval_strategy != "no" && !cfg.data_config.val_file.empty();
   if (do_eval) val_samples = encode(cfg.data_config.val_file);
   int64_t pad_id = mc.pad_token_id >= 0 ? mc.pad_token_id : (mc.eos_token_id.empty() ? 0 : mc.eos_token_id[0]);
-  // predict_with_generate: the val rows are generated at each evaluation, the test rows after
-  // training (into predictions.jsonl); both are read now so a bad file fails before training.
-  const bool do_test = args.predict_with_generate && !cfg.data_config.test_file.empty();
+  // trainer.predict(test) after training: test_loss always; with predict_with_generate the val
+  // rows are also generated at each evaluation and the test rows into predictions.jsonl. Every
+  // file is read now so a bad one fails before training.
+  const bool do_test = !cfg.data_config.test_file.empty();
   auto rows_of = [&](const std::string& file, const char* key) {
     try {
       return prediction_rows(file, *tmpl, *tok, cfg.max_input_length, cfg.combine);
@@ -133,9 +134,11 @@ TrainSummary train(const Config& cfg, bool verbose, std::shared_ptr<sharding::Co
   };
   std::vector<PredictRow> val_rows, test_rows;
   if (do_eval && args.predict_with_generate) val_rows = rows_of(cfg.data_config.val_file, "val_file");
-  if (do_test) test_rows = rows_of(cfg.data_config.test_file, "test_file");
+  if (do_test && args.predict_with_generate) test_rows = rows_of(cfg.data_config.test_file, "test_file");
+  std::vector<data::Sample> test_samples;
+  if (do_test) test_samples = encode(cfg.data_config.test_file);
   PredictOptions predict_opts;
-  if (!val_rows.empty() || do_test) predict_opts.generate.max_new_tokens = eval_max_new_tokens(args.generation_config);
+  if (!val_rows.empty() || !test_rows.empty()) predict_opts.generate.max_new_tokens = eval_max_new_tokens(args.generation_config);
   predict_opts.generate.stop_ids = eval_stop_ids(*tmpl, *tok, mc);
   predict_opts.batch_size = args.per_device_eval_batch_size;
   predict_opts.synced = stage == 3;  // every forward is collective: ranks must keep in step
@@ -312,15 +315,15 @@ TrainSummary train(const Config& cfg, bool verbose, std::shared_ptr<sharding::Co
   save(false, total_steps);
   if (verbose) std::printf("ftrun: saved %s adapter to %s\n", strategy->name().c_str(), args.output_dir.c_str());
   if (do_test) {
-    // trainer.predict(test_dataset): loss, generation metrics, and the predictions themselves.
-    auto test_samples = encode(cfg.data_config.test_file);
+    // trainer.predict(test_dataset): loss, and with generation the metrics and predictions.
     auto [tl_sum, tl_count] =
         distributed_loss_sum_and_count(*model, test_samples, args.per_device_eval_batch_size, pad_id, *comm);
     double tl = tl_count > 0 ? tl_sum / double(tl_count) : std::nan("");
-    auto res = predict(*model, test_rows, *tok, predict_opts, *comm);
     nlohmann::json rec = {{"step", total_steps}, {"test_loss", tl}};
+    PredictResult res;
+    if (!test_rows.empty()) res = predict(*model, test_rows, *tok, predict_opts, *comm);
     for (const auto& kv : res.scores) rec["test_" + kv.first] = kv.second;
-    if (rank == 0) {
+    if (rank == 0 && !test_rows.empty()) {
       auto path = (fs::path(args.output_dir) / "predictions.jsonl").string();
       write_predictions(path, test_rows, res.predictions);
       if (verbose) std::printf("ftrun: wrote %zu test predictions to %s\n", test_rows.size(), path.c_str());

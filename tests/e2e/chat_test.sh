@@ -3,7 +3,7 @@
 # (configs/tiny/*.yaml, 3 steps each): generate gives text; chat driven through stdin keeps
 # the history (turn 2's prompt holds turn 1; after `clear` the same question has a short
 # prompt again), its greedy first reply equals `ftrun generate`'s, `exit` and end of input
-# both quit cleanly.
+# both quit cleanly; a history longer than the context loses its oldest exchanges.
 set -euo pipefail
 FTRUN=$1
 T=$(mktemp -d /tmp/ftrun_e2e_chat.XXXXXX)
@@ -42,6 +42,24 @@ done
 printf '%s\nexit\n%s\n' "$Q1" "$Q2" | "$FTRUN" chat "$T/lora" --max-new-tokens 8 --temperature 0.8 --top-p 0.9 --seed 3 \
   > "$T/exit.out" 2> "$T/exit.err" || { cat "$T/exit.err"; fail "chat with exit"; }
 [ "$(wc -l < "$T/exit.out")" = 1 ] || { cat "$T/exit.out"; fail "chat answered after exit"; }
+# Context management: with room for 470 new tokens of the tiny model's 512 positions, the
+# prompt may hold 42 tokens; the second turn no longer fits with the first, which is dropped,
+# and an over-long message keeps only its end. No room at all is an error.
+long=$(printf 'the zorp is blue and %.0s' $(seq 1 30))
+printf '%s\n%s\n%s\n' "$Q1" "$Q2" "$long what colour is it?" \
+  | "$FTRUN" chat "$T/lora" --show-prompt --max-new-tokens 470 > "$T/ctx.out" 2> "$T/ctx.err" \
+  || { cat "$T/ctx.err"; fail "chat near the context limit"; }
+[ "$(wc -l < "$T/ctx.out")" = 3 ] || { cat "$T/ctx.out" "$T/ctx.err"; fail "expected 3 replies near the context limit"; }
+mapfile -t lens < <(sed -n 's/^ftrun: turn [0-9]* prompt \([0-9]*\) tokens$/\1/p' "$T/ctx.err")
+[ "${#lens[@]}" = 3 ] || { cat "$T/ctx.err"; fail "expected 3 prompt lengths near the context limit"; }
+for n in "${lens[@]}"; do [ "$n" -le 42 ] || { cat "$T/ctx.err"; fail "a prompt of $n tokens exceeds 512 - 470"; }; done
+grep -q "dropped the 2 oldest message(s) to fit the model's context of 512 tokens" "$T/ctx.err" \
+  || { cat "$T/ctx.err"; fail "dropping the oldest exchange was not reported"; }
+grep -q "only its end was kept" "$T/ctx.err" || { cat "$T/ctx.err"; fail "cutting a long message was not reported"; }
+[ "${lens[2]}" = 42 ] || fail "the cut prompt has ${lens[2]} tokens, not the 42 allowed"
+if echo hi | "$FTRUN" chat "$T/lora" --max-new-tokens 512 > /dev/null 2> "$T/room.err"; then fail "no room for a prompt accepted"; fi
+grep -q "leaves no room for a prompt in the model's context of 512 tokens" "$T/room.err" \
+  || { cat "$T/room.err"; fail "unclear error when --max-new-tokens fills the context"; }
 # A wrong path is a clear error.
 if "$FTRUN" chat "$T/none" < /dev/null > "$T/bad.log" 2>&1; then fail "chat on a missing model succeeded"; fi
 grep -q "neither a model directory" "$T/bad.log" || { cat "$T/bad.log"; fail "unclear error for a missing model"; }

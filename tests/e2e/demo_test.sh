@@ -21,9 +21,15 @@ recs = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
 losses = [r["loss"] for r in recs if "loss" in r]
 assert len(losses) == 6, losses
 for r in recs:
+    if "test_loss" in r:
+        continue
     for k in ("step", "loss", "learning_rate", "grad_norm"):
         assert k in r, (k, r)
-print("losses", losses)
+# test_file is set: after training, one test_loss record (HF's trainer.predict), last.
+tests = [r for r in recs if "test_loss" in r]
+assert len(tests) == 1 and recs[-1] is tests[0], tests
+assert tests[0]["step"] == 60 and 0 < tests[0]["test_loss"] < losses[0], (tests, losses)
+print("losses", losses, "test_loss", tests[0]["test_loss"])
 assert losses[-1] < 0.6 * losses[0], losses
 PY
 cfg_base=$(python3 -c "import json;print(json.load(open('$OUT/run/adapter_config.json'))['base_model_name_or_path'])")

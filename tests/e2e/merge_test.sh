@@ -2,7 +2,8 @@
 # `ftrun merge` and generation options through the CLI on the tiny model: a short LoRA run,
 # merged into a sharded HF model (index, __metadata__ format pt, tokenizer copied) that
 # generates the same greedy answer as base + adapter, with and without the KV cache; top-k 1
-# sampling equals greedy; a prefix adapter is refused with a clear error.
+# sampling equals greedy; the independent reference loads it as transformers would and gets
+# base + adapter's logits; a prefix adapter is refused with a clear error.
 set -euo pipefail
 FTRUN=$1
 OUT=$(mktemp -d /tmp/ftrun_e2e_merge.XXXXXX)
@@ -29,6 +30,21 @@ for s in shards:
         head = json.loads(f.read(n))
     assert head["__metadata__"]["format"] == "pt", head["__metadata__"]
     assert not any("lora" in k for k in head if k != "__metadata__"), "adapter tensors in the merged model"
+PY
+
+# Loaded the way transformers' from_pretrained loads it (config.json + the index's shards, no
+# missing or unexpected weights) by the independent reference, the merged model's logits equal
+# base + adapter's (PEFT's formulas there too); without the adapter they differ.
+ref() { python3 tests/reference/llama_ref.py logits --other "$OUT/merged" --ids 1,17,42,99,150,7,3,260 "$@"; }
+base=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["base_model_name_or_path"])' "$OUT/lora/adapter_config.json")
+with=$(ref --model "$base" --adapter "$OUT/lora") || fail "reference could not load the merged model"
+without=$(ref --model "$base") || fail "reference run without the adapter"
+echo "reference logits vs merged: with adapter $with; without $without"
+python3 - "$with" "$without" <<'PY' || fail "merged logits differ from base + adapter in the reference"
+import json, sys
+w, wo = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+assert w["max_abs_diff"] <= 1e-5, w  # the issue: within 1e-5 in fp32
+assert wo["max_abs_diff"] > 1e-3, ("the adapter changes nothing; the check would prove nothing", wo)
 PY
 
 ask() { "$FTRUN" generate "$@" --prompt "What is 2 plus 3?" --max-new-tokens 16 2>/dev/null; }

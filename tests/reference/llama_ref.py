@@ -241,9 +241,32 @@ def module_path(layer, mod):
 
 
 def load_model(model_dir):
+    """What transformers' from_pretrained reads: config.json, then model.safetensors or, when
+    absent, model.safetensors.index.json's weight_map (every name from the shard it names).
+    Missing or unexpected weights are errors here (transformers would initialise missing ones
+    at random and warn about unexpected ones)."""
     with open(os.path.join(model_dir, "config.json")) as f:
         cfg = Cfg(json.load(f))
-    w = st_load(os.path.join(model_dir, "model.safetensors"))
+    single = os.path.join(model_dir, "model.safetensors")
+    if os.path.exists(single):
+        w = st_load(single)
+    else:
+        with open(os.path.join(model_dir, "model.safetensors.index.json")) as f:
+            index = json.load(f)
+        assert "total_size" in index.get("metadata", {}), "index without metadata.total_size"
+        w, shards = {}, {}
+        for name, shard in index["weight_map"].items():
+            if shard not in shards:
+                shards[shard] = st_load(os.path.join(model_dir, shard))
+            assert name in shards[shard], f"{name} is not in {shard}, where the index puts it"
+            w[name] = shards[shard][name]
+        listed = set(index["weight_map"])
+        for shard, tensors in shards.items():
+            extra = set(tensors) - listed
+            assert not extra, f"{shard} holds tensors the index does not list: {sorted(extra)[:3]}"
+    expected = set(random_weights(cfg, 0))
+    missing, unexpected = expected - set(w), set(w) - expected
+    assert not missing and not unexpected, f"missing {sorted(missing)[:3]}, unexpected {sorted(unexpected)[:3]}"
     w = {k: v.float() for k, v in w.items()}
     return cfg, w
 
@@ -769,6 +792,18 @@ def cmd_run(a):
     print(gpath)
 
 
+def cmd_logits(a):
+    ids = torch.tensor([[int(t) for t in a.ids.split(",")]])
+    mask = torch.ones_like(ids)
+    cfg, w = load_model(a.model)
+    lora = load_adapter(a.adapter, cfg)[0] if a.adapter else None
+    cfg2, w2 = load_model(a.other)
+    with torch.no_grad():
+        x = forward(cfg, w, ids, mask, lora)
+        y = forward(cfg2, w2, ids, mask)
+    print(json.dumps({"max_abs_diff": (x - y).abs().max().item(), "max_abs": x.abs().max().item()}))
+
+
 # ----------------------------------------------------------------------------------------------
 # selftest
 # ----------------------------------------------------------------------------------------------
@@ -1092,12 +1127,20 @@ def main(argv=None):
     r.add_argument("--num-items", choices=["hf", "shifted"], default="hf")
     r.add_argument("--threads", type=int, default=1)
 
+    g = sub.add_parser("logits", help="max |difference| of two models' logits on the same ids")
+    g.add_argument("--model", required=True, help="HF model directory (single file or sharded with index)")
+    g.add_argument("--adapter", default=None, help="PEFT LoRA adapter applied to --model")
+    g.add_argument("--other", required=True, help="the model directory to compare with")
+    g.add_argument("--ids", required=True, help="comma-separated token ids")
+
     sub.add_parser("selftest", help="internal consistency checks")
     a = ap.parse_args(argv)
     if a.cmd == "make":
         cmd_make(a)
     elif a.cmd == "data":
         cmd_data(a)
+    elif a.cmd == "logits":
+        cmd_logits(a)
     elif a.cmd == "run":
         if a.alpha == int(a.alpha):
             a.alpha = int(a.alpha)
