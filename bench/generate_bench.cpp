@@ -23,6 +23,7 @@
 #include <limits>
 #include <sstream>
 
+#include "bench/bench_args.h"
 #include "runtime/evaluate.h"
 #include "runtime/generate.h"
 
@@ -30,13 +31,7 @@ using namespace ftrun;
 
 namespace {
 
-std::vector<std::string> split(const std::string& s) {
-  std::vector<std::string> out;
-  std::stringstream ss(s);
-  std::string item;
-  while (std::getline(ss, item, ',')) out.push_back(item);
-  return out;
-}
+using bench::split_list;
 
 // A path as given when it exists relative to the working directory, else under the source tree.
 std::string resolve(const std::string& p) {
@@ -156,7 +151,7 @@ int main(int argc, char** argv) {
     };
     print("generate, no KV cache, batch 1", nocache, same(nocache));
     print("generate, KV cache, batch 1", ref, "(reference)");
-    for (const auto& b : split(batches)) {
+    for (const auto& b : split_list(batches)) {
       auto m = run(*inf.model, prompts, o, true, std::stoll(b), repeat);
       print("generate_batch, batch " + b, m, same(m));
     }

@@ -13,6 +13,7 @@
 #include <iostream>
 #include <sstream>
 
+#include "bench/bench_args.h"
 #include "models/tiny.h"
 #include "peft/strategy.h"
 #include "runtime/dist/rank_info.h"
@@ -24,13 +25,7 @@ using namespace ftrun;
 
 namespace {
 
-std::vector<std::string> split(const std::string& s) {
-  std::vector<std::string> out;
-  std::stringstream ss(s);
-  std::string item;
-  while (std::getline(ss, item, ',')) out.push_back(item);
-  return out;
-}
+using bench::split_list;
 
 models::TinySpec spec_of(const std::string& name) {
   models::TinySpec s;
@@ -113,9 +108,9 @@ int main(int argc, char** argv) {
   }
   std::printf("| model | params | stage | ranks | step (s) | tokens/s | MB sent/step/rank | model state MB/rank | peak RSS MB/rank |\n");
   std::printf("|---|---|---|---|---|---|---|---|---|\n");
-  for (const auto& m : split(models))
-    for (const auto& st : split(stages))
-      for (const auto& w : split(worlds)) {
+  for (const auto& m : split_list(models))
+    for (const auto& st : split_list(stages))
+      for (const auto& w : split_list(worlds)) {
         ftrun::testing::LaunchOptions o;
         o.timeout = std::chrono::minutes(10);
         o.kill_all_on_failure = true;
