@@ -12,12 +12,14 @@
 #include "data/prompt_fit.h"
 #include "data/token_cache.h"
 #include "launcher/commands.h"
-#include "runtime/config.h"
 #include "runtime/checkpoint.h"
+#include "runtime/config.h"
+#include "runtime/deepspeed.h"
 #include "runtime/dist/rank_info.h"
 #include "runtime/dist/rendezvous.h"
 #include "runtime/evaluate.h"
 #include "runtime/generate.h"
+#include "sharding/zero.h"
 
 namespace po = boost::program_options;
 namespace fs = std::filesystem;
@@ -143,7 +145,9 @@ int cmd_eval(const std::vector<std::string>& argv) {
                              "train first, or pass --checkpoint DIR");
 
   // One process per rank, as in training (torchrun-style env, mpirun or srun); each rank
-  // holds the whole model and generates its share of the rows.
+  // generates its share of the rows. At ZeRO stage 3 (zero_stage or the DeepSpeed file, as in
+  // training) the weights are sharded across the ranks and gathered unit by unit for each
+  // forward, so the ranks decode in lock-step; otherwise each rank holds the whole model.
   dist::CommOptions co;
   co.backend = cfg.comm_backend;
   co.rendezvous_timeout = co.collective_timeout = std::chrono::milliseconds(int64_t(cfg.collective_timeout * 1000.0));
@@ -151,6 +155,19 @@ int cmd_eval(const std::vector<std::string>& argv) {
   const int rank = comm->rank(), world = comm->world_size();
 
   auto inf = runtime::load_for_inference(checkpoint, cfg.model_dir, cfg.chat_template);
+  const bool sharded = world > 1 && runtime::zero_stage_of(cfg, world) == 3;
+  std::unique_ptr<sharding::ZeroEngine> engine;
+  if (sharded) {
+    int64_t full_bytes = 0;
+    for (const auto& p : inf.model->parameters()) full_bytes += p.numel() * int64_t(p.element_size());
+    sharding::ZeroConfig zc;
+    zc.stage = 3;
+    // Nothing to train: every weight is a frozen one, sharded with its unit.
+    engine = std::make_unique<sharding::ZeroEngine>(*inf.model, std::vector<at::Tensor>{}, std::vector<bool>{}, comm, zc);
+    if (rank == 0)
+      std::cerr << "ftrun: ZeRO-3 evaluation: rank 0 keeps " << engine->memory().param_bytes << " of "
+                << full_bytes << " bytes of weights (sharded over " << world << " ranks)\n";
+  }
   std::vector<runtime::PredictRow> rows;
   try {
     rows = runtime::prediction_rows(file, *inf.chat_template, *inf.tokenizer, cfg.max_input_length, cfg.combine);
@@ -173,6 +190,7 @@ int cmd_eval(const std::vector<std::string>& argv) {
   po.generate.max_new_tokens = vm.count("max-new-tokens") ? max_new : runtime::eval_max_new_tokens(args.generation_config);
   po.generate.stop_ids = runtime::eval_stop_ids(*inf.chat_template, *inf.tokenizer, mc);
   po.batch_size = vm.count("batch-size") ? batch : args.per_device_eval_batch_size;
+  po.synced = sharded;  // every forward is collective
   auto res = runtime::predict(*inf.model, rows, *inf.tokenizer, po, *comm);
   if (rank == 0) {
     if (output.empty()) {

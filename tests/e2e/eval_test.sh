@@ -6,7 +6,8 @@
 #     prediction} line per test row;
 #  2. `ftrun eval --split test` on the result gives the same metrics and predictions;
 #  3. the same run under `mpirun -np 2` at ZeRO-3 (rows split across ranks, synced decoding)
-#     and `mpirun -np 2 ftrun eval` give the same predictions as one process;
+#     and `mpirun -np 2 ftrun eval` at ZeRO-3 (weights sharded) give the same predictions as
+#     one process;
 #  4. bad input: unknown --split, a missing split file, no trained output.
 set -euo pipefail
 FTRUN=$1
@@ -92,11 +93,15 @@ for k in ("eval_loss", "eval_rouge-1", "eval_rouge-2", "eval_rouge-l", "eval_ble
 assert json.load(open(sys.argv[3])) == got
 PY
 
+# ... and `ftrun eval` on 2 ranks at ZeRO-3: the weights sharded (each rank about half), the
+# same predictions.
 timeout 240 "$MPIRUN" -np 2 --allow-run-as-root --oversubscribe --bind-to none \
-  "$FTRUN" eval configs/tiny/lora.yaml --split test --set training_args.output_dir="$T/one" \
+  "$FTRUN" eval configs/tiny/lora.yaml --split test --set training_args.output_dir="$T/one" --set zero_stage=3 \
   --set training_args.generation_config.max_new_tokens=32 --output "$T/eval2.jsonl" > "$T/eval2.json" 2> "$T/eval2.log" \
   || { cat "$T/eval2.log"; fail "2-rank ftrun eval"; }
 grep -q "on 2 rank(s)" "$T/eval2.log" || { cat "$T/eval2.log"; fail "ftrun eval did not run on 2 ranks"; }
+read -r kept full < <(sed -n 's/.*ZeRO-3 evaluation: rank 0 keeps \([0-9]*\) of \([0-9]*\) bytes.*/\1 \2/p' "$T/eval2.log")
+[ -n "$kept" ] && [ "$kept" -lt $((full * 6 / 10)) ] || { cat "$T/eval2.log"; fail "ftrun eval at ZeRO-3 did not shard the weights"; }
 cmp -s "$T/eval2.jsonl" "$T/one/predictions.jsonl" || fail "2-rank ftrun eval predicts differently"
 [ "$(grep -c . "$T/eval2.json")" = 1 ] || fail "2-rank ftrun eval printed the metrics more than once"
 
