@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
-# ftrun under a real Slurm: starts munged, slurmctld and slurmd (Debian's slurm-wlm + munge) on
-# localhost in a temporary directory, then submits examples/slurm/srun_per_gpu.sbatch with
-# sbatch --wait for a tiny-model run of 2 tasks (each task one rank, ranks read from SLURM_*).
-# The logged losses must equal a 1-process run on the same global batch (2 x 4 = 8) to 1e-5
-# relative. A rank that fails must fail the job quickly (srun --kill-on-bad-exit) with an error
-# naming it. If examples/slurm/agent_per_node.sbatch's agent mode is built in, one node running
-# `ftrun --nproc-per-node 2` is checked the same way.
+# ftrun under a real Slurm: starts munged, slurmctld and two slurmd (Debian's slurm-wlm + munge;
+# nodes node01 and node02, both on this machine at 127.0.0.1) in a temporary directory, then
+# submits the example scripts with sbatch --wait for tiny-model runs:
+#  - examples/slurm/srun_per_gpu.sbatch, 1 node x 2 tasks and 2 nodes x 2 tasks (each task one
+#    rank, ranks read from SLURM_*);
+#  - examples/slurm/agent_per_node.sbatch, 1 node and 2 nodes, each node one agent running
+#    `ftrun --nproc-per-node 2`.
+# The logged losses must equal a 1-process run on the same global batch (8) to 1e-5 relative,
+# and the 2-node jobs must have run on both nodes. A rank that fails must fail the job quickly
+# (srun --kill-on-bad-exit) with an error naming it.
+# The node names do not resolve: both scripts must take the head node's NodeAddr from Slurm.
 # Needs root (the daemons run as root). Exits 77 (skipped, with the reason and the daemons' logs)
 # when Slurm cannot be brought up here; never passes without having run the jobs.
 set -euo pipefail
@@ -45,7 +49,7 @@ trap cleanup EXIT
 trap "exit 143" TERM INT
 show_logs() {
   # With -D the daemons log to stderr too (and there also what precedes opening the log file).
-  for f in "$T"/munged.log "$T"/slurmctld.out "$T"/slurmd.out; do
+  for f in "$T"/munged.log "$T"/slurmctld.out "$T"/slurmd-node01.out "$T"/slurmd-node02.out; do
     [ -f "$f" ] && { echo "--- $f"; tail -n 15 "$f"; }
   done
   return 0
@@ -53,9 +57,9 @@ show_logs() {
 
 # Free TCP ports for slurmctld, slurmd and the agents' rendezvous (the kernel's choice, so
 # parallel runs differ).
-read -r ctld_port slurmd_port agent_port < <(python3 -c '
+read -r ctld_port slurmd_port slurmd_port2 agent_port < <(python3 -c '
 import socket
-ss = [socket.socket() for _ in range(3)]
+ss = [socket.socket() for _ in range(4)]
 for s in ss: s.bind(("127.0.0.1", 0))
 print(*[s.getsockname()[1] for s in ss])')
 # Job ids start at a random number: ranks derive their rendezvous port from the job id
@@ -72,7 +76,7 @@ pids+=($!)
 for _ in $(seq 50); do [ -S "$T/munge.sock" ] && break; sleep 0.1; done
 [ -S "$T/munge.sock" ] || { show_logs; skip "munged did not start"; }
 
-mkdir -p "$T/state" "$T/spool"
+mkdir -p "$T/state" "$T/spool/node01" "$T/spool/node02"
 : > "$T/plugstack.conf"  # no SPANK plugins from /etc/slurm
 cat > "$T/slurm.conf" << EOF
 ClusterName=ftrune2e
@@ -85,11 +89,11 @@ AuthType=auth/munge
 CredType=cred/munge
 AuthInfo=socket=$T/munge.sock
 StateSaveLocation=$T/state
-SlurmdSpoolDir=$T/spool
+SlurmdSpoolDir=$T/spool/%n
 SlurmctldPidFile=$T/slurmctld.pid
-SlurmdPidFile=$T/slurmd.pid
+SlurmdPidFile=$T/slurmd-%n.pid
 SlurmctldLogFile=$T/slurmctld.log
-SlurmdLogFile=$T/slurmd.log
+SlurmdLogFile=$T/slurmd-%n.log
 PlugStackConfig=$T/plugstack.conf
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
@@ -102,31 +106,37 @@ MpiDefault=none
 ReturnToService=2
 FirstJobId=$first_job_id
 MailProg=/bin/true
-NodeName=localhost CPUs=$cpus RealMemory=1000 State=UNKNOWN
-PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP OverSubscribe=YES
+NodeName=node01 NodeHostname=localhost NodeAddr=127.0.0.1 Port=$slurmd_port CPUs=$cpus RealMemory=1000 State=UNKNOWN
+NodeName=node02 NodeHostname=localhost NodeAddr=127.0.0.1 Port=$slurmd_port2 CPUs=$cpus RealMemory=1000 State=UNKNOWN
+PartitionName=debug Nodes=node[01-02] Default=YES MaxTime=INFINITE State=UP OverSubscribe=YES
 EOF
 export SLURM_CONF="$T/slurm.conf"
 our_conf=$SLURM_CONF
 # -D: stay in the foreground (so the trap can kill them by id); logs go to the files above.
 "$(sbin slurmctld)" -D -f "$SLURM_CONF" > "$T/slurmctld.out" 2>&1 &
 pids+=($!)
-"$(sbin slurmd)" -D -N localhost -f "$SLURM_CONF" > "$T/slurmd.out" 2>&1 &
-pids+=($!)
+# Two slurmd on one machine, each its own node (-N).
+for n in node01 node02; do
+  "$(sbin slurmd)" -D -N $n -f "$SLURM_CONF" > "$T/slurmd-$n.out" 2>&1 &
+  pids+=($!)
+done
 idle=
 for _ in $(seq 60); do
   for p in "${pids[@]}"; do kill -0 "$p" 2> /dev/null || { show_logs; skip "a Slurm daemon exited at start"; }; done
-  state=$(sinfo -h -n localhost -o %t 2> /dev/null || true)
-  [ "$state" = idle ] && { idle=1; break; }
+  state=$(sinfo -h -N -o %t 2> /dev/null | sort -u | paste -sd, || true)
+  [ "$state" = idle ] && [ "$(sinfo -h -N -t idle -o %N 2> /dev/null | sort -u | paste -sd,)" = node01,node02 ] \
+    && { idle=1; break; }
   sleep 0.5
 done
-[ -n "$idle" ] || { show_logs; skip "the Slurm node did not become idle within 30 s (state: '${state:-none}')"; }
-echo "slurm up: ctld port $ctld_port, slurmd port $slurmd_port, $cpus cpus, first job id $first_job_id"
+[ -n "$idle" ] || { show_logs; skip "the Slurm nodes did not become idle within 30 s (states: '${state:-none}')"; }
+echo "slurm up: ctld port $ctld_port, slurmd ports $slurmd_port and $slurmd_port2, $cpus cpus per node, first job id $first_job_id"
 
-# sbatch --wait on an example script with 1 node and no GPUs; returns the job's exit status.
+# sbatch --wait on an example script with ${NODES:-1} node(s) and no GPUs; returns the job's exit
+# status.
 submit() {  # NAME [SBATCH OPTIONS...] SCRIPT [SCRIPT ARGS...]
   local name=$1 rc=0
   shift
-  timeout 200 sbatch --wait --nodes=1 --gpus-per-node=0 --time=5 --output="$T/$name.out" "$@" \
+  timeout 200 sbatch --wait --nodes="${NODES:-1}" --gpus-per-node=0 --time=5 --output="$T/$name.out" "$@" \
     > "$T/$name.sbatch.log" 2>&1 || rc=$?
   [ "$rc" = 124 ] && { cat "$T/$name.sbatch.log" "$T/$name.out"; fail "$name: the job did not end within 200 s"; }
   echo "$name: $(cat "$T/$name.sbatch.log"), exit status $rc"
@@ -195,19 +205,50 @@ echo "rank 1 fails before the rendezvous: job failed in $took s, srun names task
 passed=$((passed + 1))
 
 # 3. agent_per_node.sbatch: one task on the node, running `ftrun --nproc-per-node 2`.
-if "$FTRUN" --help 2>&1 | grep -q -- --nproc-per-node; then
-  start=$SECONDS
-  FTRUN="$FTRUN" FTRUN_CONFIG=configs/tiny/lora.yaml FTRUN_NPROC_PER_NODE=2 \
-  FTRUN_MASTER_PORT=$agent_port \
-  FTRUN_ARGS="$common --set training_args.per_device_train_batch_size=4 --set training_args.output_dir=$T/agent" \
-    submit agent --ntasks-per-node=1 --cpus-per-task="$cpus" examples/slurm/agent_per_node.sbatch \
-    || { cat "$T/agent.out"; fail "agent_per_node.sbatch job failed"; }
-  grep -q "ftrun agent: node 0: started rank 0 .*rank 1" "$T/agent.out" || { cat "$T/agent.out"; fail "agent job: no agent"; }
-  grep -q "2 rank(s)" "$T/agent.out" || { cat "$T/agent.out"; fail "agent job: not 2 ranks"; }
-  compare_losses "$T/one/metrics.jsonl" "$T/agent/metrics.jsonl" "agent_per_node.sbatch"
-  echo "agent_per_node.sbatch: 1 agent x 2 ranks, losses match ($((SECONDS - start)) s)"
-  passed=$((passed + 1))
-else
-  echo "note: this ftrun has no --nproc-per-node; agent_per_node.sbatch not run"
-fi
+start=$SECONDS
+FTRUN="$FTRUN" FTRUN_CONFIG=configs/tiny/lora.yaml FTRUN_NPROC_PER_NODE=2 \
+FTRUN_MASTER_PORT=$agent_port \
+FTRUN_ARGS="$common --set training_args.per_device_train_batch_size=4 --set training_args.output_dir=$T/agent" \
+  submit agent --ntasks-per-node=1 --cpus-per-task="$cpus" examples/slurm/agent_per_node.sbatch \
+  || { cat "$T/agent.out"; fail "agent_per_node.sbatch job failed"; }
+grep -q "ftrun agent: node 0: started rank 0 .*rank 1" "$T/agent.out" || { cat "$T/agent.out"; fail "agent job: no agent"; }
+grep -q "2 rank(s)" "$T/agent.out" || { cat "$T/agent.out"; fail "agent job: not 2 ranks"; }
+compare_losses "$T/one/metrics.jsonl" "$T/agent/metrics.jsonl" "agent_per_node.sbatch"
+echo "agent_per_node.sbatch: 1 agent x 2 ranks, losses match ($((SECONDS - start)) s)"
+passed=$((passed + 1))
+
+# 4 and 5. Both scripts on 2 nodes x 2 ranks (global batch 4 x 2 = 8). A wrapper records which
+# Slurm node each task ran on.
+cat > "$T/where.sh" << EOF
+#!/bin/bash
+echo "task \$SLURM_PROCID on \$SLURMD_NODENAME (node id \$SLURM_NODEID)" >&2
+exec "$FTRUN" "\$@"
+EOF
+chmod +x "$T/where.sh"
+on_both_nodes() {  # NAME
+  grep -q "on node01 (node id 0)" "$T/$1.out" && grep -q "on node02 (node id 1)" "$T/$1.out" \
+    || { cat "$T/$1.out"; fail "$1: the job did not run on both nodes"; }
+}
+start=$SECONDS
+FTRUN="$T/where.sh" FTRUN_ARGS="$common --set training_args.per_device_train_batch_size=2" NODES=2 \
+  submit srun2 --ntasks-per-node=2 --cpus-per-task=1 examples/slurm/srun_per_gpu.sbatch \
+    configs/tiny/lora.yaml --set training_args.output_dir="$T/srun2" \
+  || { cat "$T/srun2.out"; fail "srun_per_gpu.sbatch on 2 nodes failed"; }
+grep -q "4 rank(s)" "$T/srun2.out" || { cat "$T/srun2.out"; fail "srun job on 2 nodes: not 4 ranks"; }
+on_both_nodes srun2
+compare_losses "$T/one/metrics.jsonl" "$T/srun2/metrics.jsonl" "srun_per_gpu.sbatch on 2 nodes"
+echo "srun_per_gpu.sbatch: 2 nodes x 2 ranks, losses match ($((SECONDS - start)) s)"
+passed=$((passed + 1))
+
+start=$SECONDS
+FTRUN="$T/where.sh" FTRUN_CONFIG=configs/tiny/lora.yaml FTRUN_NPROC_PER_NODE=2 FTRUN_MASTER_PORT=$agent_port \
+FTRUN_ARGS="$common --set training_args.per_device_train_batch_size=2 --set training_args.output_dir=$T/agent2" \
+NODES=2 submit agent2 --ntasks-per-node=1 --cpus-per-task="$cpus" examples/slurm/agent_per_node.sbatch \
+  || { cat "$T/agent2.out"; fail "agent_per_node.sbatch on 2 nodes failed"; }
+on_both_nodes agent2
+grep -q "ftrun agent: node 1: started rank 2 .*rank 3" "$T/agent2.out" || { cat "$T/agent2.out"; fail "agent job on 2 nodes: node 1 started no ranks"; }
+grep -q "4 rank(s)" "$T/agent2.out" || { cat "$T/agent2.out"; fail "agent job on 2 nodes: not 4 ranks"; }
+compare_losses "$T/one/metrics.jsonl" "$T/agent2/metrics.jsonl" "agent_per_node.sbatch on 2 nodes"
+echo "agent_per_node.sbatch: 2 nodes x 1 agent x 2 ranks, losses match ($((SECONDS - start)) s)"
+passed=$((passed + 1))
 echo "e2e slurm: $passed passed"
