@@ -47,6 +47,8 @@ struct Worker {
   std::string partial[2];     // an unfinished line per stream
   bool running = false, said_hello = false, reported = false;
   Clock::time_point last_heard;
+  int64_t steps_done = -1, steps_total = 0;  // the last progress report (-1: none yet)
+  Clock::time_point last_step;
   std::string error;          // what the worker reported before exiting
 };
 
@@ -577,7 +579,12 @@ int run_agent(const AgentOptions& options, const std::vector<std::string>& worke
       it->last_heard = Clock::now();
       const std::string t = m->value("t", "");
       if (t == "hello") it->said_hello = true;
-      if (t == "progress" && rank == 0) workers.progress(m->value("done", int64_t(0)), m->value("total", int64_t(0)));
+      if (t == "progress") {
+        it->steps_done = m->value("done", int64_t(0));
+        it->steps_total = m->value("total", int64_t(0));
+        it->last_step = it->last_heard;
+        if (rank == 0) workers.progress(it->steps_done, it->steps_total);
+      }
       if (t == "error" && !it->reported && !interrupted) {
         it->reported = true;
         it->error = m->value("what", std::string("?"));
@@ -608,6 +615,26 @@ int run_agent(const AgentOptions& options, const std::vector<std::string>& worke
       }
       report_death(w, status);
     }
+  };
+  // --progress-timeout: ranks that finished a step once but none since. Stuck ranks usually
+  // hold each other in a collective, so all of this node's are named; the job stops either way.
+  // After the last step (the final save and test pass) nothing is watched.
+  auto check_progress = [&](Clock::time_point now) {
+    std::string who;
+    int first = -1;
+    for (auto& w : workers.workers()) {
+      if (!w.running || w.reported || w.steps_done < 0 || w.steps_done >= w.steps_total) continue;
+      if (now - w.last_step <= o.progress_timeout) continue;
+      w.reported = true;
+      kill(w.pid, SIGKILL);
+      who += std::string(who.empty() ? "" : ", ") + "rank " + std::to_string(w.rank) + " (pid " + std::to_string(w.pid) +
+             ", after step " + std::to_string(w.steps_done) + ")";
+      if (first < 0) first = w.rank;
+    }
+    if (first >= 0)
+      report(first, "hang", "no training step finished for " + secs_text(o.progress_timeout) + " on " + me + ": " + who +
+                                " (stuck in a collective, a deadlock or a loop, while still sending heartbeats); "
+                                "killed");
   };
   auto finish_locally = [&](int code, const std::string& why) {
     if (workers.any_running()) workers.stop();
@@ -700,6 +727,7 @@ int run_agent(const AgentOptions& options, const std::vector<std::string>& worke
                                      ") sent no heartbeat for " + secs_text(limit) + " (hung or stopped); killed it");
         }
       }
+      if (o.progress_timeout.count() > 0) check_progress(now);
       if (!done_sent && !workers.failed() && workers.all_exited_ok()) {
         done_sent = true;
         send_json(up, {{"t", "done"}, {"attempt", attempt}});

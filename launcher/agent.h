@@ -4,7 +4,8 @@
 // them over the ZeroMQ control plane (control.h), and with the other nodes' agents:
 //  - rendezvous: every agent says hello to node 0's agent (the coordinator), which checks the
 //    node ranks, the node count, --nproc-per-node and the config fingerprint, then starts all;
-//  - any worker dying, hanging (no heartbeat for --heartbeat-timeout) or reporting an error,
+//  - any worker dying, hanging (no heartbeat for --heartbeat-timeout; with --progress-timeout,
+//    also no completed training step for that long once the first step is done) or reporting an error,
 //    or any agent going silent, stops every worker on every node (SIGTERM, SIGKILL after
 //    --grace-period) and ends the job non-zero with the first failure's description as the
 //    last line on every node;
@@ -28,6 +29,10 @@ struct AgentOptions {
   std::chrono::milliseconds rendezvous_timeout{std::chrono::seconds(300)};
   std::chrono::milliseconds heartbeat_timeout{std::chrono::seconds(30)};
   std::chrono::milliseconds grace_period{std::chrono::seconds(5)};
+  // 0: off. Heartbeats come from a thread and only prove a rank is alive; this catches ranks
+  // that are alive but stuck (in a collective, a deadlock, a loop): no optimizer step finished
+  // for this long after the last one. It must exceed the longest step, evaluation or save.
+  std::chrono::milliseconds progress_timeout{0};
   std::string config_fingerprint;  // compared across nodes at rendezvous
   std::string config_path;         // for messages
 };

@@ -50,7 +50,7 @@ int cmd_train(const std::vector<std::string>& argv) {
   std::vector<std::string> sets, positional;
   std::string model_dir, data_dir, resume;
   launcher::AgentOptions agent;
-  double rdzv_timeout = 300, heartbeat_timeout = 30, grace = 5;
+  double rdzv_timeout = 300, heartbeat_timeout = 30, grace = 5, progress_timeout = 0;
   po::options_description agent_opts("spawn mode (an agent per node starts the ranks; see docs/launcher.md)");
   agent_opts.add_options()("nproc-per-node", po::value(&agent.nproc_per_node), "ranks to start on this node")(
       "nnodes", po::value(&agent.nnodes), "number of nodes (one agent each)")(
@@ -62,7 +62,10 @@ int cmd_train(const std::vector<std::string>& argv) {
       "rdzv-timeout", po::value(&rdzv_timeout), "seconds to wait for every node's agent (default 300)")(
       "heartbeat-timeout", po::value(&heartbeat_timeout),
       "seconds without a heartbeat after which a rank or agent counts as hung (default 30)")(
-      "grace-period", po::value(&grace), "seconds between SIGTERM and SIGKILL when stopping ranks (default 5)");
+      "grace-period", po::value(&grace), "seconds between SIGTERM and SIGKILL when stopping ranks (default 5)")(
+      "progress-timeout", po::value(&progress_timeout),
+      "seconds without a finished training step, after the first, before the job counts as stuck "
+      "(default: off; set it above the longest step with its evaluation and checkpoint save)");
   opts.add_options()("help,h", "show help")(
       "set", po::value(&sets)->composing(), "override a config key: --set training_args.max_steps=10")(
       "model-dir", po::value(&model_dir), "base model directory (HF layout)")(
@@ -115,6 +118,7 @@ int cmd_train(const std::vector<std::string>& argv) {
     agent.rendezvous_timeout = ms(rdzv_timeout, "rdzv-timeout");
     agent.heartbeat_timeout = ms(heartbeat_timeout, "heartbeat-timeout");
     agent.grace_period = ms(grace, "grace-period");
+    if (vm.count("progress-timeout")) agent.progress_timeout = ms(progress_timeout, "progress-timeout");
     agent.config_path = config;
     // The agents compare this at rendezvous: the config file's bytes and every setting.
     std::ifstream in(config, std::ios::binary);
@@ -132,7 +136,8 @@ int cmd_train(const std::vector<std::string>& argv) {
     if (!resume.empty()) worker.insert(worker.end(), {"--resume", resume});
     return launcher::run_agent(agent, worker);
   }
-  for (const char* k : {"node-rank", "master-addr", "master-port", "rdzv-timeout", "heartbeat-timeout", "grace-period"})
+  for (const char* k : {"node-rank", "master-addr", "master-port", "rdzv-timeout", "heartbeat-timeout", "grace-period",
+                        "progress-timeout"})
     if (vm.count(k))
       throw po::error(std::string("--") + k + " only applies to spawn mode: add --nproc-per-node N (and --nnodes)");
   dist::CommOptions co;

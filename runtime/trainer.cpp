@@ -9,6 +9,7 @@
 #include <fstream>
 #include <csignal>
 #include <iostream>
+#include <thread>
 
 #include "data/chat_template.h"
 #include "data/dataset.h"
@@ -309,6 +310,11 @@ TrainSummary train(const Config& cfg, bool verbose, std::shared_ptr<sharding::Co
                     (args.save_strategy == "epoch" && done % steps_per_epoch == 0);
     if (save_now) save(true, done);
     progress.step(done);
+    // Fault injection for the launcher's --progress-timeout test: the last rank stays alive
+    // (its heartbeat thread goes on) but makes no more progress; the others wait in a collective.
+    const char* stall = std::getenv("FTRUN_TEST_STALL_AFTER_STEP");
+    if (stall && std::to_string(done) == stall && rank == world - 1)
+      for (;;) std::this_thread::sleep_for(std::chrono::seconds(1));
   }
   progress.finish();
   // Like trainer.save_model(): the final result sits in output_dir itself.

@@ -168,6 +168,22 @@ if [ ${#NODE1[@]} -eq 0 ]; then
     || { tail -n 5 "$T/hang.log"; fail "hung rank not named"; }
   ! pgrep -f "$T/hang" > /dev/null || fail "processes left after the hang"
 
+  # A rank that is alive (heartbeats go on) but stuck: with --progress-timeout the agent stops
+  # the job once no step has finished for that long (test hook: the last rank sleeps after
+  # step 2 and rank 0 waits for it in a collective). Without the flag the job would wait for
+  # the collective timeout (600 s).
+  start=$(date +%s)
+  set +e
+  FTRUN_TEST_STALL_AFTER_STEP=2 timeout 60 "$FTRUN" --nproc-per-node 2 --heartbeat-timeout 10 --grace-period 1 \
+    --progress-timeout 3 $cfg "${common[@]}" --set training_args.output_dir="$T/stall" > "$T/stall.log" 2>&1
+  RC=$?
+  set -e
+  [ "$RC" = 1 ] || { cat "$T/stall.log"; fail "stuck ranks: exit $RC"; }
+  [ $(( $(date +%s) - start )) -le 30 ] || fail "stuck ranks: took longer than 30 s"
+  tail -n 1 "$T/stall.log" | grep -q "job failed: no training step finished for 3 s on node 0: rank 0 (pid [0-9]*, after step 2), rank 1 (pid [0-9]*, after step 2)" \
+    || { tail -n 5 "$T/stall.log"; fail "stuck ranks not named"; }
+  ! pgrep -f "$T/stall" > /dev/null || fail "processes left after the stuck ranks"
+
   # A rank's own error (here: a missing data file) is the job's last line, naming the rank.
   set +e
   timeout 60 "$FTRUN" --nproc-per-node 2 $cfg "${common[@]}" --set data_config.train_file=missing.jsonl \
