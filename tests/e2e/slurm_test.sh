@@ -178,10 +178,10 @@ passed=$((passed + 1))
 # a) rank 1's train file does not exist: it fails after the rendezvous and its error names it.
 # b) rank 1's config is bad: it exits before the rendezvous, where rank 0 would wait for it
 #    until the timeout if Slurm did not stop it; srun names the task.
-bad_rank1() {  # NAME EXTRA-ARGS-OF-RANK-1
+bad_rank() {  # NAME RANK EXTRA-ARGS-OF-THAT-RANK (on ${NODES:-1} node(s) x 2 tasks)
   cat > "$T/$1.sh" << EOF
 #!/bin/bash
-if [ "\$SLURM_PROCID" = 1 ]; then exec "$FTRUN" "\$@" $2; fi
+if [ "\$SLURM_PROCID" = $2 ]; then exec "$FTRUN" "\$@" $3; fi
 exec "$FTRUN" "\$@"
 EOF
   chmod +x "$T/$1.sh"
@@ -194,11 +194,11 @@ EOF
   took=$((SECONDS - start))
   [ "$took" -lt 45 ] || { cat "$T/$1.out"; fail "$1: the failing job took $took s (ranks left waiting?)"; }
 }
-bad_rank1 bad_data "--set data_config.train_file=missing.jsonl"
+bad_rank bad_data 1 "--set data_config.train_file=missing.jsonl"
 grep -q "ftrun: rank 1: error: .*missing.jsonl" "$T/bad_data.out" || { cat "$T/bad_data.out"; fail "the error does not name rank 1"; }
 echo "rank 1 fails after the rendezvous: job failed in $took s, error names rank 1"
 passed=$((passed + 1))
-bad_rank1 bad_config "--set training_args.max_steps=oops"
+bad_rank bad_config 1 "--set training_args.max_steps=oops"
 grep -q "ftrun: .*error: .*max_steps" "$T/bad_config.out" || { cat "$T/bad_config.out"; fail "no config error"; }
 grep -q "srun: error: .*task 1: Exited with exit code" "$T/bad_config.out" || { cat "$T/bad_config.out"; fail "srun does not name task 1"; }
 echo "rank 1 fails before the rendezvous: job failed in $took s, srun names task 1"
@@ -238,6 +238,11 @@ grep -q "4 rank(s)" "$T/srun2.out" || { cat "$T/srun2.out"; fail "srun job on 2 
 on_both_nodes srun2
 compare_losses "$T/one/metrics.jsonl" "$T/srun2/metrics.jsonl" "srun_per_gpu.sbatch on 2 nodes"
 echo "srun_per_gpu.sbatch: 2 nodes x 2 ranks, losses match ($((SECONDS - start)) s)"
+passed=$((passed + 1))
+# A rank on the second node fails: the job ends quickly on both nodes, the error names it.
+NODES=2 bad_rank bad_node2 3 "--set data_config.train_file=missing.jsonl"
+grep -q "ftrun: rank 3: error: .*missing.jsonl" "$T/bad_node2.out" || { cat "$T/bad_node2.out"; fail "the error does not name rank 3"; }
+echo "rank 3 (node02) fails: the 2-node job failed in $took s, error names rank 3"
 passed=$((passed + 1))
 
 start=$SECONDS
