@@ -37,8 +37,12 @@ FittedPrompt fit_prompt(const ChatTemplate& tmpl, const std::vector<Message>& me
     if (from == kept.end()) break;
     auto next_user = std::find_if(from + 1, kept.end(), [](const Message& m) { return m.role == "user"; });
     if (next_user == kept.end()) break;  // the question itself stays
-    out.dropped_messages += size_t(next_user - from);
-    kept.erase(from, next_user);
+    // Back to front, so the indices in front stay valid; system messages in between stay.
+    for (auto k = next_user - kept.begin(); k-- > from - kept.begin();)
+      if (kept[size_t(k)].role != "system") {
+        kept.erase(kept.begin() + k);
+        ++out.dropped_messages;
+      }
     out.ids = tmpl.prompt(kept, tok);
     if (out.ids.size() <= budget) return out;
   }

@@ -359,7 +359,7 @@ class Coordinator {
     int priority() const {
       // The root cause first: a rank killed from outside, a hang or a lost node, or the user's
       // interrupt; then errors; last, collective errors that other ranks' deaths cause.
-      if (kind == "signal" || kind == "hang" || kind == "lost" || kind == "interrupted") return 0;
+      if (kind == "signal" || kind == "hang" || kind == "stall" || kind == "lost" || kind == "interrupted") return 0;
       if (what.find("exited or crashed") != std::string::npos || what.find("did not join") != std::string::npos)
         return 2;
       return 1;
@@ -381,6 +381,8 @@ class Coordinator {
     if (t == "hello") return hello(id, m);
     if (node < 0 || finished_) return;
     if (t == "failed") {
+      // A report that arrives after its attempt was stopped must not stop the next one.
+      if (m.value("attempt", attempt_) != attempt_) return;
       failure(node, m.value("rank", -1), m.value("kind", "error"), m.value("what", std::string("?")),
               m.value("signal", 0));
     } else if (t == "stopped" && m.value("attempt", -1) == attempt_) {
@@ -445,7 +447,7 @@ class Coordinator {
     phase_ = Phase::stopping;
     stop_deadline_ = Clock::now() + o_.grace_period + o_.heartbeat_timeout;
     for (auto& n : nodes_)
-      if (!n.lost) send_json_to(router_, n.id, {{"t", "stop"}, {"attempt", attempt_}});
+      if (!n.lost) send_json_to(router_, n.id, {{"t", "stop"}, {"attempt", attempt_}, {"stall", kind == "stall"}});
   }
 
   void maybe_restart() {
@@ -456,8 +458,18 @@ class Coordinator {
     for (const auto& f : failures_)
       if (f.priority() < root->priority()) root = &f;
     std::string why = root->what;
-    if (failures_.size() > 1)
-      why += " (" + std::to_string(failures_.size() - 1) + " other failure report(s) followed)";
+    size_t others = failures_.size() - 1;
+    // Stuck ranks wait for each other, so every node's agent reports its own at about the same
+    // time: name them all, whichever node's report came first.
+    if (root->kind == "stall") {
+      for (const auto& f : failures_)
+        if (&f != root && f.kind == "stall") {
+          why += "; " + f.what;
+          --others;
+        }
+      why += " (stuck in a collective, a deadlock or a loop, while still sending heartbeats); killed";
+    }
+    if (others > 0) why += " (" + std::to_string(others) + " other failure report(s) followed)";
     const bool lost = std::any_of(nodes_.begin(), nodes_.end(), [](const Node& n) { return n.lost; }) || !all;
     const bool interrupted = root->kind == "interrupted";
     if (attempt_ < o_.max_restarts && !lost && !interrupted) {
@@ -567,7 +579,7 @@ int run_agent(const AgentOptions& options, const std::vector<std::string>& worke
   auto started = Clock::now(), last_from_coordinator = Clock::time_point{}, last_hb = Clock::now();
   auto report = [&](int rank, const std::string& kind, const std::string& what, int signal = 0) {
     workers.mark_failed();
-    send_json(up, {{"t", "failed"}, {"rank", rank}, {"kind", kind}, {"what", what}, {"signal", signal}});
+    send_json(up, {{"t", "failed"}, {"attempt", attempt}, {"rank", rank}, {"kind", kind}, {"what", what}, {"signal", signal}});
   };
   // Messages from this attempt's workers: liveness, rank 0's progress, errors.
   auto drain_workers = [&] {
@@ -619,22 +631,29 @@ int run_agent(const AgentOptions& options, const std::vector<std::string>& worke
   // --progress-timeout: ranks that finished a step once but none since. Stuck ranks usually
   // hold each other in a collective, so all of this node's are named; the job stops either way.
   // After the last step (the final save and test pass) nothing is watched.
-  auto check_progress = [&](Clock::time_point now) {
+  // `job_stuck`: another node's ranks already were; name this node's ranks that are silent too.
+  auto check_progress = [&](Clock::time_point now, bool job_stuck) {
+    auto watched = [](const Worker& w) {
+      return w.running && !w.reported && w.steps_done >= 0 && w.steps_done < w.steps_total;
+    };
+    auto& ws = workers.workers();
+    if (!job_stuck && std::none_of(ws.begin(), ws.end(),
+                     [&](const Worker& w) { return watched(w) && now - w.last_step > o.progress_timeout; }))
+      return;
+    // One rank is over the limit; its peers in the same stuck step finished that step a little
+    // later at most, so every rank silent for half the limit is named with it.
     std::string who;
     int first = -1;
-    for (auto& w : workers.workers()) {
-      if (!w.running || w.reported || w.steps_done < 0 || w.steps_done >= w.steps_total) continue;
-      if (now - w.last_step <= o.progress_timeout) continue;
+    for (auto& w : ws) {
+      if (!watched(w) || now - w.last_step <= o.progress_timeout / 2) continue;
       w.reported = true;
       kill(w.pid, SIGKILL);
       who += std::string(who.empty() ? "" : ", ") + "rank " + std::to_string(w.rank) + " (pid " + std::to_string(w.pid) +
              ", after step " + std::to_string(w.steps_done) + ")";
       if (first < 0) first = w.rank;
     }
-    if (first >= 0)
-      report(first, "hang", "no training step finished for " + secs_text(o.progress_timeout) + " on " + me + ": " + who +
-                                " (stuck in a collective, a deadlock or a loop, while still sending heartbeats); "
-                                "killed");
+    if (first < 0) return;
+    report(first, "stall", "no training step finished for " + secs_text(o.progress_timeout) + " on " + me + ": " + who);
   };
   auto finish_locally = [&](int code, const std::string& why) {
     if (workers.any_running()) workers.stop();
@@ -684,6 +703,7 @@ int run_agent(const AgentOptions& options, const std::vector<std::string>& worke
       } else if (t == "stop" && m->value("attempt", -1) == attempt) {
         drain_workers();
         reap_and_report();
+        if (m->value("stall", false) && o.progress_timeout.count() > 0) check_progress(now, true);
         for (auto [w, status] : workers.stop())
           if (!interrupted) report_death(w, status);
         // A rank that failed on its own may have been stopped while its error was still in
@@ -727,7 +747,7 @@ int run_agent(const AgentOptions& options, const std::vector<std::string>& worke
                                      ") sent no heartbeat for " + secs_text(limit) + " (hung or stopped); killed it");
         }
       }
-      if (o.progress_timeout.count() > 0) check_progress(now);
+      if (o.progress_timeout.count() > 0) check_progress(now, false);
       if (!done_sent && !workers.failed() && workers.all_exited_ok()) {
         done_sent = true;
         send_json(up, {{"t", "done"}, {"attempt", attempt}});

@@ -16,14 +16,17 @@
 //  follower code):
 //    {"t":"hello","node":N,"nnodes":..,"nproc":..,"config_hash":"..","config":"path","host":".."}
 //    {"t":"hb"}                                        every kAgentHeartbeat
-//    {"t":"failed","rank":R,"kind":K,"what":"..","signal":S}   K: "signal" (killed by a signal
-//                                                     ftrun did not send), "hang", "error", "exit",
-//                                                     "interrupted" (the agent got signal S)
+//    {"t":"failed","attempt":A,"rank":R,"kind":K,"what":"..","signal":S}
+//        K: "signal" (killed by a signal ftrun did not send), "hang" (no heartbeat), "stall"
+//        (--progress-timeout), "error", "exit", "interrupted" (the agent got signal S); the
+//        coordinator ignores reports of another attempt than the current one
 //    {"t":"stopped","attempt":A}   all local workers are gone after a "stop"
 //    {"t":"done","attempt":A}      all local workers exited 0
 //  coordinator -> agents:
 //    {"t":"start","attempt":A,"master_addr":..,"worker_port":P,"world":W}
-//    {"t":"stop","attempt":A}      stop the local workers (SIGTERM, SIGKILL after the grace)
+//    {"t":"stop","attempt":A,"stall":B}   stop the local workers (SIGTERM, SIGKILL after the
+//                                  grace); B: the cause is stuck ranks (--progress-timeout), so
+//                                  first report the local ranks that are silent for half of it
 //    {"t":"exit","code":C,"why":".."}   the job is over; print why and exit with C
 //    {"t":"hb"}
 #pragma once

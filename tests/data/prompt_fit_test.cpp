@@ -53,6 +53,21 @@ TEST(FitPrompt, DropsTheOldestExchangesAndKeepsTheSystemMessage) {
   EXPECT_FALSE(f.cut);
 }
 
+TEST(FitPrompt, KeepsASystemMessageInsideADroppedExchange) {
+  const auto& tok = tiny_tokenizer();
+  auto tmpl = make_template("llama3");
+  const std::vector<Message> msgs = {{"system", "Answer briefly."}, {"user", "What is 3 plus 4?"},
+                                     {"assistant", "3 plus 4 is 7."}, {"system", "Now answer in French."},
+                                     {"user", "What colour is the zorp?"}};
+  const std::vector<Message> expected = {msgs[0], msgs[3], msgs[4]};
+  const auto full = tmpl->prompt(msgs, tok), want = tmpl->prompt(expected, tok);
+  ASSERT_LT(want.size(), full.size());
+  auto f = fit_prompt(*tmpl, msgs, tok, int64_t(full.size()) - 1);
+  EXPECT_EQ(f.ids, want);
+  EXPECT_EQ(f.dropped_messages, 2u);
+  EXPECT_FALSE(f.cut);
+}
+
 TEST(FitPrompt, CutsOneLongQuestionKeepingTheHeadAndTheGenerationHeader) {
   const auto& tok = tiny_tokenizer();
   auto tmpl = make_template("llama3");

@@ -143,6 +143,23 @@ tail -n 1 "$T/lost-0.log" | grep -q "job failed: lost contact with the agent of 
 sleep 1
 ! pgrep -f "$T/lost" > /dev/null || { pgrep -af "$T/lost"; fail "processes left after losing node 1"; }
 
+# Stuck ranks on both nodes (--progress-timeout; test hook: rank 3 sleeps after step 2, the
+# others wait for it): both nodes stop, and the last line names all four ranks, whichever
+# node's agent noticed first.
+export FTRUN_TEST_STALL_AFTER_STEP=2
+start_nodes stall "$(port)" --progress-timeout 3
+unset FTRUN_TEST_STALL_AFTER_STEP
+wait_rc $PID0 60; rc0=$RC; wait_rc $PID1 30; rc1=$RC
+[ "$rc0" = 1 ] && [ "$rc1" = 1 ] || { cat "$T/stall-0.log" "$T/stall-1.log"; fail "stuck ranks on 2 nodes: exit $rc0/$rc1"; }
+for n in 0 1; do
+  last=$(tail -n 1 "$T/stall-$n.log")
+  for r in 0 1 2 3; do
+    echo "$last" | grep -q "job failed: no training step finished for 3 s on node .*rank $r (pid [0-9]*, after step 2)" \
+      || { echo "$last"; fail "node $n's last line does not name stuck rank $r"; }
+  done
+done
+! pgrep -f "$T/stall" > /dev/null || { pgrep -af "$T/stall"; fail "processes left after the stuck ranks"; }
+
 kill_run restarted --max-restarts 1
 wait_rc $PID0 240; rc0=$RC; wait_rc $PID1 30; rc1=$RC
 [ "$rc0" = 0 ] && [ "$rc1" = 0 ] || { cat "$T/restarted-0.log" "$T/restarted-1.log"; fail "--max-restarts 1: exit $rc0/$rc1"; }
