@@ -565,13 +565,24 @@ int run_agent(const AgentOptions& options, const std::vector<std::string>& worke
   from_workers.bind("tcp://127.0.0.1:*");
   const std::string worker_endpoint = from_workers.get(zmq::sockopt::last_endpoint);
 
-  send_json(up, {{"t", "hello"},
-                 {"node", o.node_rank},
-                 {"nnodes", o.nnodes},
-                 {"nproc", o.nproc_per_node},
-                 {"config_hash", o.config_fingerprint},
-                 {"config", o.config_path},
-                 {"host", hostname()}});
+  auto say_hello = [&] {
+    send_json(up, {{"t", "hello"},
+                   {"node", o.node_rank},
+                   {"nnodes", o.nnodes},
+                   {"nproc", o.nproc_per_node},
+                   {"config_hash", o.config_fingerprint},
+                   {"config", o.config_path},
+                   {"host", hostname()}});
+  };
+  // Test hook: hold this agent's hello back (while its coordinator already runs), so another
+  // node's hello is the first the coordinator sees.
+  const char* hold = std::getenv("FTRUN_TEST_HOLD_HELLO_MS");
+  auto hello_at = Clock::now() + std::chrono::milliseconds(hold ? std::atoi(hold) : 0);
+  bool hello_sent = false;
+  if (!hold) {
+    say_hello();
+    hello_sent = true;
+  }
 
   LocalWorkers workers(o, worker_args);
   int attempt = -1;
@@ -653,7 +664,10 @@ int run_agent(const AgentOptions& options, const std::vector<std::string>& worke
       if (first < 0) first = w.rank;
     }
     if (first < 0) return;
-    report(first, "stall", "no training step finished for " + secs_text(o.progress_timeout) + " on " + me + ": " + who);
+    report(first, "stall",
+           (job_stuck ? "also without a finished step for " + secs_text(o.progress_timeout / 2) + " or more on "
+                      : "no training step finished for " + secs_text(o.progress_timeout) + " on ") +
+               me + ": " + who);
   };
   auto finish_locally = [&](int code, const std::string& why) {
     if (workers.any_running()) workers.stop();
@@ -689,6 +703,10 @@ int run_agent(const AgentOptions& options, const std::vector<std::string>& worke
       if (!running) return finish_locally(128 + sig, "interrupted during the rendezvous");
     }
 
+    if (!hello_sent && now >= hello_at) {
+      say_hello();
+      hello_sent = true;
+    }
     if (coordinator) coordinator->tick();
 
     while (auto m = recv_json(up)) {

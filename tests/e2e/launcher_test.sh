@@ -244,6 +244,20 @@ wait_rc $PID0 40; rc0=$RC; wait_rc $PID1 40; rc1=$RC
 [ "$rc0" = 1 ] && [ "$rc1" = 1 ] || fail "--nnodes mismatch: exit $rc0/$rc1"
 for n in 0 1; do expect_err "$T/nn-$n.log" "node 1 (.*) was started with --nnodes 3 but node 0 with --nnodes 2"; done
 
+# The same mismatch with node 1's hello reaching the coordinator before node 0's own agent's
+# (test hook: node 0's agent holds its hello 1.5 s): node 0's agent is told the verdict at
+# once instead of joining a finished job and waiting out the rendezvous timeout (20 s).
+p=$(port)
+start=$(date +%s)
+"${NODE1[@]}" "$FTRUN" --nnodes 3 --node-rank 1 --master-addr "$MASTER" --master-port $p --nproc-per-node 1 --rdzv-timeout 20 $cfg "${marker[@]}" > "$T/nl-1.log" 2>&1 &
+PID1=$!
+FTRUN_TEST_HOLD_HELLO_MS=1500 "$FTRUN" --nnodes 2 --node-rank 0 --master-addr "$MASTER" --master-port $p --nproc-per-node 1 --rdzv-timeout 20 $cfg "${marker[@]}" > "$T/nl-0.log" 2>&1 &
+PID0=$!
+wait_rc $PID0 40; rc0=$RC; wait_rc $PID1 40; rc1=$RC
+[ "$rc0" = 1 ] && [ "$rc1" = 1 ] || fail "--nnodes mismatch, node 1 first: exit $rc0/$rc1"
+[ $(( $(date +%s) - start )) -le 12 ] || { cat "$T/nl-0.log"; fail "--nnodes mismatch, node 1 first: node 0 waited for the rendezvous timeout"; }
+for n in 0 1; do expect_err "$T/nl-$n.log" "node 1 (.*) was started with --nnodes 3 but node 0 with --nnodes 2"; done
+
 # Configs differ: a different --set on node 1.
 p=$(port)
 "$FTRUN" --nnodes 2 --node-rank 0 --master-addr "$MASTER" --master-port $p --nproc-per-node 1 --rdzv-timeout 20 $cfg "${marker[@]}" > "$T/cf-0.log" 2>&1 &
