@@ -257,6 +257,11 @@ TrainSummary train(const Config& cfg, bool verbose, std::shared_ptr<sharding::Co
     }
     comm->barrier();
   };
+  // Fault injection for the launcher's --progress-timeout test: after this step the last rank
+  // stays alive (its heartbeat thread goes on) but makes no more progress; the others wait for
+  // it in a collective.
+  const char* stall_env = std::getenv("FTRUN_TEST_STALL_AFTER_STEP");
+  const int64_t stall_after = stall_env ? std::atoll(stall_env) : -1;
   double window_loss = 0;
   int64_t window_steps = 0, window_tokens = 0;
   auto window_start = std::chrono::steady_clock::now();
@@ -310,10 +315,7 @@ TrainSummary train(const Config& cfg, bool verbose, std::shared_ptr<sharding::Co
                     (args.save_strategy == "epoch" && done % steps_per_epoch == 0);
     if (save_now) save(true, done);
     progress.step(done);
-    // Fault injection for the launcher's --progress-timeout test: the last rank stays alive
-    // (its heartbeat thread goes on) but makes no more progress; the others wait in a collective.
-    const char* stall = std::getenv("FTRUN_TEST_STALL_AFTER_STEP");
-    if (stall && std::to_string(done) == stall && rank == world - 1)
+    if (done == stall_after && rank == world - 1)
       for (;;) std::this_thread::sleep_for(std::chrono::seconds(1));
   }
   progress.finish();

@@ -234,39 +234,32 @@ set -e
 [ $rc = 2 ] || fail "--node-rank 2 with --nnodes 2 gave exit $rc"
 expect_err "$T/bad.log" "node-rank 2 is out of range for --nnodes 2"
 
-# Node counts differ: node 1 says 3.
-p=$(port)
-"$FTRUN" --nnodes 2 --node-rank 0 --master-addr "$MASTER" --master-port $p --nproc-per-node 1 --rdzv-timeout 20 $cfg "${marker[@]}" > "$T/nn-0.log" 2>&1 &
-PID0=$!
-"${NODE1[@]}" "$FTRUN" --nnodes 3 --node-rank 1 --master-addr "$MASTER" --master-port $p --nproc-per-node 1 --rdzv-timeout 20 $cfg "${marker[@]}" > "$T/nn-1.log" 2>&1 &
-PID1=$!
-wait_rc $PID0 40; rc0=$RC; wait_rc $PID1 40; rc1=$RC
-[ "$rc0" = 1 ] && [ "$rc1" = 1 ] || fail "--nnodes mismatch: exit $rc0/$rc1"
-for n in 0 1; do expect_err "$T/nn-$n.log" "node 1 (.*) was started with --nnodes 3 but node 0 with --nnodes 2"; done
-
-# The same mismatch with node 1's hello reaching the coordinator before node 0's own agent's
-# (test hook: node 0's agent holds its hello 1.5 s): node 0's agent is told the verdict at
-# once instead of joining a finished job and waiting out the rendezvous timeout (20 s).
-p=$(port)
-start=$(date +%s)
-"${NODE1[@]}" "$FTRUN" --nnodes 3 --node-rank 1 --master-addr "$MASTER" --master-port $p --nproc-per-node 1 --rdzv-timeout 20 $cfg "${marker[@]}" > "$T/nl-1.log" 2>&1 &
-PID1=$!
-FTRUN_TEST_HOLD_HELLO_MS=1500 "$FTRUN" --nnodes 2 --node-rank 0 --master-addr "$MASTER" --master-port $p --nproc-per-node 1 --rdzv-timeout 20 $cfg "${marker[@]}" > "$T/nl-0.log" 2>&1 &
-PID0=$!
-wait_rc $PID0 40; rc0=$RC; wait_rc $PID1 40; rc1=$RC
-[ "$rc0" = 1 ] && [ "$rc1" = 1 ] || fail "--nnodes mismatch, node 1 first: exit $rc0/$rc1"
-[ $(( $(date +%s) - start )) -le 12 ] || { cat "$T/nl-0.log"; fail "--nnodes mismatch, node 1 first: node 0 waited for the rendezvous timeout"; }
-for n in 0 1; do expect_err "$T/nl-$n.log" "node 1 (.*) was started with --nnodes 3 but node 0 with --nnodes 2"; done
-
+# rejected NAME PATTERN NODE1-NNODES [NODE 1'S EXTRA ARGS...]: two agents (1 rank each,
+# rendezvous timeout 20 s) that the coordinator must turn away; both exit 1 within 40 s and
+# print PATTERN. With HOLD=MS node 0's agent holds its own hello back that long (test hook), so
+# node 1's hello is the first the coordinator sees; node 0 must still hear the verdict at once.
+rejected() {
+  local name=$1 pattern=$2 nn1=$3 start n
+  shift 3
+  local common_args=(--master-addr "$MASTER" --master-port "$(port)" --nproc-per-node 1 --rdzv-timeout 20 $cfg "${marker[@]}")
+  start=$(date +%s)
+  "${NODE1[@]}" "$FTRUN" --nnodes "$nn1" --node-rank 1 "${common_args[@]}" "$@" > "$T/$name-1.log" 2>&1 &
+  PID1=$!
+  env ${HOLD:+FTRUN_TEST_HOLD_HELLO_MS=$HOLD} "$FTRUN" --nnodes 2 --node-rank 0 "${common_args[@]}" > "$T/$name-0.log" 2>&1 &
+  PID0=$!
+  wait_rc $PID0 40; rc0=$RC; wait_rc $PID1 40; rc1=$RC
+  [ "$rc0" = 1 ] && [ "$rc1" = 1 ] || fail "$name: exit $rc0/$rc1"
+  if [ -n "${HOLD:-}" ] && [ $(( $(date +%s) - start )) -gt 12 ]; then
+    cat "$T/$name-0.log"; fail "$name: node 0 waited for the rendezvous timeout"
+  fi
+  for n in 0 1; do expect_err "$T/$name-$n.log" "$pattern"; done
+}
+# Node counts differ: node 1 says 3; also with node 1's hello first.
+rejected nn "node 1 (.*) was started with --nnodes 3 but node 0 with --nnodes 2" 3
+HOLD=1500 rejected nl "node 1 (.*) was started with --nnodes 3 but node 0 with --nnodes 2" 3
 # Configs differ: a different --set on node 1.
-p=$(port)
-"$FTRUN" --nnodes 2 --node-rank 0 --master-addr "$MASTER" --master-port $p --nproc-per-node 1 --rdzv-timeout 20 $cfg "${marker[@]}" > "$T/cf-0.log" 2>&1 &
-PID0=$!
-"${NODE1[@]}" "$FTRUN" --nnodes 2 --node-rank 1 --master-addr "$MASTER" --master-port $p --nproc-per-node 1 --rdzv-timeout 20 $cfg "${marker[@]}" --set training_args.learning_rate=1e-4 > "$T/cf-1.log" 2>&1 &
-PID1=$!
-wait_rc $PID0 40; rc0=$RC; wait_rc $PID1 40; rc1=$RC
-[ "$rc0" = 1 ] && [ "$rc1" = 1 ] || fail "config mismatch: exit $rc0/$rc1"
-for n in 0 1; do expect_err "$T/cf-$n.log" "the config differs between node 0 (configs/tiny/lora.yaml, fingerprint [0-9a-f]*) and node 1"; done
+rejected cf "the config differs between node 0 (configs/tiny/lora.yaml, fingerprint [0-9a-f]*) and node 1" 2 \
+  --set training_args.learning_rate=1e-4
 
 # Nobody at the master address: node 1 alone gives up after its rendezvous timeout.
 p=$(port)
