@@ -23,7 +23,7 @@
 #include <vector>
 
 #include "data/bpe_tokenizer.h"
-#include "tests/data/golden_files.h"
+#include "testing/golden_files.h"
 
 namespace {
 
@@ -31,8 +31,8 @@ namespace fs = std::filesystem;
 using json = nlohmann::json;
 using ftrun::data::BpeTokenizer;
 using Clock = std::chrono::steady_clock;
-using ftrun::data::testing::base64;
-using ftrun::data::testing::gunzip;
+using ftrun::testing::base64;
+using ftrun::testing::gunzip;
 
 void write(const fs::path& path, const std::string& bytes) {
   std::ofstream out(path, std::ios::binary);

@@ -14,12 +14,12 @@
 #include <sstream>
 
 #include "bench/bench_args.h"
-#include "models/tiny.h"
+#include "comm/rank_info.h"
+#include "comm/rendezvous.h"
 #include "peft/strategy.h"
-#include "runtime/dist/rank_info.h"
-#include "runtime/dist/rendezvous.h"
 #include "runtime/trainer.h"
-#include "tests/dist/launch.h"
+#include "testing/launch.h"
+#include "testing/tiny.h"
 
 using namespace ftrun;
 
@@ -32,12 +32,8 @@ models::TinySpec spec_of(const std::string& name) {
   if (name == "tiny") {
     s.vocab_size = 405;  // the embedded demo model's shape
   } else if (name == "60m") {
-    s.vocab_size = 32000;
-    s.hidden_size = 512;
-    s.intermediate_size = 1408;
+    s = ftrun::testing::tiny_spec(32000, {512, 1408, 8, 8});
     s.num_hidden_layers = 8;
-    s.num_attention_heads = 8;
-    s.num_key_value_heads = 8;
     s.max_position_embeddings = 1024;
   } else {
     throw std::runtime_error("unknown model " + name + " (tiny or 60m)");
@@ -47,11 +43,10 @@ models::TinySpec spec_of(const std::string& name) {
 
 // One rank's run; prints a JSON line on stdout.
 int child(const std::string& model_name, int stage, int steps) {
-  auto comm = dist::init_comm(dist::detect_rank_info(), "gloo", std::chrono::minutes(5));
+  auto comm = comm::init_comm(comm::detect_rank_info(), "gloo", std::chrono::minutes(5));
   torch::set_num_threads(1);
   auto spec = spec_of(model_name);
-  torch::manual_seed(1);
-  auto model = models::build_model(models::parse_model_config(models::tiny_config(spec), "bench"));
+  auto model = ftrun::testing::make_tiny_model({spec, 1});
   auto strategy = peft::make_strategy(nullptr);
   strategy->apply(*model);
   int64_t params = 0;

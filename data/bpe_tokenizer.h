@@ -1,5 +1,7 @@
 // Byte-level BPE tokenizers (Llama-3, GLM-4, Qwen2, cl100k-style) loaded from any of the three
-// on-disk forms (shared/reference/formats.md section 4):
+// on-disk forms (shared/reference/formats.md section 4). bpe_formats.cpp reads the forms,
+// bpe_engine.{h,cpp} is the merge engine they share, added_tokens.h the tokenizer_config.json
+// reader shared with sentencepiece.
 //   tokenizer.model   tiktoken text: `<base64 token bytes> <rank>` per line, rank = id = merge
 //                     priority; special tokens from tokenizer_config.json `added_tokens_decoder`
 //   tokenizer.json    HF tokenizers: model BPE (vocab + merges in GPT-2 bytes_to_unicode form),
@@ -47,7 +49,7 @@ class BpeTokenizer : public Tokenizer {
 
   // Which form was loaded: "tiktoken", "tokenizer.json" or "vocab.json+merges.txt".
   virtual const std::string& source_format() const = 0;
-  // The regex as configured (before ftrun's \s rewrite, see bpe_tokenizer.cpp).
+  // The regex as configured (before ftrun's \s rewrite, see bpe_engine.cpp).
   virtual const std::string& pattern() const = 0;
   // The pieces the pre-tokenizer cuts `text` into (no added-token handling).
   virtual std::vector<std::string> pretokenize(const std::string& text) const = 0;

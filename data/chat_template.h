@@ -3,9 +3,9 @@
 // Loss convention (LLaMA-Factory's, outside GLM-4-demo mode): labels are -100 everywhere but
 // the assistant's content and the end token that closes each assistant turn. Labels are NOT
 // pre-shifted: label i is the target for position i, and the model shifts (HF convention).
-// The GLM family (glm4, chatglm3) follows THUDM's demos instead; see data/glm_templates.h.
+// The GLM family (glm4, chatglm3) follows THUDM's demos instead; see data/templates/glm.h.
 //
-// Templates: llama3 (here), glm4, chatglm3, qwen, bluelm (data/glm_templates.cpp).
+// Templates, one file each in data/templates/: llama3, glm4 + chatglm3 (glm.cpp), qwen, bluelm.
 #pragma once
 #include <cstdint>
 #include <memory>
@@ -52,6 +52,11 @@ class ChatTemplate {
   virtual int64_t max_length(const EncodeOptions& opts) const {
     return opts.max_input_length + opts.max_output_length;
   }
+  // Whether evaluation by generation takes its rows from the fine-tune demo the template follows
+  // (glm4: glm4_eval_rows in data/templates/glm.h, one row per assistant message under
+  // combine=false, the prompt cut the demo's way) instead of fitting prompt() into
+  // max_input_length (data/prompt_fit.h). Default: no.
+  virtual bool uses_demo_eval_rows() const { return false; }
 };
 
 // llama3, glm4, chatglm3, qwen, bluelm; an unknown name is an error listing the known ones.

@@ -1,22 +1,21 @@
 // SentencePiece tokenizer: loads/trains `tokenizer.model` plus the HF-style
-// `tokenizer_config.json` whose added tokens sit after the sentencepiece vocabulary.
-// sentencepiece itself lives in a run-time-loaded module (see sp_shim.h for why).
+// `tokenizer_config.json` whose added tokens sit after the sentencepiece vocabulary (read by
+// added_tokens.h, shared with the BPE tokenizers). Also load_tokenizer(), which picks BPE or
+// sentencepiece. sentencepiece itself lives in a run-time-loaded module (see sp_shim.h for why).
 #include <dlfcn.h>
 
 #include <algorithm>
-#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
-#include <fstream>
-#include <map>
 #include <nlohmann/json.hpp>
-#include <sstream>
 #include <stdexcept>
-#include <unordered_map>
 
+#include "data/added_tokens.h"
 #include "data/bpe_tokenizer.h"
+#include "data/fingerprint.h"
 #include "data/sp_shim.h"
 #include "data/tokenizer.h"
+#include "io/file.h"
 
 namespace ftrun::data {
 namespace {
@@ -151,63 +150,13 @@ class SpModel {
 };
 
 constexpr const char* kModelFile = "tokenizer.model";
-constexpr const char* kConfigFile = "tokenizer_config.json";
+constexpr const char* kConfigFile = kTokenizerConfigFile;
 
-std::string read_file(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw std::runtime_error("tokenizer: cannot read " + path.string());
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-void write_file(const fs::path& path, const std::string& bytes) {
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  out << bytes;
-  out.close();
-  if (!out) throw std::runtime_error("tokenizer: cannot write " + path.string());
-}
-
-struct Fnv1a64 {
-  uint64_t h = 1469598103934665603ull;
-  void add(const void* data, size_t n) {
-    const auto* p = static_cast<const unsigned char*>(data);
-    for (size_t i = 0; i < n; ++i) {
-      h ^= p[i];
-      h *= 1099511628211ull;
-    }
-  }
-  // The length goes first so that ("ab","c") and ("a","bc") hash differently.
-  void add_str(const std::string& s) {
-    uint64_t n = s.size();
-    add(&n, sizeof n);
-    add(s.data(), s.size());
-  }
-  std::string hex() const {
-    char buf[17];
-    std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(h));
-    return buf;
-  }
-};
-
-struct AddedToken {
-  std::string content;
-  bool special = true;
-};
-
-// HF writes bos_token etc. either as a string or as {"content": "...", ...}; null = unset.
-std::string token_name(const nlohmann::json& cfg, const char* key) {
-  auto it = cfg.find(key);
-  if (it == cfg.end() || it->is_null()) return "";
-  if (it->is_string()) return it->get<std::string>();
-  if (it->is_object() && it->contains("content") && (*it)["content"].is_string())
-    return (*it)["content"].get<std::string>();
-  return "";
-}
-
-class SpTokenizer : public Tokenizer {
+// The special-token accessors come from WithAddedTokens (added_tokens.h), shared with BPE.
+class SpTokenizer : public WithAddedTokens<Tokenizer> {
  public:
-  explicit SpTokenizer(const std::string& dir) : dir_(dir) {
+  explicit SpTokenizer(const std::string& dir)
+      : WithAddedTokens(AddedTokens(dir, std::string(" in ") + kConfigFile)), dir_(dir) {
     fs::path d(dir);
     if (!fs::is_directory(d))
       throw std::runtime_error("tokenizer: directory '" + dir + "' does not exist");
@@ -218,35 +167,28 @@ class SpTokenizer : public Tokenizer {
     if (!fs::exists(config_path))
       throw std::runtime_error("tokenizer: " + config_path.string() + " not found");
 
-    const std::string model_bytes = read_file(model_path);
+    const std::string model_bytes = read_tokenizer_file(model_path);
     if (std::string err = sp_.load(model_bytes); !err.empty())
       throw std::runtime_error("tokenizer: " + model_path.string() +
                                " is not a sentencepiece model: " + err);
     sp_size_ = sp_.size();
     vocab_size_ = sp_size_;
 
-    nlohmann::json cfg;
-    try {
-      cfg = nlohmann::json::parse(read_file(config_path));
-    } catch (const nlohmann::json::exception& e) {
-      throw std::runtime_error("tokenizer: " + config_path.string() + ": invalid JSON: " +
-                               e.what());
+    TokenizerConfig cfg =
+        parse_tokenizer_config(read_tokenizer_json(config_path), config_path.string());
+    for (auto& [id, tok] : cfg.added) {
+      // Entries below sp_size re-label sentencepiece pieces (ChatGLM3 lists <unk>, <s>, </s>).
+      vocab_size_ = std::max(vocab_size_, id + 1);
+      added_.add(id, std::move(tok));
     }
-    if (!cfg.is_object())
-      throw std::runtime_error("tokenizer: " + config_path.string() + " must hold a JSON object");
-    parse_added_tokens(cfg, config_path.string());
-    bos_id_ = lookup_named(cfg, "bos_token", config_path.string());
-    eos_id_ = lookup_named(cfg, "eos_token", config_path.string());
-    pad_id_ = lookup_named(cfg, "pad_token", config_path.string());
+    // bos/eos/pad: an added token, else a sentencepiece piece.
+    added_.resolve(
+        cfg.names, cfg.path, [this](const std::string& name) { return sp_.piece_to_id(name); },
+        "a sentencepiece piece");
 
     Fnv1a64 h;
     h.add_str(model_bytes);
-    for (const auto& [id, tok] : added_) {
-      h.add(&id, sizeof id);
-      h.add_str(tok.content);
-      h.add(&tok.special, sizeof tok.special);
-    }
-    for (int64_t id : {bos_id_, eos_id_, pad_id_}) h.add(&id, sizeof id);
+    added_.hash(h);
     fingerprint_ = h.hex();
   }
 
@@ -269,10 +211,9 @@ class SpTokenizer : public Tokenizer {
         throw std::runtime_error("tokenizer (" + dir_ + "): token id " + std::to_string(id) +
                                  " is outside the vocabulary [0, " +
                                  std::to_string(vocab_size_) + ")");
-      auto it = added_.find(id);
-      if (it != added_.end()) {
+      if (const AddedToken* tok = added_.find(id)) {
         flush();
-        if (!(skip_special && it->second.special)) out += it->second.content;
+        if (!(skip_special && tok->special)) out += tok->content;
       } else if (id >= sp_size_) {
         throw std::runtime_error("tokenizer (" + dir_ + "): token id " + std::to_string(id) +
                                  " is not assigned to any token");
@@ -285,73 +226,12 @@ class SpTokenizer : public Tokenizer {
   }
 
   int64_t vocab_size() const override { return vocab_size_; }
-  bool has_special(const std::string& token) const override { return by_name_.count(token) > 0; }
-  int64_t special_id(const std::string& token) const override {
-    auto it = by_name_.find(token);
-    if (it == by_name_.end())
-      throw std::runtime_error("tokenizer (" + dir_ + "): no special token '" + token + "' in " +
-                               kConfigFile);
-    return it->second;
-  }
-  bool is_special(int64_t id) const override {
-    auto it = added_.find(id);
-    return it != added_.end() && it->second.special;
-  }
   std::string fingerprint() const override { return fingerprint_; }
-  int64_t bos_id() const override { return bos_id_; }
-  int64_t eos_id() const override { return eos_id_; }
-  int64_t pad_id() const override {
-    if (pad_id_ >= 0) return pad_id_;
-    return eos_id_ >= 0 ? eos_id_ : 0;
-  }
 
  private:
-  void parse_added_tokens(const nlohmann::json& cfg, const std::string& where) {
-    auto it = cfg.find("added_tokens_decoder");
-    if (it == cfg.end()) return;
-    if (!it->is_object())
-      throw std::runtime_error("tokenizer: " + where + ": 'added_tokens_decoder' must be an object");
-    for (const auto& [key, val] : it->items()) {
-      int64_t id = -1;
-      try {
-        size_t used = 0;
-        id = std::stoll(key, &used);
-        if (used != key.size()) id = -1;
-      } catch (const std::exception&) {
-      }
-      if (id < 0)
-        throw std::runtime_error("tokenizer: " + where + ": added_tokens_decoder key '" + key +
-                                 "' is not a token id");
-      if (!val.is_object() || !val.contains("content") || !val["content"].is_string())
-        throw std::runtime_error("tokenizer: " + where + ": added_tokens_decoder[\"" + key +
-                                 "\"].content must be a string");
-      AddedToken tok;
-      tok.content = val["content"].get<std::string>();
-      if (val.contains("special") && val["special"].is_boolean()) tok.special = val["special"].get<bool>();
-      // Entries below sp_size re-label sentencepiece pieces (ChatGLM3 lists <unk>, <s>, </s>).
-      vocab_size_ = std::max(vocab_size_, id + 1);
-      by_name_.emplace(tok.content, id);  // the first id wins for a duplicated name
-      added_[id] = std::move(tok);
-    }
-  }
-
-  // Resolves bos_token etc. to an id: an added token, else a sentencepiece piece.
-  int64_t lookup_named(const nlohmann::json& cfg, const char* key, const std::string& where) {
-    const std::string name = token_name(cfg, key);
-    if (name.empty()) return -1;
-    auto it = by_name_.find(name);
-    if (it != by_name_.end()) return it->second;
-    if (const int64_t id = sp_.piece_to_id(name); id >= 0) return id;
-    throw std::runtime_error("tokenizer: " + where + ": " + key + " '" + name +
-                             "' is neither an added token nor a sentencepiece piece");
-  }
-
   std::string dir_;
   SpModel sp_;
   int64_t sp_size_ = 0, vocab_size_ = 0;
-  std::map<int64_t, AddedToken> added_;
-  std::unordered_map<std::string, int64_t> by_name_;
-  int64_t bos_id_ = -1, eos_id_ = -1, pad_id_ = -1;
   std::string fingerprint_;
 };
 
@@ -412,7 +292,7 @@ void train_tokenizer(const std::string& text_file, const std::string& dir, int v
   if (SpModule::get().train(keys.data(), values.data(), args.size(), /*seed=*/42, append_bytes,
                             &model, append_bytes, &err) != 0)
     throw std::runtime_error("train_tokenizer: training on '" + text_file + "' failed: " + err);
-  write_file(fs::path(dir) / kModelFile, model);
+  io::write_file_atomic(fs::path(dir) / kModelFile, model);
 
   SpModel sp;
   if (std::string e = sp.load(model); !e.empty())
@@ -434,7 +314,7 @@ void train_tokenizer(const std::string& text_file, const std::string& dir, int v
   else if (contains(specials, "<|end_of_text|>"))
     cfg["eos_token"] = "<|end_of_text|>";
   if (contains(specials, "<|end_of_text|>")) cfg["pad_token"] = "<|end_of_text|>";
-  write_file(fs::path(dir) / kConfigFile, cfg.dump(2) + "\n");
+  io::write_file_atomic(fs::path(dir) / kConfigFile, cfg.dump(2) + "\n");
 }
 
 }  // namespace ftrun::data

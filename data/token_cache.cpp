@@ -17,6 +17,7 @@
 #include <stdexcept>
 
 #include "data/dataset.h"
+#include "io/file.h"
 
 namespace ftrun::data {
 namespace {
@@ -226,34 +227,12 @@ void write_token_cache(const std::string& path, const std::string& key,
   const auto d = h.digest();
   out.append(reinterpret_cast<const char*>(d.data()), d.size());
 
-  // Unique temporary name in the target directory (rename is atomic only within one file
-  // system), fsync'ed before the rename so a crash cannot leave a renamed-but-empty file.
-  static std::atomic<int> counter{0};
-  const std::string tmp = path + ".tmp." + std::to_string(::getpid()) + "." +
-                          std::to_string(counter++);
-  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  if (fd < 0)
-    throw std::runtime_error("token cache: cannot create " + tmp + ": " + std::strerror(errno));
-  size_t done = 0;
-  while (done < out.size()) {
-    const ssize_t n = ::write(fd, out.data() + done, out.size() - done);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      const std::string err = std::strerror(errno);
-      ::close(fd);
-      ::unlink(tmp.c_str());
-      throw std::runtime_error("token cache: cannot write " + tmp + ": " + err);
-    }
-    done += static_cast<size_t>(n);
-  }
-  if (::fsync(fd) != 0 || ::close(fd) != 0) {
-    ::unlink(tmp.c_str());
-    throw std::runtime_error("token cache: cannot flush " + tmp);
-  }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    const std::string err = std::strerror(errno);
-    ::unlink(tmp.c_str());
-    throw std::runtime_error("token cache: cannot rename " + tmp + " to " + path + ": " + err);
+  // Atomic (temp sibling, fsync, rename): a crash or a concurrent reader never sees half a
+  // cache file, and ranks building the same cache never interleave.
+  try {
+    io::write_file_atomic(path, out);
+  } catch (const std::exception& e) {
+    throw std::runtime_error(std::string("token cache: ") + e.what());
   }
 }
 

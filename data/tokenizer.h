@@ -1,4 +1,6 @@
-// Tokenizer interface and the sentencepiece implementation (byte-level BPE: bpe_tokenizer.h).
+// Tokenizer interface, load_tokenizer() and the sentencepiece trainer. Implementations:
+// sentencepiece in sp_tokenizer.cpp, byte-level BPE in bpe_tokenizer.h; tokenizer_config.json's
+// added tokens are read for both by added_tokens.h.
 //
 // A sentencepiece tokenizer directory holds `tokenizer.model` and `tokenizer_config.json` whose
 // `added_tokens_decoder` ({"ID": {"content": "<|eot_id|>", "special": true}, ...}) lists special

@@ -1,6 +1,6 @@
 // ftrun generate / eval / chat: inference with a base model, an adapter or a full fine-tune
 // (see commands.h). Command-line parsing only; the work is in runtime/ (generate.h,
-// evaluate.h).
+// eval_run.h).
 #include <boost/program_options.hpp>
 #include <torch/torch.h>
 #include <unistd.h>
@@ -10,16 +10,12 @@
 #include <iostream>
 
 #include "data/prompt_fit.h"
-#include "data/token_cache.h"
 #include "launcher/commands.h"
-#include "runtime/checkpoint.h"
 #include "runtime/config.h"
-#include "runtime/deepspeed.h"
-#include "runtime/dist/rank_info.h"
-#include "runtime/dist/rendezvous.h"
-#include "runtime/evaluate.h"
+#include "comm/rank_info.h"
+#include "comm/rendezvous.h"
+#include "runtime/eval_run.h"
 #include "runtime/generate.h"
-#include "sharding/zero.h"
 
 namespace po = boost::program_options;
 namespace fs = std::filesystem;
@@ -132,89 +128,23 @@ int cmd_eval(const std::vector<std::string>& argv) {
   if (vm.count("max-new-tokens") && max_new < 1) throw po::error("--max-new-tokens must be >= 1");
   if (vm.count("batch-size") && batch < 1) throw po::error("--batch-size must be >= 1");
   // The rank is known first, so every error below names the rank that hit it.
-  auto info = dist::detect_rank_info();
+  auto info = comm::detect_rank_info();
   if (info.world_size > 1) g_rank_prefix = "rank " + std::to_string(info.rank) + ": ";
   auto cfg = runtime::load_config(config, sets);
-  const auto& args = cfg.training_args;
-  const std::string key = split == "val" ? "data_config.val_file" : "data_config.test_file";
-  const std::string file = split == "val" ? cfg.data_config.val_file : cfg.data_config.test_file;
-  if (file.empty()) throw std::runtime_error(cfg.path + ": " + key + " is not set (the --split " + split + " data)");
-  if (checkpoint.empty()) checkpoint = args.output_dir;
-  if (!fs::exists(fs::path(checkpoint) / "adapter_config.json") && !fs::exists(fs::path(checkpoint) / "config.json"))
-    throw std::runtime_error(checkpoint + ": no trained model here (neither adapter_config.json nor config.json); " +
-                             "train first, or pass --checkpoint DIR");
-
-  // One process per rank, as in training (torchrun-style env, mpirun or srun); each rank
-  // generates its share of the rows. At ZeRO stage 3 (zero_stage or the DeepSpeed file, as in
-  // training) the weights are sharded across the ranks and gathered unit by unit for each
-  // forward, so the ranks decode in lock-step; otherwise each rank holds the whole model.
-  dist::CommOptions co;
+  runtime::EvalRequest req;
+  req.checkpoint = checkpoint;
+  req.split = split;
+  req.output = output;
+  if (vm.count("max-new-tokens")) req.max_new_tokens = max_new;
+  if (vm.count("batch-size")) req.batch_size = batch;
+  runtime::prepare_eval_request(cfg, req);  // before the rendezvous: a bad request never waits for peers
+  // One process per rank, as in training (torchrun-style env, mpirun or srun).
+  comm::CommOptions co;
   co.backend = cfg.comm_backend;
   co.rendezvous_timeout = co.collective_timeout = std::chrono::milliseconds(int64_t(cfg.collective_timeout * 1000.0));
-  auto comm = dist::init_comm(info, co);
-  const int rank = comm->rank(), world = comm->world_size();
-
-  auto inf = runtime::load_for_inference(checkpoint, cfg.model_dir, cfg.chat_template);
-  const bool sharded = world > 1 && runtime::zero_stage_of(cfg, world) == 3;
-  std::unique_ptr<sharding::ZeroEngine> engine;
-  if (sharded) {
-    int64_t full_bytes = 0;
-    for (const auto& p : inf.model->parameters()) full_bytes += p.numel() * int64_t(p.element_size());
-    sharding::ZeroConfig zc;
-    zc.stage = 3;
-    // Nothing to train: every weight is a frozen one, sharded with its unit.
-    engine = std::make_unique<sharding::ZeroEngine>(*inf.model, std::vector<at::Tensor>{}, std::vector<bool>{}, comm, zc);
-    if (rank == 0)
-      std::cerr << "ftrun: ZeRO-3 evaluation: rank 0 keeps " << engine->memory().param_bytes << " of "
-                << full_bytes << " bytes of weights (sharded over " << world << " ranks)\n";
-  }
-  std::vector<runtime::PredictRow> rows;
-  try {
-    rows = runtime::prediction_rows(file, *inf.chat_template, *inf.tokenizer, cfg.max_input_length, cfg.combine);
-  } catch (const std::exception& e) {
-    throw std::runtime_error(key + ": " + e.what());
-  }
-  // Loss over the split's label tokens (each rank its share of the samples).
-  data::EncodeOptions enc{cfg.max_input_length, cfg.max_output_length, cfg.combine};
-  const auto cache_dir = data::default_cache_dir(args.output_dir);
-  std::vector<data::Sample> samples;
-  if (rank == 0) samples = data::load_or_build(file, *inf.chat_template, *inf.tokenizer, enc, cache_dir);
-  comm->barrier();
-  if (rank != 0) samples = data::load_or_build(file, *inf.chat_template, *inf.tokenizer, enc, cache_dir);
-  const auto& mc = inf.model->config();
-  int64_t pad_id = mc.pad_token_id >= 0 ? mc.pad_token_id : (mc.eos_token_id.empty() ? 0 : mc.eos_token_id[0]);
-  auto [loss_sum, loss_count] =
-      runtime::distributed_loss_sum_and_count(*inf.model, samples, args.per_device_eval_batch_size, pad_id, *comm);
-
-  runtime::PredictOptions po;
-  po.generate.max_new_tokens = vm.count("max-new-tokens") ? max_new : runtime::eval_max_new_tokens(args.generation_config);
-  po.generate.stop_ids = runtime::eval_stop_ids(*inf.chat_template, *inf.tokenizer, mc);
-  po.batch_size = vm.count("batch-size") ? batch : args.per_device_eval_batch_size;
-  po.synced = sharded;  // every forward is collective
-  auto res = runtime::predict(*inf.model, rows, *inf.tokenizer, po, *comm);
-  if (rank == 0) {
-    if (output.empty()) {
-      fs::create_directories(args.output_dir);
-      output = (fs::path(args.output_dir) / ("predictions_" + split + ".jsonl")).string();
-    }
-    runtime::write_predictions(output, rows, res.predictions);
-    // HF's names: eval_* for the validation split (as in training's records), test_* for test.
-    const std::string prefix = split == "val" ? "eval" : "test";
-    nlohmann::json m;
-    m[prefix + "_loss"] = loss_count > 0 ? loss_sum / double(loss_count) : std::nan("");
-    for (const auto& kv : res.scores) m[prefix + "_" + kv.first] = kv.second;
-    m[prefix + "_samples"] = rows.size();
-    m[prefix + "_runtime"] = res.seconds;
-    m[prefix + "_tokens_per_second"] = res.seconds > 0 ? double(res.new_tokens) / res.seconds : 0.0;
-    // Also to a file, as HF's trainer.save_metrics(split) does ({eval,test}_results.json).
-    fs::create_directories(args.output_dir);
-    const auto results = (fs::path(args.output_dir) / (prefix + "_results.json")).string();
-    runtime::write_json(results, m);
-    std::cerr << "ftrun: " << rows.size() << " rows of " << file << " on " << world << " rank(s) from " << checkpoint
-              << "; predictions in " << output << ", metrics in " << results << "\n";
-    std::cout << m.dump() << std::endl;
-  }
-  comm->barrier();
+  auto comm = comm::init_comm(info, co);
+  auto metrics = runtime::evaluate_checkpoint(cfg, req, *comm);
+  if (comm->rank() == 0) std::cout << metrics.dump() << std::endl;
   return 0;
 }
 

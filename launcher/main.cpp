@@ -3,21 +3,26 @@
 #include <boost/program_options.hpp>
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
 
 #include "data/tokenizer.h"
+#include "io/file.h"
 #include "launcher/agent.h"
 #include "launcher/commands.h"
 #include "launcher/control.h"
 #include "launcher/worker_link.h"
+#include "models/family.h"
 #include "models/tiny.h"
+#include "io/file.h"
+#include "peft/adapter.h"
 #include "peft/merge.h"
 #include "runtime/checkpoint.h"
 #include "runtime/config.h"
-#include "runtime/dist/rank_info.h"
-#include "runtime/dist/rendezvous.h"
+#include "comm/rank_info.h"
+#include "comm/rendezvous.h"
 #include "runtime/generate.h"
 #include "runtime/metrics.h"
 #include "runtime/pretrain.h"
@@ -103,9 +108,9 @@ int cmd_train(const std::vector<std::string>& argv) {
   const bool spawn = vm.count("nproc-per-node") || vm.count("nnodes") || vm.count("max-restarts");
   // One process per rank: torchrun-style env, mpirun or srun say which (none: one process).
   // Known before the config is read, so even a config error names the rank that hit it.
-  dist::RankInfo info;
+  comm::RankInfo info;
   if (!spawn) {
-    info = dist::detect_rank_info();
+    info = comm::detect_rank_info();
     if (info.world_size > 1) launcher::g_rank_prefix = "rank " + std::to_string(info.rank) + ": ";
     g_link = launcher::WorkerLink::from_env(info.rank);
   }
@@ -140,13 +145,13 @@ int cmd_train(const std::vector<std::string>& argv) {
                         "progress-timeout"})
     if (vm.count(k))
       throw po::error(std::string("--") + k + " only applies to spawn mode: add --nproc-per-node N (and --nnodes)");
-  dist::CommOptions co;
+  comm::CommOptions co;
   co.backend = cfg.comm_backend;
   co.rendezvous_timeout = co.collective_timeout =
       std::chrono::milliseconds(int64_t(cfg.collective_timeout * 1000.0));
   if (g_link->active())
     runtime::set_progress_observer([](int64_t done, int64_t total) { g_link->progress(done, total); });
-  auto comm = dist::init_comm(info, co);
+  auto comm = comm::init_comm(info, co);
   try {
     runtime::train(cfg, true, comm, resume);
   } catch (const std::exception& e) {
@@ -179,31 +184,24 @@ int cmd_merge(const std::vector<std::string>& argv) {
     std::cout << kUsage << opts;
     return vm.count("help") ? 0 : 2;
   }
-  auto cfg_path = fs::path(adapter) / "adapter_config.json";
-  if (!fs::exists(cfg_path))
+  if (!peft::is_adapter_dir(adapter))
     throw std::runtime_error(adapter + ": not an adapter directory (no adapter_config.json)");
-  nlohmann::json j;
-  std::ifstream(cfg_path) >> j;
-  if (base.empty()) base = j.value("base_model_name_or_path", "");
-  if (base.empty() || !fs::exists(fs::path(base) / "config.json"))
-    throw std::runtime_error(cfg_path.string() + ": base model '" + base + "' not found (pass --base DIR to point at it)");
+  base = peft::read_adapter_dir(adapter).base_dir(base);
   if (fs::weakly_canonical(out) == fs::weakly_canonical(base) || fs::weakly_canonical(out) == fs::weakly_canonical(adapter))
     throw std::runtime_error(out + ": the output directory must differ from the base and adapter directories");
   // Merged in fp32 whatever the base's dtype, so W + s*B@A is not rounded to bf16 on the way.
   auto model = models::load_pretrained(base, at::kFloat);
   auto merged = peft::merge_lora(*model, adapter);
   // Written beside the target and renamed, so an interrupted merge never leaves half a model.
-  auto tmp = out + ".tmp";
-  fs::remove_all(tmp);
-  models::save_pretrained(*model, tmp, max_shard);
-  // The adapter's own tokenizer when it has one (ftrun copies it into every output), else the base's.
-  bool own_tok = fs::exists(fs::path(adapter) / "tokenizer_config.json");
-  runtime::copy_tokenizer(own_tok ? adapter : base, tmp);
-  if (fs::exists(fs::path(base) / "generation_config.json"))
-    fs::copy_file(fs::path(base) / "generation_config.json", fs::path(tmp) / "generation_config.json",
-                  fs::copy_options::overwrite_existing);
-  fs::remove_all(out);
-  fs::rename(tmp, out);
+  io::write_dir_atomic(out, [&](const fs::path& tmp) {
+    models::save_pretrained(*model, tmp.string(), max_shard);
+    // The adapter's own tokenizer when it has one (ftrun copies it into every output), else the base's.
+    bool own_tok = fs::exists(fs::path(adapter) / "tokenizer_config.json");
+    runtime::copy_tokenizer(own_tok ? adapter : base, tmp);
+    if (fs::exists(fs::path(base) / "generation_config.json"))
+      fs::copy_file(fs::path(base) / "generation_config.json", tmp / "generation_config.json",
+                    fs::copy_options::overwrite_existing);
+  });
   std::cout << "ftrun: merged " << merged.size() << " LoRA layers of " << adapter << " into " << base << " -> "
             << out << "\n";
   return 0;
@@ -215,10 +213,15 @@ int cmd_make_tiny(const std::vector<std::string>& argv) {
   int vocab = 512;
   uint64_t seed = 42;
   runtime::PretrainOptions pre;
+  // The families whose entry has a tiny recipe: "llama, qwen2, chatglm3 or glm4".
+  const auto names = models::tiny_family_names();
+  std::string tiny_families;
+  for (size_t i = 0; i < names.size(); ++i)
+    tiny_families += (i == 0 ? "" : i + 1 == names.size() ? " or " : ", ") + names[i];
   opts.add_options()("help,h", "show help")("out", po::value(&out), "output directory")(
       "corpus", po::value(&corpus), "text file the tokenizer is trained on")(
       "vocab-size", po::value(&vocab), "sentencepiece vocabulary size (before specials)")(
-      "seed", po::value(&seed), "weight seed")("model-type", po::value(&model_type), "llama, qwen2, chatglm3 or glm4")(
+      "seed", po::value(&seed), "weight seed")("model-type", po::value(&model_type), tiny_families.c_str())(
       "pretrain-steps", po::value(&pre.steps)->default_value(pre.steps),
       "next-token pre-training steps on the corpus (0 = leave the weights random)");
   po::positional_options_description pos;
@@ -230,44 +233,25 @@ int cmd_make_tiny(const std::vector<std::string>& argv) {
     std::cout << kUsage << opts;
     return vm.count("help") ? 0 : 2;
   }
-  if (model_type != "llama" && model_type != "qwen2" && model_type != "chatglm3" && model_type != "glm4") {
-    std::cerr << "ftrun: --model-type must be llama, qwen2, chatglm3 or glm4 (got '" << model_type << "')\n";
+  if (std::find(names.begin(), names.end(), model_type) == names.end()) {
+    std::cerr << "ftrun: --model-type must be " << tiny_families << " (got '" << model_type << "')\n";
     return 2;
   }
+  const models::TinyRecipe& fam = models::find_family(model_type)->tiny;
   // Written beside the target and renamed, so an interrupted build never leaves half a model.
   auto tmp = out + ".tmp";
   fs::remove_all(tmp);
   fs::create_directories(tmp);
-  // Each family's special tokens (formats.md 4.3), appended after the sentencepiece pieces,
-  // and which of them are bos / eos / pad, so the family's chat template works unchanged.
-  struct Family {
-    std::vector<std::string> specials;
-    std::string bos, eos, pad, first;  // first: the token pre-training samples start with
-    std::vector<std::string> extra_eos;
-  };
-  Family fam;
-  if (model_type == "llama")
-    fam = {{"<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"},
-           "<|begin_of_text|>", "<|eot_id|>", "<|end_of_text|>", "<|begin_of_text|>", {}};
-  else if (model_type == "qwen2")
-    fam = {{"<|endoftext|>", "<|im_start|>", "<|im_end|>"}, "", "<|im_end|>", "<|endoftext|>", "<|im_start|>", {}};
-  else if (model_type == "glm4")
-    fam = {{"<|endoftext|>", "[MASK]", "[gMASK]", "[sMASK]", "<sop>", "<eop>", "<|system|>", "<|user|>",
-            "<|assistant|>", "<|observation|>"},
-           "", "<|endoftext|>", "<|endoftext|>", "[gMASK]", {"<|user|>", "<|observation|>"}};
-  else  // chatglm3: eos is sentencepiece's </s> (id 2, as in chatglm3-6b)
-    fam = {{"[MASK]", "[gMASK]", "[sMASK]", "sop", "eop", "<|system|>", "<|user|>", "<|assistant|>", "<|observation|>"},
-           "", "</s>", "<unk>", "[gMASK]", {}};
+  // The family's special tokens (its entry's tiny recipe) go after the sentencepiece pieces.
   data::train_tokenizer(corpus, tmp, vocab, fam.specials);
   {
     auto path = fs::path(tmp) / "tokenizer_config.json";
-    nlohmann::json tc;
-    std::ifstream(path) >> tc;
+    nlohmann::json tc = io::read_json_file(path);
     for (const char* k : {"bos_token", "eos_token", "pad_token"}) tc.erase(k);
     if (!fam.bos.empty()) tc["bos_token"] = fam.bos;
     tc["eos_token"] = fam.eos;
     tc["pad_token"] = fam.pad;
-    std::ofstream(path) << tc.dump(2) << "\n";
+    io::write_json_atomic(path, tc);
   }
   auto tok = data::load_tokenizer(tmp);
   models::TinySpec spec;

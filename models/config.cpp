@@ -1,11 +1,15 @@
 // Parses HF config.json into ModelConfig, with transformers' (or, for ChatGLM, THUDM's
-// ChatGLMConfig's) defaults for absent keys.
+// ChatGLMConfig's) defaults for absent keys. The two key sets ftrun reads (transformers'
+// LlamaConfig family and THUDM's ChatGLMConfig) are defined here; which one a config.json gets
+// is its family entry's choice (models/family.h).
 #include "models/config.h"
 
-#include <algorithm>
 #include <filesystem>
-#include <fstream>
 #include <stdexcept>
+
+#include "io/file.h"
+#include "models/families/family_parts.h"
+#include "models/family.h"
 
 namespace fs = std::filesystem;
 
@@ -58,6 +62,17 @@ void require_bool(const nlohmann::json& j, const std::string& path, const char* 
   if (get_bool(j, path, key, dflt) != supported)
     fail(path, std::string("'") + key + "': " + (supported ? "false" : "true") +
                    " is not supported by ftrun's ChatGLM model (" + why + ")");
+}
+
+// Keys every family reads the same way.
+void read_common(const nlohmann::json& j, const std::string& path, ModelConfig& c) {
+  if (j.contains("torch_dtype") && j["torch_dtype"].is_string())
+    c.torch_dtype = j["torch_dtype"].get<std::string>();
+  auto bos = get_ids(j, path, "bos_token_id");
+  c.bos_token_id = bos.empty() ? -1 : bos[0];
+  auto pad = get_ids(j, path, "pad_token_id");
+  c.pad_token_id = pad.empty() ? -1 : pad[0];
+  c.eos_token_id = get_ids(j, path, "eos_token_id");
 }
 
 // model_type "chatglm": THUDM's ChatGLMConfig (ChatGLM2/3, GLM-4). Defaults are that class's
@@ -123,32 +138,13 @@ void parse_chatglm(const nlohmann::json& j, const std::string& path, ModelConfig
 
 }  // namespace
 
-ModelConfig parse_model_config(const nlohmann::json& j, const std::string& path) {
-  if (!j.is_object()) fail(path, "config must be a JSON object");
-  ModelConfig c;
-  c.path = path;
-  c.raw = j;
-  if (!j.contains("model_type") || !j["model_type"].is_string())
-    fail(path, "missing required key 'model_type' (a string such as \"llama\")");
-  c.model_type = j["model_type"].get<std::string>();
-  if (j.contains("architectures") && j["architectures"].is_array())
-    for (const auto& a : j["architectures"])
-      if (a.is_string()) c.architectures.push_back(a.get<std::string>());
-  auto read_common = [&] {
-    if (j.contains("torch_dtype") && j["torch_dtype"].is_string())
-      c.torch_dtype = j["torch_dtype"].get<std::string>();
-    auto bos = get_ids(j, path, "bos_token_id");
-    c.bos_token_id = bos.empty() ? -1 : bos[0];
-    auto pad = get_ids(j, path, "pad_token_id");
-    c.pad_token_id = pad.empty() ? -1 : pad[0];
-    c.eos_token_id = get_ids(j, path, "eos_token_id");
-  };
-  if (c.model_type == "chatglm") {
-    parse_chatglm(j, path, c);
-    read_common();
-    return c;
-  }
+void read_chatglm_config(const nlohmann::json& j, const std::string& path, ModelConfig& c) {
+  parse_chatglm(j, path, c);
+  read_common(j, path, c);
+}
 
+// transformers' LlamaConfig key set, which Qwen2Config and MistralConfig share.
+void read_llama_config(const nlohmann::json& j, const std::string& path, ModelConfig& c) {
   c.vocab_size = get_int(j, path, "vocab_size", 0, true);
   c.hidden_size = get_int(j, path, "hidden_size", 0, true);
   c.intermediate_size = get_int(j, path, "intermediate_size", 0, true);
@@ -171,13 +167,11 @@ ModelConfig parse_model_config(const nlohmann::json& j, const std::string& path)
   c.tie_word_embeddings = get_bool(j, path, "tie_word_embeddings", false);
   c.attention_bias = get_bool(j, path, "attention_bias", false);
   c.mlp_bias = get_bool(j, path, "mlp_bias", false);
-  // Qwen2's modeling file hard-codes bias on q/k/v and none on o.
-  c.qkv_bias = c.model_type == "qwen2";
   if (j.contains("hidden_act") && j["hidden_act"].is_string())
     c.hidden_act = j["hidden_act"].get<std::string>();
   if (c.hidden_act != "silu" && c.hidden_act != "swish")
     fail(path, "hidden_act '" + c.hidden_act + "' is not supported (expected \"silu\")");
-  read_common();
+  read_common(j, path, c);
 
   if (j.contains("rope_scaling") && !j["rope_scaling"].is_null()) {
     const auto& rs = j["rope_scaling"];
@@ -195,23 +189,33 @@ ModelConfig parse_model_config(const nlohmann::json& j, const std::string& path)
     c.rope_scaling.original_max_position_embeddings =
         get_int(rs, path, "original_max_position_embeddings", 8192);
   }
-  const std::vector<std::string> known = {"llama", "qwen2", "mistral"};
-  if (std::find(known.begin(), known.end(), c.model_type) == known.end())
-    fail(path, "model_type '" + c.model_type + "' is not supported yet (supported: llama, qwen2, mistral, chatglm)");
-  return c;
+}
+
+ModelConfig parse_model_config(const nlohmann::json& j, const std::string& path) {
+  if (!j.is_object()) fail(path, "config must be a JSON object");
+  ModelConfig c;
+  c.path = path;
+  c.raw = j;
+  if (!j.contains("model_type") || !j["model_type"].is_string())
+    fail(path, "missing required key 'model_type' (a string such as \"llama\")");
+  c.model_type = j["model_type"].get<std::string>();
+  if (j.contains("architectures") && j["architectures"].is_array())
+    for (const auto& a : j["architectures"])
+      if (a.is_string()) c.architectures.push_back(a.get<std::string>());
+  if (const Family* f = buildable_family(c.model_type)) {
+    f->read_config(j, path, c);
+    return c;
+  }
+  // An unknown model_type is still read as the LlamaConfig key set first, as it always was,
+  // so a file with a bad key reports that key before the type.
+  read_llama_config(j, path, c);
+  fail(path, "model_type '" + c.model_type + "' is not supported yet (supported: " + supported_model_types() + ")");
 }
 
 ModelConfig load_model_config(const std::string& dir_or_file) {
   fs::path p(dir_or_file);
   if (fs::is_directory(p)) p /= "config.json";
-  std::ifstream in(p);
-  if (!in) throw std::runtime_error(p.string() + ": cannot open (expected an HF model directory with config.json)");
-  nlohmann::json j;
-  try {
-    in >> j;
-  } catch (const std::exception& e) {
-    fail(p.string(), std::string("invalid JSON: ") + e.what());
-  }
+  auto j = io::read_json_file(p, "(expected an HF model directory with config.json)");
   return parse_model_config(j, p.string());
 }
 

@@ -1,15 +1,15 @@
-// Family dispatch, HF-format load/save and the causal-LM loss (see model.h).
+// Building a model through its family entry (models/family.h), HF-format load/save and the
+// causal-LM loss (see model.h).
 #include "models/model.h"
 
 #include <torch/torch.h>
 
 #include <filesystem>
-#include <fstream>
 #include <set>
 #include <sstream>
 
-#include "models/chatglm.h"
-#include "models/llama.h"
+#include "io/file.h"
+#include "models/family.h"
 #include "models/safetensors.h"
 
 namespace fs = std::filesystem;
@@ -67,13 +67,7 @@ void CausalLM::record_base_parameters() {
 }
 
 std::shared_ptr<CausalLM> build_model(const ModelConfig& config) {
-  std::shared_ptr<CausalLM> m;
-  if (config.model_type == "llama" || config.model_type == "qwen2" || config.model_type == "mistral")
-    m = make_llama(config);
-  else if (config.model_type == "chatglm")
-    m = make_chatglm(config);
-  else
-    throw std::runtime_error(config.path + ": model_type '" + config.model_type + "' is not supported");
+  std::shared_ptr<CausalLM> m = family_for(config).build(config);
   // HF _init_weights: normal(0, initializer_range) for linear and embedding weights, zero
   // biases; norms stay at one.
   double std_dev = config.raw.value("initializer_range", 0.02);
@@ -91,11 +85,10 @@ std::shared_ptr<CausalLM> build_model(const ModelConfig& config) {
 namespace {
 
 bool ignorable(const std::string& name, const ModelConfig& c) {
-  // Older checkpoints carry rotary buffers (Llama: ...rotary_emb.inv_freq; every ChatGLM3 /
-  // GLM-4 checkpoint: transformer.rotary_pos_emb.inv_freq, which THUDM's forward never reads);
-  // tied models may still store lm_head.
-  if (name.find("rotary_emb.inv_freq") != std::string::npos) return true;
-  if (c.model_type == "chatglm" && name == "transformer.rotary_pos_emb.inv_freq") return true;
+  // Rotary buffers older checkpoints carry are the family's to name; tied models may still
+  // store lm_head.
+  const Family* family = buildable_family(c.model_type);
+  if (family && family->unused_tensor && family->unused_tensor(name)) return true;
   if (c.tie_word_embeddings && name == "lm_head.weight") return true;
   return false;
 }
@@ -154,15 +147,7 @@ void save_pretrained(CausalLM& model, const std::string& dir, uint64_t max_shard
   for (const auto& name : model.base_parameter_names())
     tensors.emplace_back(name, params[name].detach());
   st::save_model(dir, tensors, max_shard_bytes);
-  auto raw = model.config().raw;
-  auto tmp = (fs::path(dir) / "config.json.tmp").string();
-  {
-    std::ofstream out(tmp);
-    if (!out) throw std::runtime_error(tmp + ": cannot write");
-    out << raw.dump(2) << "\n";
-    if (!out) throw std::runtime_error(tmp + ": write failed");
-  }
-  fs::rename(tmp, fs::path(dir) / "config.json");
+  io::write_json_atomic(fs::path(dir) / "config.json", model.config().raw);
 }
 
 at::Tensor causal_lm_loss_sum(const at::Tensor& logits, const at::Tensor& labels, int64_t* count) {

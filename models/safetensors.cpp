@@ -2,6 +2,8 @@
 // with the reference writer), plus HF-style sharded checkpoints. Rules: formats.md sec. 1.
 #include "models/safetensors.h"
 
+#include "io/file.h"
+
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -249,58 +251,11 @@ std::map<std::string, std::string> parse_metadata(const std::string& path, const
   return out;
 }
 
-// Writes everything or throws; write() may be partial for large buffers or on signals.
-void write_all(int fd, const void* data, size_t n, const std::string& path) {
-  const char* p = static_cast<const char*>(data);
-  while (n > 0) {
-    ssize_t w = ::write(fd, p, n);
-    if (w < 0) {
-      if (errno == EINTR) continue;
-      fail(path, "write failed: " + errno_text());
-    }
-    p += w;
-    n -= static_cast<size_t>(w);
-  }
-}
+using io::write_all;
 
-void fsync_dir(const fs::path& dir) {
-  // Makes the rename durable; best effort, since some filesystems refuse fsync on directories.
-  int fd = ::open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd >= 0) {
-    ::fsync(fd);
-    ::close(fd);
-  }
-}
-
-// Calls `fill(fd)` on `path + ".tmp.<pid>"`, then fsyncs and renames it over `path`, so a reader
-// never sees a half-written file. The temp file is removed on any failure.
-template <typename Fill>
-void write_atomically(const std::string& path, Fill fill) {
-  const fs::path target(path);
-  const fs::path parent = target.parent_path();
-  std::error_code ec;
-  if (!parent.empty() && !fs::is_directory(parent, ec))
-    fail(path, "cannot write: directory " + squote(parent.string()) + " does not exist");
-  const std::string tmp = path + ".tmp." + std::to_string(::getpid());
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) fail(path, "cannot create temporary file " + squote(tmp) + ": " + errno_text());
-  try {
-    fill(fd);
-    if (::fsync(fd) != 0) fail(path, "fsync failed: " + errno_text());
-    if (::close(fd) != 0) {
-      fd = -1;
-      fail(path, "close failed: " + errno_text());
-    }
-    fd = -1;
-    if (::rename(tmp.c_str(), path.c_str()) != 0)
-      fail(path, "cannot rename " + squote(tmp) + " to it: " + errno_text());
-  } catch (...) {
-    if (fd >= 0) ::close(fd);
-    ::unlink(tmp.c_str());
-    throw;
-  }
-  fsync_dir(parent);
-}
+// Every safetensors file (and the index) is written through the io layer's atomic writer, so a
+// reader never sees a half-written file.
+void write_atomically(const std::string& path, const std::function<void(int)>& fill) { io::write_atomic(path, fill); }
 
 uint64_t tensor_bytes(const at::Tensor& t) {
   return static_cast<uint64_t>(t.numel()) * static_cast<uint64_t>(t.element_size());

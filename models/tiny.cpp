@@ -1,20 +1,20 @@
-// Tiny random Llama/Qwen2/ChatGLM3/GLM-4 models (see tiny.h).
+// Tiny random models of any registered family (see tiny.h); the config.json key sets the
+// family entries pick from (models/families/).
 #include "models/tiny.h"
 
 #include <torch/torch.h>
 
 #include <cmath>
 
+#include "models/families/family_parts.h"
+#include "models/family.h"
 #include "models/model.h"
 
 namespace ftrun::models {
 
-namespace {
-
 // THUDM's config.json key set (chatglm3-6b, glm-4-9b-chat) with tiny sizes. GLM-4 adds
 // rope_ratio, num_hidden_layers beside num_layers, and a list of stop ids as eos_token_id.
-nlohmann::json tiny_chatglm_config(const TinySpec& s) {
-  bool glm4 = s.model_type == "glm4";
+nlohmann::json tiny_chatglm_config(const TinySpec& s, bool glm4) {
   if (s.num_attention_heads <= 0 || s.hidden_size % s.num_attention_heads != 0)
     throw std::runtime_error("tiny model: hidden_size must be a multiple of num_attention_heads");
   nlohmann::json auto_map = {
@@ -74,12 +74,9 @@ nlohmann::json tiny_chatglm_config(const TinySpec& s) {
   return j;
 }
 
-}  // namespace
-
-nlohmann::json tiny_config(const TinySpec& s) {
-  if (s.model_type == "chatglm3" || s.model_type == "glm4") return tiny_chatglm_config(s);
+nlohmann::json tiny_llama_config(const TinySpec& s, const std::string& architecture) {
   nlohmann::json j = {
-      {"architectures", {s.model_type == "qwen2" ? "Qwen2ForCausalLM" : "LlamaForCausalLM"}},
+      {"architectures", {architecture}},
       {"model_type", s.model_type},
       {"vocab_size", s.vocab_size},
       {"hidden_size", s.hidden_size},
@@ -106,6 +103,14 @@ nlohmann::json tiny_config(const TinySpec& s) {
   j["eos_token_id"] = s.eos_token_id >= 0 ? nlohmann::json(s.eos_token_id) : nlohmann::json();
   if (s.pad_token_id >= 0) j["pad_token_id"] = s.pad_token_id;
   return j;
+}
+
+nlohmann::json tiny_config(const TinySpec& s) {
+  const Family* f = find_family(s.model_type);
+  if (f && f->tiny.config) return f->tiny.config(s);
+  // No such family: LlamaConfig's key set under that model_type, as always, so that
+  // parse_model_config() names the type in its error.
+  return tiny_llama_config(s, "LlamaForCausalLM");
 }
 
 void write_tiny_model(const std::string& dir, const TinySpec& spec) {

@@ -1,4 +1,5 @@
 // Tiny random models in exactly HF's on-disk form, for the embedded demo and tests.
+// make-tiny-model's tokenizer recipe per family is in the family entry (models/family.h).
 #pragma once
 #include <nlohmann/json.hpp>
 
@@ -9,9 +10,10 @@
 namespace ftrun::models {
 
 struct TinySpec {
-  // llama | qwen2 | chatglm3 | glm4. The last two write model_type "chatglm" with the key set
-  // of THUDM's chatglm3-6b / glm-4-9b-chat config.json: intermediate_size becomes
-  // ffn_hidden_size, num_key_value_heads multi_query_group_num, hidden/heads kv_channels,
+  // A family name (models/family.h: llama, qwen2, mistral, chatglm3, glm4); its entry writes
+  // the config.json. chatglm3 and glm4 write model_type "chatglm" with the key set of THUDM's
+  // chatglm3-6b / glm-4-9b-chat config.json: intermediate_size becomes ffn_hidden_size,
+  // num_key_value_heads multi_query_group_num, hidden/heads kv_channels,
   // max_position_embeddings seq_length.
   std::string model_type = "llama";
   int64_t vocab_size = 0;            // from the tokenizer

@@ -4,7 +4,9 @@
 #include <filesystem>
 #include <fstream>
 
+#include "io/file.h"
 #include "models/safetensors.h"
+#include "peft/adapter.h"
 #include "peft/strategy.h"
 
 namespace fs = std::filesystem;
@@ -18,15 +20,8 @@ void write_adapter(const std::string& dir, const NamedTensors& tensors, const nl
     if (kv.second.numel() == 0) throw std::runtime_error(dir + ": refusing to save an empty adapter tensor " + kv.first);
     out.emplace_back(kv.first, kv.second.detach().to(at::kFloat).contiguous());
   }
-  st::save((fs::path(dir) / "adapter_model.safetensors").string(), out);
-  auto tmp = (fs::path(dir) / "adapter_config.json.tmp").string();
-  {
-    std::ofstream f(tmp);
-    f << config.dump(2) << "\n";
-    f.close();
-    if (!f) throw std::runtime_error(tmp + ": write failed");
-  }
-  fs::rename(tmp, fs::path(dir) / "adapter_config.json");
+  st::save((fs::path(dir) / kAdapterWeightsFile).string(), out);
+  io::write_json_atomic(fs::path(dir) / kAdapterConfigFile, config);
 }
 
 }  // namespace ftrun::peft

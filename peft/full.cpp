@@ -11,6 +11,7 @@ namespace {
 class Full : public Strategy {
  public:
   std::string name() const override { return "FULL"; }
+  bool trains_all_weights() const override { return true; }
   void apply(models::CausalLM& model) override {
     model_ = &model;
     for (auto& p : model.parameters()) p.set_requires_grad(true);

@@ -139,6 +139,7 @@ class Lora : public Strategy {
  public:
   explicit Lora(LoraConfig cfg) : cfg_(std::move(cfg)) {}
   std::string name() const override { return "LORA"; }
+  std::vector<std::string> resume_keys() const override { return {"r", "lora_alpha", "target_modules", "use_rslora"}; }
 
   void apply(models::CausalLM& model) override {
     for (auto& p : model.parameters()) p.set_requires_grad(false);

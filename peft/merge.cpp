@@ -13,6 +13,7 @@
 #include <sstream>
 
 #include "models/safetensors.h"
+#include "peft/adapter.h"
 #include "peft/lora.h"
 
 namespace fs = std::filesystem;
@@ -20,16 +21,10 @@ namespace fs = std::filesystem;
 namespace ftrun::peft {
 
 std::vector<std::string> merge_lora(models::CausalLM& model, const std::string& adapter_dir) {
-  auto cfg_path = (fs::path(adapter_dir) / "adapter_config.json").string();
-  std::ifstream in(cfg_path);
-  if (!in) throw std::runtime_error(cfg_path + ": cannot open (expected a PEFT adapter directory)");
-  nlohmann::json j;
-  try {
-    in >> j;
-  } catch (const std::exception& e) {
-    throw std::runtime_error(cfg_path + ": invalid JSON: " + e.what());
-  }
-  auto type = j.value("peft_type", std::string());
+  const auto adapter = read_adapter_dir(adapter_dir);
+  const auto cfg_path = adapter.config_path().string();
+  const auto& j = adapter.config;
+  const auto& type = adapter.peft_type;
   if (type != "LORA")
     throw std::runtime_error(cfg_path + ": only LoRA adapters can be merged into the base weights; this is a " +
                              (type.empty() ? std::string("adapter without peft_type") : type + " adapter") +
@@ -45,7 +40,7 @@ std::vector<std::string> merge_lora(models::CausalLM& model, const std::string& 
   }
   double scale = cfg.use_rslora ? cfg.lora_alpha / std::sqrt(double(cfg.r)) : cfg.lora_alpha / double(cfg.r);
 
-  auto file = (fs::path(adapter_dir) / "adapter_model.safetensors").string();
+  auto file = adapter.weights_path().string();
   auto f = st::File::open(file);
   auto all = model.linears();
   std::map<std::string, models::Linear> by_name(all.begin(), all.end());

@@ -86,6 +86,9 @@ class PrefixTuning : public Strategy {
  public:
   explicit PrefixTuning(PrefixConfig c) : cfg_(std::move(c)) {}
   std::string name() const override { return "PREFIX_TUNING"; }
+  std::vector<std::string> resume_keys() const override {
+    return {"num_virtual_tokens", "pre_seq_len", "prefix_projection", "encoder_hidden_size", "token_dim"};
+  }
 
   void apply(models::CausalLM& model) override {
     const auto& mc = model.config();

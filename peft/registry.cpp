@@ -1,11 +1,10 @@
 // Name -> factory registry of strategies; the built-in plug-ins register on first use so
 // that static linking cannot drop them.
-#include <filesystem>
-#include <fstream>
 #include <map>
 #include <mutex>
 #include <stdexcept>
 
+#include "peft/adapter.h"
 #include "peft/strategy.h"
 
 namespace ftrun::peft {
@@ -52,23 +51,7 @@ std::unique_ptr<Strategy> make_strategy(const nlohmann::json& peft_config) {
 }
 
 std::unique_ptr<Strategy> strategy_from_adapter_dir(const std::string& dir) {
-  auto path = (std::filesystem::path(dir) / "adapter_config.json").string();
-  std::ifstream in(path);
-  if (!in) throw std::runtime_error(path + ": cannot open (expected a PEFT adapter directory)");
-  nlohmann::json j;
-  try {
-    in >> j;
-  } catch (const std::exception& e) {
-    throw std::runtime_error(path + ": invalid JSON: " + e.what());
-  }
-  // A saved prefix is the encoder's output (PEFT stores no projection weights), so it is
-  // read back as a plain, unprojected prefix.
-  if (j.value("peft_type", "") == "PREFIX_TUNING") j["prefix_projection"] = false;
-  try {
-    return make_strategy(j);
-  } catch (const std::exception& e) {
-    throw std::runtime_error(path + ": " + e.what());
-  }
+  return strategy_for_adapter(read_adapter_dir(dir));
 }
 
 }  // namespace ftrun::peft

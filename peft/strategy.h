@@ -30,6 +30,12 @@ class Strategy {
   virtual void save(const std::string& dir, const std::string& base_model_path) const = 0;
   // Loads a saved result into the applied modules (continue training, or inference).
   virtual void load(const std::string& dir) = 0;
+  // The peft_config keys that shape what is trained (tensor shapes, targets, scaling): a run
+  // may resume from a checkpoint only when each of them equals the checkpoint's.
+  virtual std::vector<std::string> resume_keys() const { return {}; }
+  // True when the trainable tensors are the model's own weights (full fine-tuning): the result
+  // is a whole HF model, which under ZeRO-3 is written unit by unit, never gathered whole.
+  virtual bool trains_all_weights() const { return false; }
 };
 
 using Factory = std::function<std::unique_ptr<Strategy>(const nlohmann::json& peft_config)>;

@@ -1,6 +1,8 @@
 // DeepSpeed config reading (see deepspeed.h).
 #include "runtime/deepspeed.h"
 
+#include "io/file.h"
+
 #include <nlohmann/json.hpp>
 
 #include <cmath>
@@ -28,14 +30,7 @@ const std::set<std::string> kTuningKeys = {
 }  // namespace
 
 DeepSpeedSettings read_deepspeed(const std::string& path, const TrainingArgs& args, int world) {
-  std::ifstream in(path);
-  if (!in) throw std::runtime_error(path + ": cannot open DeepSpeed config (training_args.deepspeed)");
-  nlohmann::json j;
-  try {
-    in >> j;
-  } catch (const std::exception& e) {
-    throw std::runtime_error(path + ": invalid JSON: " + e.what());
-  }
+  const nlohmann::json j = io::read_json_file(path, "DeepSpeed config (training_args.deepspeed)");
   if (!j.is_object()) throw std::runtime_error(path + ": expected a JSON object");
   DeepSpeedSettings ds;
   ds.gradient_clipping = args.max_grad_norm;

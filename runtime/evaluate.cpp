@@ -1,6 +1,8 @@
 // Evaluation by generation (see evaluate.h).
 #include "runtime/evaluate.h"
 
+#include "io/file.h"
+
 #include <torch/torch.h>
 
 #include <algorithm>
@@ -11,7 +13,7 @@
 
 #include "data/collator.h"
 #include "data/dataset.h"
-#include "data/glm_templates.h"
+#include "data/templates/glm.h"
 #include "data/prompt_fit.h"
 #include "runtime/text_metrics.h"
 
@@ -49,7 +51,7 @@ std::vector<PredictRow> prediction_rows(const std::string& file, const data::Cha
       }
     if (last == ex.messages.size())
       throw std::runtime_error(ex.where + ": no assistant message (an evaluation row needs the gold reply)");
-    if (tmpl.name() == "glm4") {
+    if (tmpl.uses_demo_eval_rows()) {
       // The GLM-4 demo's evaluation rows (B2 fixed): the k-th row answers the k-th assistant
       // message (combine=false) or the last one (combine=true).
       std::vector<std::string> replies;
@@ -78,7 +80,7 @@ std::vector<PredictRow> prediction_rows(const std::string& file, const data::Cha
   return rows;
 }
 
-std::vector<std::string> all_gather_strings(sharding::Comm& comm, const std::string& mine) {
+std::vector<std::string> all_gather_strings(comm::Comm& comm, const std::string& mine) {
   const int world = comm.world_size();
   if (world == 1) return {mine};
   auto len = torch::tensor({int64_t(mine.size())}, torch::kLong);
@@ -96,7 +98,7 @@ std::vector<std::string> all_gather_strings(sharding::Comm& comm, const std::str
 }
 
 PredictResult predict(models::CausalLM& model, const std::vector<PredictRow>& rows, const data::Tokenizer& tok,
-                      const PredictOptions& o, sharding::Comm& comm) {
+                      const PredictOptions& o, comm::Comm& comm) {
   if (o.batch_size < 1) throw std::runtime_error("predict: batch size must be >= 1");
   const int rank = comm.rank(), world = comm.world_size();
   auto start = std::chrono::steady_clock::now();
@@ -183,19 +185,14 @@ void write_predictions(const std::string& path, const std::vector<PredictRow>& r
   if (rows.size() != predictions.size())
     throw std::logic_error("write_predictions: " + std::to_string(rows.size()) + " rows but " +
                            std::to_string(predictions.size()) + " predictions");
-  auto tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp);
-    if (!out) throw std::runtime_error(tmp + ": cannot write");
-    for (size_t i = 0; i < rows.size(); ++i)
-      out << nlohmann::ordered_json{{"prompt", rows[i].prompt_text},
-                                    {"reference", rows[i].reference},
-                                    {"prediction", predictions[i]}}
-                 .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace)
-          << "\n";
-    if (!out) throw std::runtime_error(tmp + ": write failed");
-  }
-  fs::rename(tmp, path);
+  std::string text;
+  for (size_t i = 0; i < rows.size(); ++i)
+    text += nlohmann::ordered_json{{"prompt", rows[i].prompt_text},
+                                   {"reference", rows[i].reference},
+                                   {"prediction", predictions[i]}}
+                .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) +
+            "\n";
+  io::write_file_atomic(path, text);
 }
 
 std::pair<double, int64_t> loss_sum_and_count(models::CausalLM& model, const std::vector<data::Sample>& samples,
@@ -218,7 +215,7 @@ std::pair<double, int64_t> loss_sum_and_count(models::CausalLM& model, const std
 
 std::pair<double, int64_t> distributed_loss_sum_and_count(models::CausalLM& model,
                                                           const std::vector<data::Sample>& samples,
-                                                          int64_t batch_size, int64_t pad_id, sharding::Comm& comm) {
+                                                          int64_t batch_size, int64_t pad_id, comm::Comm& comm) {
   const int64_t world = comm.world_size(), rank = comm.rank(), n = int64_t(samples.size());
   if (world == 1) return loss_sum_and_count(model, samples, batch_size, pad_id);
   if (n == 0) return {0.0, 0};

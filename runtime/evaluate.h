@@ -18,7 +18,7 @@
 #include "data/tokenizer.h"
 #include "models/model.h"
 #include "runtime/generate.h"
-#include "sharding/comm.h"
+#include "comm/comm.h"
 
 namespace ftrun::runtime {
 
@@ -30,7 +30,7 @@ struct PredictRow {
 
 // The rows of a data file (any format data/dataset.h reads): prompt = the template's
 // generation prompt after the messages before the last assistant message, reference = that
-// message's content (stripped). glm4 follows the GLM-4 demo (data/glm_templates.h): its
+// message's content (stripped). glm4 follows the GLM-4 demo (data/templates/glm.h): its
 // evaluation prompt cut to max_input_length, and with combine=false one row per assistant
 // message while the context is shorter than max_input_length. A pre-tokenized record, a
 // conversation without an assistant turn, or a file without rows is an error naming the
@@ -55,7 +55,7 @@ struct PredictResult {
 // Generates and scores `rows` (see the file comment). Collective: every rank calls it with
 // the same rows and options.
 PredictResult predict(models::CausalLM& model, const std::vector<PredictRow>& rows, const data::Tokenizer& tok,
-                      const PredictOptions& options, sharding::Comm& comm);
+                      const PredictOptions& options, comm::Comm& comm);
 
 // One JSON object per row: {"prompt", "reference", "prediction"}; written to a temp file and
 // renamed. Errors name the path.
@@ -64,7 +64,7 @@ void write_predictions(const std::string& path, const std::vector<PredictRow>& r
 
 // Each rank's string, gathered on every rank (rank r's at index r): byte tensors padded to
 // the longest, after an all-gather of the lengths.
-std::vector<std::string> all_gather_strings(sharding::Comm& comm, const std::string& mine);
+std::vector<std::string> all_gather_strings(comm::Comm& comm, const std::string& mine);
 
 // Sum of token losses and label-token count of `samples` under `model` (no grad), in batches
 // of batch_size; the trainer's evaluate_loss() divides one by the other.
@@ -77,7 +77,7 @@ std::pair<double, int64_t> loss_sum_and_count(models::CausalLM& model, const std
 // returns the totals of the whole split.
 std::pair<double, int64_t> distributed_loss_sum_and_count(models::CausalLM& model,
                                                           const std::vector<data::Sample>& samples,
-                                                          int64_t batch_size, int64_t pad_id, sharding::Comm& comm);
+                                                          int64_t batch_size, int64_t pad_id, comm::Comm& comm);
 
 // max_new_tokens for evaluation: training_args.generation_config.max_new_tokens, else the
 // GLM-4 demo's 512. Anything but a positive integer is an error naming the key.

@@ -1,6 +1,10 @@
 // Loading for inference and generation (see generate.h).
 #include "runtime/generate.h"
 
+#include <optional>
+
+#include "peft/adapter.h"
+
 #include <torch/torch.h>
 
 #include <ATen/CPUGeneratorImpl.h>
@@ -20,23 +24,19 @@ namespace ftrun::runtime {
 Inference load_for_inference(const std::string& path, const std::string& base_override,
                              const std::string& template_override) {
   Inference inf;
-  bool is_adapter = fs::exists(fs::path(path) / "adapter_config.json");
+  const bool is_adapter = peft::is_adapter_dir(path);
+  std::optional<peft::AdapterDir> adapter;
   inf.base_dir = path;
   if (is_adapter) {
-    std::ifstream in(fs::path(path) / "adapter_config.json");
-    nlohmann::json j;
-    in >> j;
-    inf.base_dir = !base_override.empty() ? base_override : j.value("base_model_name_or_path", "");
-    if (inf.base_dir.empty() || !fs::exists(fs::path(inf.base_dir) / "config.json"))
-      throw std::runtime_error(path + "/adapter_config.json: base model '" + inf.base_dir +
-                               "' not found (pass --base DIR to point at it)");
+    adapter = peft::read_adapter_dir(path);
+    inf.base_dir = adapter->base_dir(base_override);
   } else if (!fs::exists(fs::path(path) / "config.json")) {
     throw std::runtime_error(path + ": neither a model directory (config.json) nor an adapter "
                                     "directory (adapter_config.json)");
   }
   inf.model = models::load_pretrained(inf.base_dir);
   if (is_adapter) {
-    inf.strategy = peft::strategy_from_adapter_dir(path);
+    inf.strategy = peft::strategy_for_adapter(*adapter);
     inf.strategy->apply(*inf.model);
     inf.strategy->load(path);
   }

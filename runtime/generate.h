@@ -18,8 +18,8 @@ namespace ftrun::runtime {
 
 struct Inference {
   std::shared_ptr<models::CausalLM> model;
-  std::unique_ptr<data::Tokenizer> tokenizer;
-  std::unique_ptr<data::ChatTemplate> chat_template;
+  std::shared_ptr<const data::Tokenizer> tokenizer;          // shared with a RunSetup (eval)
+  std::shared_ptr<const data::ChatTemplate> chat_template;
   std::unique_ptr<peft::Strategy> strategy;  // null for a plain model
   std::string base_dir;
 };

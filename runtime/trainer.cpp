@@ -9,26 +9,23 @@
 #include <fstream>
 #include <csignal>
 #include <iostream>
+#include <optional>
 #include <thread>
 
-#include "data/chat_template.h"
 #include "data/dataset.h"
-#include "data/token_cache.h"
-#include "data/tokenizer.h"
-#include "models/safetensors.h"
-#include "runtime/deepspeed.h"
-#include "runtime/evaluate.h"
 #include "runtime/checkpoint.h"
+#include "runtime/evaluate.h"
 #include "runtime/metrics.h"
+#include "runtime/run_setup.h"
 
 namespace fs = std::filesystem;
 
 namespace ftrun::runtime {
 
 Stepper::Stepper(models::CausalLM& model, const peft::NamedTensors& trainable,
-                 const TrainingArgs& args, int64_t total_steps, std::shared_ptr<sharding::Comm> comm,
+                 const TrainingArgs& args, int64_t total_steps, std::shared_ptr<comm::Comm> comm,
                  int zero_stage, bool keep_params)
-    : model_(model), comm_(comm ? std::move(comm) : sharding::make_single_comm()),
+    : model_(model), comm_(comm ? std::move(comm) : comm::make_single_comm()),
       max_grad_norm_(args.max_grad_norm) {
   std::vector<at::Tensor> params;
   std::vector<bool> decay;
@@ -87,258 +84,278 @@ double evaluate_loss(models::CausalLM& model, const std::vector<data::Sample>& s
 
 namespace {
 
-}  // namespace
+// Evaluation and test data, all read before training so a bad file fails first.
+struct EvalData {
+  bool do_eval = false, do_test = false;
+  std::vector<data::Sample> val_samples, test_samples;
+  std::vector<PredictRow> val_rows, test_rows;  // only with predict_with_generate
+  PredictOptions predict;
+};
 
-TrainSummary train(const Config& cfg, bool verbose, std::shared_ptr<sharding::Comm> comm, const std::string& resume) {
-  const auto& args = cfg.training_args;
-  if (!comm) comm = sharding::make_single_comm();
-  const int rank = comm->rank(), world = comm->world_size();
-  verbose = verbose && rank == 0;
-  if (cfg.model_dir.empty())
-    throw std::runtime_error(cfg.path + ": model_dir is not set (add `model_dir:` to the YAML, "
-                                        "or pass --model-dir / --set model_dir=...)");
-  std::vector<std::string> warnings = cfg.warnings;
-  const int stage = zero_stage_of(cfg, world, &warnings);
-  for (const auto& w : warnings)
-    if (verbose) std::cerr << "warning: " << w << "\n";
+// The training run of one rank: the steps of train() as named methods over shared state.
+class TrainRun {
+ public:
+  TrainRun(const Config& cfg, bool verbose, std::shared_ptr<comm::Comm> comm)
+      : cfg_(cfg), args_(cfg.training_args), comm_(std::move(comm)), rank_(comm_->rank()),
+        world_(comm_->world_size()), verbose_(verbose && rank_ == 0) {}
 
-  torch::manual_seed(uint64_t(args.seed));
-  auto mc = models::load_model_config(cfg.model_dir);
-  auto tok = data::load_tokenizer(cfg.model_dir);
-  auto tmpl = data::make_template(cfg.chat_template.empty() ? data::template_for_model(mc.model_type, *tok)
-                                                              : cfg.chat_template);
-  // Tokenized data is cached on disk; rank 0 builds it, the others then read its file.
-  data::EncodeOptions enc{cfg.max_input_length, cfg.max_output_length, cfg.combine};
-  const auto cache_dir = data::default_cache_dir(args.output_dir);
-  auto encode = [&](const std::string& file) {
-    std::vector<data::Sample> out;
-    if (rank == 0) out = data::load_or_build(file, *tmpl, *tok, enc, cache_dir);
-    comm->barrier();
-    if (rank != 0) out = data::load_or_build(file, *tmpl, *tok, enc, cache_dir);
-    return out;
-  };
-  auto train_samples = encode(cfg.data_config.train_file);
-  std::vector<data::Sample> val_samples;
-  bool do_eval = args.eval_strategy != "no" && !cfg.data_config.val_file.empty();
-  if (do_eval) val_samples = encode(cfg.data_config.val_file);
-  int64_t pad_id = mc.pad_token_id >= 0 ? mc.pad_token_id : (mc.eos_token_id.empty() ? 0 : mc.eos_token_id[0]);
-  // trainer.predict(test) after training: test_loss always; with predict_with_generate the val
-  // rows are also generated at each evaluation and the test rows into predictions.jsonl. Every
-  // file is read now so a bad one fails before training.
-  const bool do_test = !cfg.data_config.test_file.empty();
-  auto rows_of = [&](const std::string& file, const char* key) {
-    try {
-      return prediction_rows(file, *tmpl, *tok, cfg.max_input_length, cfg.combine);
-    } catch (const std::exception& e) {
-      throw std::runtime_error(std::string("data_config.") + key + ": " + e.what());
+  TrainSummary run(const std::string& resume) {
+    prepare_data();
+    build_model(resume);
+    plan_steps();
+    start(resume);
+    loop();
+    finish();
+    return summary_;
+  }
+
+ private:
+  // Config, tokenizer, template and tokenized data (run_setup.h); warnings on rank 0.
+  void prepare_data() {
+    setup_ = setup_run(cfg_, world_);
+    for (const auto& w : setup_.warnings)
+      if (verbose_) std::cerr << "warning: " << w << "\n";
+    torch::manual_seed(uint64_t(args_.seed));
+    train_samples_ = setup_.encode(cfg_.data_config.train_file, *comm_);
+    ev_.do_eval = args_.eval_strategy != "no" && !cfg_.data_config.val_file.empty();
+    if (ev_.do_eval) ev_.val_samples = setup_.encode(cfg_.data_config.val_file, *comm_);
+    // trainer.predict(test) after training: test_loss always; with predict_with_generate the
+    // val rows are also generated at each evaluation and the test rows into predictions.jsonl.
+    ev_.do_test = !cfg_.data_config.test_file.empty();
+    if (ev_.do_eval && args_.predict_with_generate)
+      ev_.val_rows = setup_.rows(cfg_.data_config.val_file, "data_config.val_file");
+    if (ev_.do_test && args_.predict_with_generate)
+      ev_.test_rows = setup_.rows(cfg_.data_config.test_file, "data_config.test_file");
+    if (ev_.do_test) ev_.test_samples = setup_.encode(cfg_.data_config.test_file, *comm_);
+    if (!ev_.val_rows.empty() || !ev_.test_rows.empty()) {
+      ev_.predict = setup_.predict_options(world_);
+      ev_.predict.synced = setup_.zero_stage == 3;  // every forward is collective: ranks keep in step
     }
-  };
-  std::vector<PredictRow> val_rows, test_rows;
-  if (do_eval && args.predict_with_generate) val_rows = rows_of(cfg.data_config.val_file, "val_file");
-  if (do_test && args.predict_with_generate) test_rows = rows_of(cfg.data_config.test_file, "test_file");
-  std::vector<data::Sample> test_samples;
-  if (do_test) test_samples = encode(cfg.data_config.test_file);
-  PredictOptions predict_opts;
-  if (!val_rows.empty() || !test_rows.empty()) predict_opts.generate.max_new_tokens = eval_max_new_tokens(args.generation_config);
-  predict_opts.generate.stop_ids = eval_stop_ids(*tmpl, *tok, mc);
-  predict_opts.batch_size = args.per_device_eval_batch_size;
-  predict_opts.synced = stage == 3;  // every forward is collective: ranks must keep in step
-
-  auto model = models::load_pretrained(cfg.model_dir);
-  auto strategy = peft::make_strategy(cfg.peft_config);
-  strategy->apply(*model);
-  std::string resume_message;
-  auto resume_dir = resolve_resume(resume, args.output_dir, &resume_message);
-  if (verbose && !resume_message.empty()) std::printf("ftrun: %s\n", resume_message.c_str());
-  nlohmann::json resume_state;
-  if (resume_dir) {
-    std::ifstream in(*resume_dir / "trainer_state.json");
-    if (!in) throw std::runtime_error((*resume_dir / "trainer_state.json").string() + ": missing");
-    in >> resume_state;
-    for (const auto& note : check_resume_compatible(cfg, resume_state, mc.raw))
-      if (verbose) std::printf("ftrun: resuming with a changed setting: %s\n", note.c_str());
-    // Weights before the engine takes them over (it packs their current values).
-    strategy->load(resume_dir->string());
-  } else if (!cfg.adapter_name_or_path.empty()) {
-    // Continue training an existing adapter (PEFT's own, or an earlier ftrun output).
-    strategy->load(cfg.adapter_name_or_path);
-    if (verbose) std::printf("ftrun: starting from the adapter in %s\n", cfg.adapter_name_or_path.c_str());
-  }
-  auto trainable = strategy->trainable();
-  int64_t n_train = 0, n_total = 0;
-  for (const auto& kv : trainable) n_train += kv.second.numel();
-  for (const auto& p : model->parameters()) n_total += p.numel();
-
-  // The global batch of a micro-step is world x per-device batch; rank r takes the r-th
-  // slice of the global sample stream, so any world size sees the same global batches.
-  const int64_t bs = args.per_device_train_batch_size, accum = args.gradient_accumulation_steps;
-  const int64_t global_bs = bs * world;
-  const int64_t n = int64_t(train_samples.size());
-  const int64_t batches_per_epoch = (n + global_bs - 1) / global_bs;
-  const int64_t steps_per_epoch = std::max<int64_t>(1, batches_per_epoch / accum);
-  const int64_t total_steps = args.max_steps > 0
-                                  ? args.max_steps
-                                  : int64_t(std::ceil(args.num_train_epochs * double(steps_per_epoch)));
-  Stepper stepper(*model, trainable, args, total_steps, comm, stage, cfg.zero3_keep_params);
-  int64_t start_step = 0;
-  if (resume_dir) {
-    start_step = resume_state.at("global_step").get<int64_t>();
-    load_rank_state(*resume_dir, stepper.engine(), start_step, rank);
-    if (verbose)
-      std::printf("ftrun: resumed from %s (step %lld, written by %d rank(s) at ZeRO stage %d)\n", resume_dir->c_str(),
-                  (long long)start_step, resume_state.value("world_size", 1), resume_state.value("zero_stage", 0));
   }
 
-  std::unique_ptr<MetricsLog> metrics;
-  if (rank == 0) {
-    fs::create_directories(args.output_dir);
-    metrics = std::make_unique<MetricsLog>((fs::path(args.output_dir) / "metrics.jsonl").string());
+  // The base model with the strategy applied, and the weights to start from: a checkpoint's
+  // (resume) or an existing adapter's (adapter_name_or_path).
+  void build_model(const std::string& resume) {
+    model_ = models::load_pretrained(cfg_.model_dir);
+    strategy_ = peft::make_strategy(cfg_.peft_config);
+    strategy_->apply(*model_);
+    std::string message;
+    resume_dir_ = resolve_resume(resume, args_.output_dir, &message);
+    if (verbose_ && !message.empty()) std::printf("ftrun: %s\n", message.c_str());
+    if (resume_dir_) {
+      state_ = read_trainer_state(*resume_dir_);
+      for (const auto& note : check_resume_compatible(cfg_, *strategy_, state_, setup_.model_config.raw))
+        if (verbose_) std::printf("ftrun: resuming with a changed setting: %s\n", note.c_str());
+      // Weights before the engine takes them over (it packs their current values).
+      strategy_->load(resume_dir_->string());
+    } else if (!cfg_.adapter_name_or_path.empty()) {
+      // Continue training an existing adapter (PEFT's own, or an earlier ftrun output).
+      strategy_->load(cfg_.adapter_name_or_path);
+      if (verbose_) std::printf("ftrun: starting from the adapter in %s\n", cfg_.adapter_name_or_path.c_str());
+    }
   }
-  Progress progress(total_steps, verbose);
-  if (verbose)
-    std::printf("ftrun: %s | %d rank(s), ZeRO stage %d | %lld train samples | %lld steps | trainable %lld of %lld params (%.4f%%)\n",
-                strategy->name().c_str(), world, stage, (long long)n, (long long)total_steps, (long long)n_train,
-                (long long)n_total, 100.0 * double(n_train) / double(n_total));
 
-  TrainSummary summary;
-  summary.output_dir = args.output_dir;
-  nlohmann::json history = resume_dir ? resume_state.value("log_history", nlohmann::json::array())
-                                      : nlohmann::json::array();
+  // The global batch of a micro-step is world x per-device batch; rank r takes the r-th slice
+  // of the global sample stream, so any world size sees the same global batches.
+  void plan_steps() {
+    bs_ = args_.per_device_train_batch_size;
+    accum_ = args_.gradient_accumulation_steps;
+    global_bs_ = bs_ * world_;
+    n_ = int64_t(train_samples_.size());
+    const int64_t batches_per_epoch = (n_ + global_bs_ - 1) / global_bs_;
+    steps_per_epoch_ = std::max<int64_t>(1, batches_per_epoch / accum_);
+    total_steps_ = args_.max_steps > 0 ? args_.max_steps
+                                       : int64_t(std::ceil(args_.num_train_epochs * double(steps_per_epoch_)));
+  }
+
+  // The ZeRO engine over the trainable tensors, resumed optimizer state, logs.
+  void start(const std::string& resume) {
+    (void)resume;
+    auto trainable = strategy_->trainable();
+    int64_t n_train = 0, n_total = 0;
+    for (const auto& kv : trainable) n_train += kv.second.numel();
+    for (const auto& p : model_->parameters()) n_total += p.numel();
+    stepper_ = std::make_unique<Stepper>(*model_, trainable, args_, total_steps_, comm_, setup_.zero_stage,
+                                         cfg_.zero3_keep_params);
+    if (resume_dir_) {
+      start_step_ = state_.global_step;
+      position_ = state_.position;
+      history_ = state_.log_history;
+      load_rank_state(*resume_dir_, stepper_->engine(), start_step_, rank_);
+      if (verbose_)
+        std::printf("ftrun: resumed from %s (step %lld, written by %d rank(s) at ZeRO stage %d)\n",
+                    resume_dir_->c_str(), (long long)start_step_, state_.world_size, state_.zero_stage);
+    }
+    if (rank_ == 0) {
+      fs::create_directories(args_.output_dir);
+      metrics_ = std::make_unique<MetricsLog>((fs::path(args_.output_dir) / "metrics.jsonl").string());
+    }
+    progress_ = std::make_unique<Progress>(total_steps_, verbose_);
+    if (verbose_)
+      std::printf("ftrun: %s | %d rank(s), ZeRO stage %d | %lld train samples | %lld steps | trainable %lld of %lld params (%.4f%%)\n",
+                  strategy_->name().c_str(), world_, setup_.zero_stage, (long long)n_, (long long)total_steps_,
+                  (long long)n_train, (long long)n_total, 100.0 * double(n_train) / double(n_total));
+    summary_.output_dir = args_.output_dir;
+    order_ = data::epoch_order(n_, uint64_t(args_.seed), 0);
+    window_start_ = std::chrono::steady_clock::now();
+  }
+
   // The global sample stream: epoch e visits epoch_order(n, seed, e).
-  int64_t position = resume_dir ? resume_state.at("position").get<int64_t>() : 0, order_epoch = 0;
-  auto order = data::epoch_order(n, uint64_t(args.seed), 0);
-  auto sample_at = [&](int64_t pos) -> const data::Sample* {
-    if (pos / n != order_epoch) {
-      order_epoch = pos / n;
-      order = data::epoch_order(n, uint64_t(args.seed), order_epoch);
+  const data::Sample* sample_at(int64_t pos) {
+    if (pos / n_ != order_epoch_) {
+      order_epoch_ = pos / n_;
+      order_ = data::epoch_order(n_, uint64_t(args_.seed), order_epoch_);
     }
-    return &train_samples[size_t(order[size_t(pos % n)])];
-  };
-  auto record = [&](const nlohmann::json& rec) {
-    if (rank != 0) return;
-    metrics->write(rec);
-    history.push_back(rec);
-    progress.log(rec);
-  };
-  auto save = [&](bool checkpoint, int64_t step) {
-    // Every rank takes part (stage 3 gathers; each rank writes its optimizer shard); rank 0
-    // writes the weights and finishes the checkpoint once all ranks are done.
-    fs::path dir = checkpoint ? checkpoint_tmp_dir(args.output_dir, step) : fs::path(args.output_dir);
-    if (rank == 0) {
-      if (checkpoint) fs::remove_all(dir);
-      fs::create_directories(dir);
-    }
-    comm->barrier();
-    if (strategy->name() == "FULL" && stage == 3) {
-      save_model_streaming(stepper.engine(), *model, dir, rank == 0);
-    } else {
-      stepper.engine().with_full_trainable([&] {
-        if (rank == 0) strategy->save(dir.string(), cfg.model_dir);
-      });
-    }
-    if (checkpoint) {
-      save_rank_state(dir, stepper.engine(), rank);
-      comm->barrier();
-      // Fault injection for the crash-safety test: die between writing and COMPLETE.
-      const char* kill_at = std::getenv("FTRUN_TEST_KILL_IN_SAVE");
-      if (kill_at && std::to_string(step) == kill_at) std::raise(SIGKILL);
-      if (rank == 0) {
-        nlohmann::json ta = {{"max_steps", args.max_steps}, {"learning_rate", args.learning_rate},
-                             {"per_device_train_batch_size", args.per_device_train_batch_size},
-                             {"gradient_accumulation_steps", args.gradient_accumulation_steps}, {"seed", args.seed}};
-        finish_checkpoint(cfg, dir, step,
-                          {{"global_step", step}, {"position", position}, {"epoch", double(position) / double(n)},
-                           {"log_history", history}, {"world_size", world}, {"zero_stage", stage},
-                           {"strategy", strategy->name()}, {"peft_config", cfg.peft_config},
-                           {"model_config", mc.raw}, {"training_args", ta}, {"seed", args.seed}});
-      }
-    } else if (rank == 0) {
-      copy_tokenizer(cfg.model_dir, dir);
-    }
-    comm->barrier();
-  };
-  // Fault injection for the launcher's --progress-timeout test: after this step the last rank
-  // stays alive (its heartbeat thread goes on) but makes no more progress; the others wait for
-  // it in a collective.
-  const char* stall_env = std::getenv("FTRUN_TEST_STALL_AFTER_STEP");
-  const int64_t stall_after = stall_env ? std::atoll(stall_env) : -1;
-  double window_loss = 0;
-  int64_t window_steps = 0, window_tokens = 0;
-  auto window_start = std::chrono::steady_clock::now();
-
-  for (int64_t step = start_step; step < total_steps; ++step) {
-    std::vector<data::Batch> micro;
-    for (int64_t a = 0; a < accum; ++a) {
-      std::vector<const data::Sample*> group;
-      for (int64_t k = 0; k < bs; ++k) group.push_back(sample_at(position + rank * bs + k));
-      position += global_bs;
-      micro.push_back(data::collate(group, pad_id));
-    }
-    auto st = stepper.step(micro);
-    summary.steps.push_back(st);
-    window_loss += st.loss;
-    window_steps += 1;
-    window_tokens += st.input_tokens;
-    int64_t done = step + 1;
-    double epoch_f = double(position) / double(n);
-    bool log_now = args.logging_strategy == "steps" && args.logging_steps > 0 && done % args.logging_steps == 0;
-    if (args.logging_strategy == "epoch" && done % steps_per_epoch == 0) log_now = true;
-    if (log_now || (done == total_steps && args.logging_strategy != "no" && window_steps > 0)) {
-      double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - window_start).count();
-      record({{"step", done},
-              {"epoch", epoch_f},
-              {"loss", window_loss / double(window_steps)},
-              {"learning_rate", stepper.schedule().lr(done)},
-              {"grad_norm", st.grad_norm},
-              {"tokens_per_second", secs > 0 ? double(window_tokens) / secs : 0.0}});
-      window_loss = 0;
-      window_steps = 0;
-      window_tokens = 0;
-      window_start = std::chrono::steady_clock::now();
-    }
-    int64_t eval_every = args.eval_steps > 0 ? args.eval_steps : args.logging_steps;
-    bool eval_now = do_eval && ((args.eval_strategy == "steps" && eval_every > 0 && done % eval_every == 0) ||
-                                (args.eval_strategy == "epoch" && done % steps_per_epoch == 0));
-    if (eval_now) {
-      // Rows split across ranks, in lock-step (under ZeRO-3 each forward is collective).
-      auto [el_sum, el_count] =
-          distributed_loss_sum_and_count(*model, val_samples, args.per_device_eval_batch_size, pad_id, *comm);
-      double el = el_count > 0 ? el_sum / double(el_count) : std::nan("");
-      nlohmann::json rec = {{"step", done}, {"epoch", epoch_f}, {"eval_loss", el}};
-      if (!val_rows.empty()) {
-        auto res = predict(*model, val_rows, *tok, predict_opts, *comm);
-        for (const auto& kv : res.scores) rec["eval_" + kv.first] = kv.second;
-      }
-      record(rec);
-    }
-    bool save_now = (args.save_strategy == "steps" && args.save_steps > 0 && done % args.save_steps == 0) ||
-                    (args.save_strategy == "epoch" && done % steps_per_epoch == 0);
-    if (save_now) save(true, done);
-    progress.step(done);
-    if (done == stall_after && rank == world - 1)
-      for (;;) std::this_thread::sleep_for(std::chrono::seconds(1));
+    return &train_samples_[size_t(order_[size_t(pos % n_)])];
   }
-  progress.finish();
-  // Like trainer.save_model(): the final result sits in output_dir itself.
-  save(false, total_steps);
-  if (verbose) std::printf("ftrun: saved %s adapter to %s\n", strategy->name().c_str(), args.output_dir.c_str());
-  if (do_test) {
-    // trainer.predict(test_dataset): loss, and with generation the metrics and predictions.
-    auto [tl_sum, tl_count] =
-        distributed_loss_sum_and_count(*model, test_samples, args.per_device_eval_batch_size, pad_id, *comm);
-    double tl = tl_count > 0 ? tl_sum / double(tl_count) : std::nan("");
-    nlohmann::json rec = {{"step", total_steps}, {"test_loss", tl}};
-    PredictResult res;
-    if (!test_rows.empty()) res = predict(*model, test_rows, *tok, predict_opts, *comm);
-    for (const auto& kv : res.scores) rec["test_" + kv.first] = kv.second;
-    if (rank == 0 && !test_rows.empty()) {
-      auto path = (fs::path(args.output_dir) / "predictions.jsonl").string();
-      write_predictions(path, test_rows, res.predictions);
-      if (verbose) std::printf("ftrun: wrote %zu test predictions to %s\n", test_rows.size(), path.c_str());
+
+  void record(const nlohmann::json& rec) {
+    if (rank_ != 0) return;
+    metrics_->write(rec);
+    history_.push_back(rec);
+    progress_->log(rec);
+  }
+
+  SaveContext save_context() {
+    return SaveContext{cfg_, *strategy_, *model_, stepper_->engine(), *comm_, setup_.zero_stage};
+  }
+
+  void loop() {
+    // Fault injection for the launcher's --progress-timeout test: after this step the last
+    // rank stays alive (its heartbeat thread goes on) but makes no more progress; the others
+    // wait for it in a collective.
+    const char* stall_env = std::getenv("FTRUN_TEST_STALL_AFTER_STEP");
+    const int64_t stall_after = stall_env ? std::atoll(stall_env) : -1;
+    for (int64_t step = start_step_; step < total_steps_; ++step) {
+      std::vector<data::Batch> micro;
+      for (int64_t a = 0; a < accum_; ++a) {
+        std::vector<const data::Sample*> group;
+        for (int64_t k = 0; k < bs_; ++k) group.push_back(sample_at(position_ + rank_ * bs_ + k));
+        position_ += global_bs_;
+        micro.push_back(data::collate(group, setup_.pad_id));
+      }
+      auto st = stepper_->step(micro);
+      summary_.steps.push_back(st);
+      const int64_t done = step + 1;
+      log_step(st, done);
+      if (due(args_.eval_strategy, args_.eval_steps > 0 ? args_.eval_steps : args_.logging_steps, done) && ev_.do_eval)
+        evaluate(done);
+      if (due(args_.save_strategy, args_.save_steps, done)) save_checkpoint_at(done);
+      progress_->step(done);
+      if (done == stall_after && rank_ == world_ - 1)
+        for (;;) std::this_thread::sleep_for(std::chrono::seconds(1));
+    }
+    progress_->finish();
+  }
+
+  // HF's IntervalStrategy: "steps" every `every` steps, "epoch" at each epoch's end.
+  bool due(const std::string& strategy, int64_t every, int64_t done) const {
+    return (strategy == "steps" && every > 0 && done % every == 0) ||
+           (strategy == "epoch" && done % steps_per_epoch_ == 0);
+  }
+
+  // A metrics record per logging window (and one at the last step), averaged over the window.
+  void log_step(const StepStats& st, int64_t done) {
+    window_loss_ += st.loss;
+    window_steps_ += 1;
+    window_tokens_ += st.input_tokens;
+    bool log_now = args_.logging_strategy != "no" && due(args_.logging_strategy, args_.logging_steps, done);
+    if (!(log_now || (done == total_steps_ && args_.logging_strategy != "no" && window_steps_ > 0))) return;
+    double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - window_start_).count();
+    record({{"step", done},
+            {"epoch", double(position_) / double(n_)},
+            {"loss", window_loss_ / double(window_steps_)},
+            {"learning_rate", stepper_->schedule().lr(done)},
+            {"grad_norm", st.grad_norm},
+            {"tokens_per_second", secs > 0 ? double(window_tokens_) / secs : 0.0}});
+    window_loss_ = 0;
+    window_steps_ = 0;
+    window_tokens_ = 0;
+    window_start_ = std::chrono::steady_clock::now();
+  }
+
+  // Rows split across ranks, in lock-step (under ZeRO-3 each forward is collective).
+  void evaluate(int64_t done) {
+    auto [sum, count] =
+        distributed_loss_sum_and_count(*model_, ev_.val_samples, args_.per_device_eval_batch_size, setup_.pad_id, *comm_);
+    nlohmann::json rec = {{"step", done},
+                          {"epoch", double(position_) / double(n_)},
+                          {"eval_loss", count > 0 ? sum / double(count) : std::nan("")}};
+    if (!ev_.val_rows.empty()) {
+      auto res = predict(*model_, ev_.val_rows, *setup_.tokenizer, ev_.predict, *comm_);
+      for (const auto& kv : res.scores) rec["eval_" + kv.first] = kv.second;
     }
     record(rec);
   }
-  return summary;
+
+  void save_checkpoint_at(int64_t done) {
+    TrainerState state;
+    state.global_step = done;
+    state.position = position_;
+    state.epoch = double(position_) / double(n_);
+    state.log_history = history_;
+    state.world_size = world_;
+    state.zero_stage = setup_.zero_stage;
+    state.strategy = strategy_->name();
+    state.peft_config = cfg_.peft_config;
+    state.model_config = setup_.model_config.raw;
+    state.training_args = resume_training_args(args_);
+    state.seed = args_.seed;
+    save_checkpoint(save_context(), state);
+  }
+
+  // Like trainer.save_model(): the final result in output_dir itself; then trainer.predict on
+  // the test split (loss, and with generation the metrics and predictions.jsonl).
+  void finish() {
+    save_final(save_context());
+    if (verbose_) std::printf("ftrun: saved %s adapter to %s\n", strategy_->name().c_str(), args_.output_dir.c_str());
+    if (!ev_.do_test) return;
+    auto [sum, count] =
+        distributed_loss_sum_and_count(*model_, ev_.test_samples, args_.per_device_eval_batch_size, setup_.pad_id, *comm_);
+    nlohmann::json rec = {{"step", total_steps_}, {"test_loss", count > 0 ? sum / double(count) : std::nan("")}};
+    PredictResult res;
+    if (!ev_.test_rows.empty()) res = predict(*model_, ev_.test_rows, *setup_.tokenizer, ev_.predict, *comm_);
+    for (const auto& kv : res.scores) rec["test_" + kv.first] = kv.second;
+    if (rank_ == 0 && !ev_.test_rows.empty()) {
+      auto path = (fs::path(args_.output_dir) / "predictions.jsonl").string();
+      write_predictions(path, ev_.test_rows, res.predictions);
+      if (verbose_) std::printf("ftrun: wrote %zu test predictions to %s\n", ev_.test_rows.size(), path.c_str());
+    }
+    record(rec);
+  }
+
+  const Config& cfg_;
+  const TrainingArgs& args_;
+  std::shared_ptr<comm::Comm> comm_;
+  const int rank_, world_;
+  const bool verbose_;
+
+  RunSetup setup_;
+  std::vector<data::Sample> train_samples_;
+  EvalData ev_;
+  std::shared_ptr<models::CausalLM> model_;
+  std::unique_ptr<peft::Strategy> strategy_;
+  std::optional<fs::path> resume_dir_;
+  TrainerState state_;  // the resumed checkpoint's
+
+  int64_t bs_ = 0, accum_ = 0, global_bs_ = 0, n_ = 0, steps_per_epoch_ = 1, total_steps_ = 0;
+  std::unique_ptr<Stepper> stepper_;
+  std::unique_ptr<MetricsLog> metrics_;
+  std::unique_ptr<Progress> progress_;
+  TrainSummary summary_;
+  nlohmann::json history_ = nlohmann::json::array();
+  int64_t start_step_ = 0, position_ = 0, order_epoch_ = 0;
+  std::vector<int64_t> order_;
+  double window_loss_ = 0;
+  int64_t window_steps_ = 0, window_tokens_ = 0;
+  std::chrono::steady_clock::time_point window_start_;
+};
+
+}  // namespace
+
+TrainSummary train(const Config& cfg, bool verbose, std::shared_ptr<comm::Comm> comm, const std::string& resume) {
+  if (!comm) comm = comm::make_single_comm();
+  return TrainRun(cfg, verbose, std::move(comm)).run(resume);
 }
 
 }  // namespace ftrun::runtime

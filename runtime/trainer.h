@@ -10,7 +10,7 @@
 #include "models/model.h"
 #include "peft/strategy.h"
 #include "runtime/config.h"
-#include "sharding/comm.h"
+#include "comm/comm.h"
 #include "sharding/zero.h"
 #include "runtime/schedule.h"
 
@@ -30,7 +30,7 @@ struct StepStats {
 class Stepper {
  public:
   Stepper(models::CausalLM& model, const peft::NamedTensors& trainable, const TrainingArgs& args,
-          int64_t total_steps, std::shared_ptr<sharding::Comm> comm = nullptr, int zero_stage = 0,
+          int64_t total_steps, std::shared_ptr<comm::Comm> comm = nullptr, int zero_stage = 0,
           bool keep_params = false);
   StepStats step(const std::vector<data::Batch>& micro_batches);
   int64_t steps_done() const { return engine_->steps(); }
@@ -39,7 +39,7 @@ class Stepper {
 
  private:
   models::CausalLM& model_;
-  std::shared_ptr<sharding::Comm> comm_;
+  std::shared_ptr<comm::Comm> comm_;
   std::unique_ptr<sharding::ZeroEngine> engine_;
   Schedule schedule_;
   double max_grad_norm_;
@@ -58,7 +58,7 @@ struct TrainSummary {
 // loop, logs and checkpoints (rank 0 writes), final adapter in output_dir. `comm` is the
 // process group (a world of one when null); `verbose` prints progress on rank 0; `resume`
 // is the --resume value (see checkpoint.h: "", "yes", a step number or a path).
-TrainSummary train(const Config& cfg, bool verbose = true, std::shared_ptr<sharding::Comm> comm = nullptr,
+TrainSummary train(const Config& cfg, bool verbose = true, std::shared_ptr<comm::Comm> comm = nullptr,
                    const std::string& resume = "");
 
 }  // namespace ftrun::runtime

@@ -79,7 +79,7 @@ struct ZeroEngine::Impl {
   };
 
   models::CausalLM& model;
-  Comm& comm;
+  comm::Comm& comm;
   ZeroConfig cfg;
   int rank, world;
   std::vector<Unit> units;
@@ -96,7 +96,7 @@ struct ZeroEngine::Impl {
   at::Tensor token;                                 // makes every unit output require grad
   uint64_t gathered_bytes = 0, peak_gathered = 0;
 
-  Impl(models::CausalLM& m, Comm& c, ZeroConfig config) : model(m), comm(c), cfg(config) {
+  Impl(models::CausalLM& m, comm::Comm& c, ZeroConfig config) : model(m), comm(c), cfg(config) {
     rank = comm.rank();
     world = comm.world_size();
   }
@@ -104,7 +104,7 @@ struct ZeroEngine::Impl {
 
   // --- gathering (stage 3) -------------------------------------------------------------
   // Units whose all-gather is in flight (prefetched), by index.
-  std::map<size_t, std::vector<std::unique_ptr<Comm::Pending>>> inflight;
+  std::map<size_t, std::vector<std::unique_ptr<comm::Comm::Pending>>> inflight;
 
   void start_gather(Unit& u, bool async) {
     for (Flat* f : {&u.train, &u.frozen}) {
@@ -260,7 +260,7 @@ struct UnitFunction : public torch::autograd::Function<UnitFunction> {
 }  // namespace
 
 ZeroEngine::ZeroEngine(models::CausalLM& model, const std::vector<at::Tensor>& trainable,
-                       const std::vector<bool>& decay, std::shared_ptr<Comm> comm, ZeroConfig cfg)
+                       const std::vector<bool>& decay, std::shared_ptr<comm::Comm> comm, ZeroConfig cfg)
     : cfg_(cfg), comm_(std::move(comm)) {
   if (cfg.stage < 0 || cfg.stage > 3) throw std::invalid_argument("ZeRO stage must be 0, 1, 2 or 3");
   if (decay.size() != trainable.size()) throw std::invalid_argument("ZeRO: one decay flag per trainable tensor");

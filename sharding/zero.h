@@ -28,7 +28,7 @@
 #include <vector>
 
 #include "models/model.h"
-#include "sharding/comm.h"
+#include "comm/comm.h"
 #include "sharding/optimizer.h"
 
 namespace ftrun::sharding {
@@ -52,7 +52,7 @@ class ZeroEngine {
   // `trainable` are the tensors to train (each a parameter of `model`), decay[i] whether
   // trainable[i] gets weight decay.
   ZeroEngine(models::CausalLM& model, const std::vector<at::Tensor>& trainable,
-             const std::vector<bool>& decay, std::shared_ptr<Comm> comm, ZeroConfig cfg);
+             const std::vector<bool>& decay, std::shared_ptr<comm::Comm> comm, ZeroConfig cfg);
   ~ZeroEngine();
   ZeroEngine(const ZeroEngine&) = delete;
   ZeroEngine& operator=(const ZeroEngine&) = delete;
@@ -95,7 +95,7 @@ class ZeroEngine {
   void import_optimizer(int64_t steps, const Fetch& fetch);
 
   const ZeroConfig& config() const { return cfg_; }
-  Comm& comm() { return *comm_; }
+  comm::Comm& comm() { return *comm_; }
   MemoryStats memory() const;
   int64_t steps() const { return optimizer_steps_; }
   size_t num_units() const;
@@ -105,7 +105,7 @@ class ZeroEngine {
  private:
   std::unique_ptr<Impl> impl_;
   ZeroConfig cfg_;
-  std::shared_ptr<Comm> comm_;
+  std::shared_ptr<comm::Comm> comm_;
   int64_t optimizer_steps_ = 0;
 };
 

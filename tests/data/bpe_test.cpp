@@ -13,7 +13,7 @@
 #include <thread>
 
 #include "data/bpe_tokenizer.h"
-#include "tests/data/golden_files.h"
+#include "testing/golden_files.h"
 #include "tests/data/test_util.h"
 
 namespace ftrun::data {
@@ -21,8 +21,8 @@ namespace {
 
 using testing::expect_error;
 using testing::TempDir;
-using testing::base64;
-using testing::gunzip;
+using ftrun::testing::base64;
+using ftrun::testing::gunzip;
 using json = nlohmann::json;
 namespace fs = std::filesystem;
 

@@ -9,7 +9,7 @@
 
 #include "data/chat_template.h"
 #include "data/dataset.h"
-#include "data/glm_templates.h"
+#include "data/templates/glm.h"
 #include "tests/data/byte_tokenizer.h"
 #include "tests/data/test_util.h"
 

@@ -8,7 +8,7 @@
 #include <fstream>
 
 #include "data/chat_template.h"
-#include "data/glm_templates.h"
+#include "data/templates/glm.h"
 #include "data/token_cache.h"
 #include "tests/data/byte_tokenizer.h"
 #include "tests/data/test_util.h"

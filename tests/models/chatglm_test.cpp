@@ -20,6 +20,7 @@
 #include "peft/lora.h"
 #include "peft/strategy.h"
 #include "runtime/trainer.h"
+#include "testing/tiny.h"
 
 namespace fs = std::filesystem;
 using namespace ftrun;
@@ -64,13 +65,7 @@ const char* kChatGlm3Config = R"({
   "tie_word_embeddings": false, "eos_token_id": 2, "pad_token_id": 0})";
 
 TinySpec tiny_spec(const std::string& flavor) {
-  TinySpec s;
-  s.model_type = flavor;
-  s.vocab_size = 61;
-  s.hidden_size = 32;
-  s.intermediate_size = 40;
-  s.num_attention_heads = 4;
-  s.num_key_value_heads = 2;
+  TinySpec s = ftrun::testing::tiny_spec(61, {32, 40, 4, 2}, flavor);
   s.max_position_embeddings = 64;
   s.eos_token_id = 2;
   s.extra_eos_token_ids = {3, 4};

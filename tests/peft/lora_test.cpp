@@ -7,9 +7,9 @@
 
 #include "models/model.h"
 #include "models/safetensors.h"
-#include "models/tiny.h"
 #include "peft/lora.h"
 #include "peft/strategy.h"
+#include "testing/tiny.h"
 
 namespace fs = std::filesystem;
 using namespace ftrun;
@@ -17,14 +17,7 @@ using namespace ftrun;
 namespace {
 
 std::shared_ptr<models::CausalLM> tiny_model(uint64_t seed) {
-  models::TinySpec s;
-  s.vocab_size = 40;
-  s.hidden_size = 16;
-  s.intermediate_size = 24;
-  s.num_attention_heads = 2;
-  s.num_key_value_heads = 1;
-  torch::manual_seed(seed);
-  return models::build_model(models::parse_model_config(models::tiny_config(s), "tiny"));
+  return ftrun::testing::make_tiny_model({ftrun::testing::tiny_spec(40), seed});
 }
 
 nlohmann::json lora_cfg(nlohmann::json targets = {"q_proj", "v_proj"}, int r = 4, double alpha = 8) {

@@ -7,9 +7,9 @@
 #include <filesystem>
 
 #include "models/model.h"
-#include "models/tiny.h"
 #include "peft/merge.h"
 #include "peft/strategy.h"
+#include "testing/tiny.h"
 
 namespace fs = std::filesystem;
 using namespace ftrun;
@@ -17,15 +17,7 @@ using namespace ftrun;
 namespace {
 
 std::shared_ptr<models::CausalLM> tiny(const std::string& type, uint64_t seed) {
-  models::TinySpec s;
-  s.model_type = type;
-  s.vocab_size = 40;
-  s.hidden_size = 16;
-  s.intermediate_size = 24;
-  s.num_attention_heads = 4;
-  s.num_key_value_heads = 2;
-  torch::manual_seed(seed);
-  auto m = models::build_model(models::parse_model_config(models::tiny_config(s), "tiny"));
+  auto m = ftrun::testing::make_tiny_model({ftrun::testing::tiny_spec(40, {16, 24, 4, 2}, type), seed});
   // Non-zero biases (build_model zeroes them), so a merge that touched them would show.
   torch::NoGradGuard ng;
   for (auto& p : m->named_parameters())
@@ -118,13 +110,7 @@ TEST(LoraMerge, MismatchedAdapterIsRefused) {
   auto dir = temp_dir("mismatch");
   adapted_logits("llama", {"q_proj"}, dir / "adapter");
   // A model of other width: the shapes do not fit.
-  models::TinySpec s;
-  s.vocab_size = 40;
-  s.hidden_size = 32;
-  s.intermediate_size = 24;
-  s.num_attention_heads = 4;
-  s.num_key_value_heads = 2;
-  auto other = models::build_model(models::parse_model_config(models::tiny_config(s), "tiny"));
+  auto other = ftrun::testing::make_tiny_model({ftrun::testing::tiny_spec(40, {32, 24, 4, 2})});
   EXPECT_THROW(peft::merge_lora(*other, (dir / "adapter").string()), std::runtime_error);
   fs::remove_all(dir);
 }

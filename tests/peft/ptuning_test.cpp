@@ -8,8 +8,8 @@
 
 #include "models/model.h"
 #include "models/safetensors.h"
-#include "models/tiny.h"
 #include "peft/strategy.h"
+#include "testing/tiny.h"
 
 namespace fs = std::filesystem;
 using namespace ftrun;
@@ -28,15 +28,9 @@ fs::path temp_dir(const std::string& name) {
 // values pv:  h_t = x_t + Wo * (sum_{j<=t} Wv n_j + sum_i pv_i) / (N + t + 1),
 // n_j = rmsnorm(x_j), logits_t = lm_head(rmsnorm(h_t)) -- computed below by hand.
 std::shared_ptr<models::CausalLM> uniform_attention_model() {
-  models::TinySpec s;
-  s.vocab_size = 11;
-  s.hidden_size = 4;
-  s.intermediate_size = 6;
+  auto s = ftrun::testing::tiny_spec(11, {4, 6, 1, 1});
   s.num_hidden_layers = 1;
-  s.num_attention_heads = 1;
-  s.num_key_value_heads = 1;
-  torch::manual_seed(21);
-  auto m = models::build_model(models::parse_model_config(models::tiny_config(s), "tiny"));
+  auto m = ftrun::testing::make_tiny_model({s, 21});
   torch::NoGradGuard ng;
   auto p = m->named_parameters();
   for (auto& kv : p) kv.value().normal_(0, 0.5);
@@ -103,15 +97,8 @@ TEST(PrefixTuning, PromptEmbeddingsLayoutIsPefts) {
 }
 
 TEST(PrefixTuning, AdapterRoundTripAndPaddingRows) {
-  models::TinySpec spec;
-  spec.vocab_size = 30;
-  spec.hidden_size = 16;
-  spec.intermediate_size = 24;
-  spec.num_attention_heads = 4;
-  spec.num_key_value_heads = 2;
-  torch::manual_seed(5);
-  auto cfg = models::parse_model_config(models::tiny_config(spec), "tiny");
-  auto m = models::build_model(cfg);
+  const ftrun::testing::TinyOptions tiny{ftrun::testing::tiny_spec(30, {16, 24, 4, 2}), 5};
+  auto m = ftrun::testing::make_tiny_model(tiny);
   auto s = peft::make_strategy({{"peft_type", "PREFIX_TUNING"}, {"num_virtual_tokens", 4}, {"prefix_projection", true},
                                 {"encoder_hidden_size", 12}});
   s->apply(*m);
@@ -134,8 +121,7 @@ TEST(PrefixTuning, AdapterRoundTripAndPaddingRows) {
   auto ids = torch::tensor({1, 2, 3, 4, 0, 0}, torch::kLong).view({1, -1});
   auto mask = torch::tensor({1, 1, 1, 1, 0, 0}, torch::kLong).view({1, -1});
   auto expected = m->forward(ids, mask);
-  torch::manual_seed(5);
-  auto fresh = models::build_model(cfg);
+  auto fresh = ftrun::testing::make_tiny_model(tiny);  // the same seed: the same base weights
   auto loaded = peft::strategy_from_adapter_dir(dir.string());  // the saved output, unprojected
   loaded->apply(*fresh);
   loaded->load(dir.string());
@@ -146,11 +132,7 @@ TEST(PrefixTuning, AdapterRoundTripAndPaddingRows) {
 }
 
 TEST(PrefixTuning, ConfigErrors) {
-  models::TinySpec spec;
-  spec.vocab_size = 30;
-  spec.hidden_size = 16;
-  spec.intermediate_size = 24;
-  auto m = models::build_model(models::parse_model_config(models::tiny_config(spec), "tiny"));
+  auto m = ftrun::testing::make_tiny_model({ftrun::testing::tiny_spec(30, {16, 24, 4, 2})});
   try {
     peft::make_strategy({{"peft_type", "PREFIX_TUNING"}, {"num_virtual_tokens", 4}, {"token_dim", 256}})->apply(*m);
     FAIL();
@@ -167,13 +149,7 @@ TEST(PrefixTuning, ConfigErrors) {
 }
 
 TEST(FullStrategy, SaveLoadRoundTripEqualsInMemoryWeights) {
-  models::TinySpec spec;
-  spec.vocab_size = 30;
-  spec.hidden_size = 16;
-  spec.intermediate_size = 24;
-  torch::manual_seed(8);
-  auto cfg = models::parse_model_config(models::tiny_config(spec), "tiny");
-  auto m = models::build_model(cfg);
+  auto m = ftrun::testing::make_tiny_model({ftrun::testing::tiny_spec(30, {16, 24, 4, 2}), 8});
   auto s = peft::make_strategy(nullptr);
   EXPECT_EQ(s->name(), "FULL");
   s->apply(*m);

@@ -13,14 +13,14 @@
 #include <fstream>
 #include <set>
 
-#include "models/tiny.h"
+#include "comm/rank_info.h"
+#include "comm/rendezvous.h"
 #include "peft/strategy.h"
-#include "runtime/dist/rank_info.h"
-#include "runtime/dist/rendezvous.h"
 #include "runtime/evaluate.h"
 #include "sharding/zero.h"
 #include "tests/data/byte_tokenizer.h"
-#include "tests/dist/launch.h"
+#include "testing/ranks.h"
+#include "testing/tiny.h"
 
 namespace fs = std::filesystem;
 using namespace ftrun;
@@ -46,19 +46,7 @@ struct Fixture {
 // The same model, rows and options in every process (seeded).
 Fixture make() {
   Fixture f;
-  models::TinySpec s;
-  s.vocab_size = 264;
-  s.hidden_size = 32;
-  s.intermediate_size = 48;
-  s.num_attention_heads = 4;
-  s.num_key_value_heads = 2;
-  torch::manual_seed(11);
-  f.model = models::build_model(models::parse_model_config(models::tiny_config(s), "tiny"));
-  {
-    torch::NoGradGuard ng;
-    for (auto& p : f.model->named_parameters())
-      if (p.key().find("norm") == std::string::npos) p.value().normal_(0, 0.2);
-  }
+  f.model = ftrun::testing::make_tiny_model({ftrun::testing::tiny_spec(264, {32, 48, 4, 2}), 11, /*weight_std=*/0.2});
   f.strategy = peft::make_strategy({{"peft_type", "LORA"}, {"r", 4}, {"lora_alpha", 8},
                                     {"target_modules", {"q_proj", "v_proj"}}});
   f.strategy->apply(*f.model);
@@ -95,7 +83,7 @@ Fixture make() {
   return f;
 }
 
-nlohmann::json run(int stage, std::shared_ptr<sharding::Comm> comm) {
+nlohmann::json run(int stage, std::shared_ptr<comm::Comm> comm) {
   auto f = make();
   std::vector<at::Tensor> params;
   std::vector<bool> decay;
@@ -138,7 +126,7 @@ void check(int stage, int world) {
   auto launched = ftrun::testing::run_in_ranks(
       world,
       [&] {
-        auto comm = dist::init_comm(dist::detect_rank_info(), "gloo", std::chrono::seconds(30));
+        auto comm = comm::init_comm(comm::detect_rank_info(), "gloo", std::chrono::seconds(30));
         auto j = run(stage, comm);
         if (comm->rank() == 0) std::ofstream(dir / "result.json") << j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
       },
@@ -146,7 +134,7 @@ void check(int stage, int world) {
   ASSERT_TRUE(launched.ok()) << launched.report();
 
   // The 1-rank reference, and a check that the rows really end at different lengths.
-  auto ref = run(0, sharding::make_single_comm());
+  auto ref = run(0, comm::make_single_comm());
   {
     auto f = make();
     std::vector<std::vector<int64_t>> prompts;

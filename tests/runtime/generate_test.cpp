@@ -14,9 +14,9 @@
 #include <set>
 
 #include "models/model.h"
-#include "models/tiny.h"
 #include "peft/strategy.h"
 #include "runtime/generate.h"
+#include "testing/tiny.h"
 
 using namespace ftrun;
 
@@ -28,21 +28,11 @@ struct Setup {
 };
 
 Setup tiny(const std::string& type, const std::string& adapter) {
-  models::TinySpec s;
-  s.model_type = type;
-  s.vocab_size = 50;
-  s.hidden_size = 32;
-  s.intermediate_size = 48;
-  s.num_attention_heads = 4;
-  s.num_key_value_heads = 2;
-  torch::manual_seed(5);
   Setup out;
-  out.model = models::build_model(models::parse_model_config(models::tiny_config(s), "tiny"));
+  // Larger weights than HF's init (weight_std) so that logits differ clearly between tokens,
+  // and non-zero biases (Qwen2 / GLM qkv) so they take part.
+  out.model = ftrun::testing::make_tiny_model({ftrun::testing::tiny_spec(50, {32, 48, 4, 2}, type), 5, /*weight_std=*/0.2});
   torch::NoGradGuard ng;
-  // Larger weights than HF's init so that logits differ clearly between tokens, and
-  // non-zero biases (Qwen2 / GLM qkv) so they take part.
-  for (auto& p : out.model->named_parameters())
-    if (p.key().find("norm") == std::string::npos) p.value().normal_(0, 0.2);
   nlohmann::json cfg;
   if (adapter == "lora") {
     bool glm = type == "glm4" || type == "chatglm3";

@@ -15,6 +15,7 @@
 #include "runtime/pretrain.h"
 #include "runtime/schedule.h"
 #include "runtime/trainer.h"
+#include "testing/tiny.h"
 
 namespace fs = std::filesystem;
 using namespace ftrun;
@@ -43,14 +44,7 @@ TEST(Schedule, CosineConstantAndWarmupRatio) {
 namespace {
 
 std::shared_ptr<models::CausalLM> small_model() {
-  models::TinySpec s;
-  s.vocab_size = 30;
-  s.hidden_size = 16;
-  s.intermediate_size = 24;
-  s.num_attention_heads = 2;
-  s.num_key_value_heads = 1;
-  torch::manual_seed(11);
-  return models::build_model(models::parse_model_config(models::tiny_config(s), "tiny"));
+  return ftrun::testing::make_tiny_model({ftrun::testing::tiny_spec(30), 11});
 }
 
 data::Sample sample(std::vector<int64_t> ids, int64_t prompt) {

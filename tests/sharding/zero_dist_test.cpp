@@ -11,12 +11,12 @@
 #include <filesystem>
 #include <fstream>
 
-#include "models/tiny.h"
+#include "comm/rank_info.h"
+#include "comm/rendezvous.h"
 #include "peft/strategy.h"
-#include "runtime/dist/rank_info.h"
-#include "runtime/dist/rendezvous.h"
 #include "runtime/trainer.h"
-#include "tests/dist/launch.h"
+#include "testing/ranks.h"
+#include "testing/tiny.h"
 
 namespace fs = std::filesystem;
 using namespace ftrun;
@@ -26,14 +26,7 @@ namespace {
 constexpr int kGlobalBatch = 4, kSteps = 3;
 
 std::shared_ptr<models::CausalLM> model() {
-  models::TinySpec s;
-  s.vocab_size = 37;
-  s.hidden_size = 16;
-  s.intermediate_size = 24;
-  s.num_attention_heads = 2;
-  s.num_key_value_heads = 1;
-  torch::manual_seed(7);
-  return models::build_model(models::parse_model_config(models::tiny_config(s), "tiny"));
+  return ftrun::testing::make_tiny_model({ftrun::testing::tiny_spec(37), 7});
 }
 
 // Global batch k: kGlobalBatch rows of varied length (right padding) and label counts.
@@ -67,7 +60,7 @@ struct Result {
 };
 
 // Full-parameter training: every weight trains, so the ZeRO volumes apply to all of them.
-Result run(int stage, std::shared_ptr<sharding::Comm> comm) {
+Result run(int stage, std::shared_ptr<comm::Comm> comm) {
   auto m = model();
   auto s = peft::make_strategy(nullptr);
   s->apply(*m);
@@ -114,7 +107,7 @@ void check(int stage, int world, const std::string& backend = "gloo") {
   opts.timeout = std::chrono::seconds(90);
   opts.kill_all_on_failure = true;
   auto body = [&] {
-    auto comm = dist::init_comm(dist::detect_rank_info(), backend, std::chrono::seconds(30));
+    auto comm = comm::init_comm(comm::detect_rank_info(), backend, std::chrono::seconds(30));
     ASSERT_EQ(comm->backend(), backend);
     auto r = run(stage, comm);
     if (comm->rank() == 0) write_result(r, dir);

@@ -1,26 +1,19 @@
 // The ZeRO engine in a world of one: every stage (and stage 3's recompute and keep-params
 // modes) must give the trajectory of plain stage 0, since sharding may change where state
-// lives but never the math. Multi-rank equality is in tests/dist.
+// lives but never the math. Multi-rank equality is in zero_dist_test.
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
-#include "models/tiny.h"
 #include "peft/strategy.h"
 #include "runtime/trainer.h"
+#include "testing/tiny.h"
 
 using namespace ftrun;
 
 namespace {
 
 std::shared_ptr<models::CausalLM> model(uint64_t seed) {
-  models::TinySpec s;
-  s.vocab_size = 37;
-  s.hidden_size = 16;
-  s.intermediate_size = 24;
-  s.num_attention_heads = 2;
-  s.num_key_value_heads = 1;
-  torch::manual_seed(seed);
-  return models::build_model(models::parse_model_config(models::tiny_config(s), "tiny"));
+  return ftrun::testing::make_tiny_model({ftrun::testing::tiny_spec(37), seed});
 }
 
 std::vector<data::Batch> batches() {

@@ -1,0 +1,96 @@
+// Private to comm/: what the backends share (byte formulas, argument checks, error
+// wording) and the factories rendezvous.cpp calls. Not for other parts: they see only
+// rendezvous.h, rank_info.h and comm.h.
+#pragma once
+#include <ATen/core/Tensor.h>
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "comm/rank_info.h"
+#include "comm/comm.h"
+
+namespace c10d {
+class Store;
+}
+
+namespace ftrun::comm::detail {
+
+using Ms = std::chrono::milliseconds;
+
+// The ring volumes of comm/comm.h, per rank, for S bytes and n ranks.
+inline uint64_t all_reduce_bytes(uint64_t s, int n) { return n <= 1 ? 0 : s * 2 * uint64_t(n - 1) / uint64_t(n); }
+inline uint64_t share_bytes(uint64_t s, int n) { return n <= 1 ? 0 : s * uint64_t(n - 1) / uint64_t(n); }
+inline uint64_t nbytes(const at::Tensor& t) { return uint64_t(t.numel()) * uint64_t(t.element_size()); }
+
+// "float tensor of 1024 elements"
+std::string tensor_desc(const at::Tensor& t);
+// "3 s", "250 ms"
+std::string duration_desc(Ms d);
+
+// Shared argument checks; they throw std::invalid_argument naming the backend and operation.
+void check_dense(const std::string& backend, const std::string& op, const at::Tensor& t);
+void check_reduce_scatter(const std::string& backend, const at::Tensor& input, const at::Tensor& output, int n);
+void check_all_gather(const std::string& backend, const at::Tensor& input, const at::Tensor& output, int n);
+void check_root(const std::string& backend, int root, int n);
+
+// The message of a caught exception without libtorch's C++ backtrace.
+std::string short_what(const std::exception& e);
+
+std::shared_ptr<Comm> make_gloo_comm(const RankInfo& info, Ms rendezvous_timeout, Ms collective_timeout);
+std::shared_ptr<Comm> make_mpi_comm(const RankInfo& info, Ms collective_timeout);
+#ifdef FTRUN_WITH_NCCL
+std::shared_ptr<Comm> make_nccl_comm(const RankInfo& info, Ms rendezvous_timeout, Ms collective_timeout);
+#endif
+
+// --- rendezvous (gloo_comm.cpp) ---
+// Rank 0 serves a c10d TCPStore, the others connect to it; every rank checks in and rank 0
+// waits for all of them, so a missing rank is an error naming the endpoint. Under mpirun
+// without MASTER_ADDR/MASTER_PORT, the endpoint is agreed over MPI first.
+c10::intrusive_ptr<c10d::Store> connect_store(const RankInfo& info, Ms timeout);
+
+// --- MPI helpers (mpi_comm.cpp) ---
+// Initialises MPI once per process (MPI_THREAD_SERIALIZED: only the calling thread uses it).
+// Throws if MPI was finalised already (gloo-under-mpirun finalises right after rendezvous).
+void mpi_init_once();
+// Ends MPI after the endpoint exchange so that later exits (clean or not) are never held up in
+// MPI_Finalize and mpirun sees every rank finalise.
+void mpi_finalize_now();
+
+struct Endpoint {
+  std::string addr;
+  int port = 0;
+};
+// Rank 0 sends `mine` (or `error`, which makes every other rank throw it) to all ranks of
+// MPI_COMM_WORLD; every rank returns rank 0's endpoint. Bounded by `timeout`.
+Endpoint mpi_broadcast_endpoint(const RankInfo& info, const Endpoint* mine, const std::string* error, Ms timeout);
+
+// Rank 0's rendezvous endpoint as agreed over MPI. Rank 0 runs `serve`, which opens its
+// TCPStore and returns the bound port; if it throws, the error is sent to the others too, so
+// no rank waits for an endpoint that will never come.
+template <class F>
+Endpoint mpi_agree_endpoint(const RankInfo& info, const std::string& addr0, Ms timeout, F&& serve) {
+  if (info.rank != 0) return mpi_broadcast_endpoint(info, nullptr, nullptr, timeout);
+  Endpoint mine{addr0, 0};
+  try {
+    mine.port = serve();
+  } catch (const std::exception& e) {
+    const std::string msg = short_what(e);
+    mpi_broadcast_endpoint(info, nullptr, &msg, timeout);
+    throw;
+  }
+  return mpi_broadcast_endpoint(info, &mine, nullptr, timeout);
+}
+
+// This host's address as other nodes should dial it: the first non-loopback IPv4 address of
+// its hostname, else of any interface that is up; "127.0.0.1" when there is none.
+std::string primary_address();
+// The local address this host uses to reach `peer` (the kernel's route choice, found by
+// connecting a UDP socket, which sends nothing); primary_address() when that fails. With
+// several interfaces (or network namespaces) it is the one the other nodes can dial back.
+std::string address_toward(const std::string& peer);
+bool is_loopback(const std::string& host);
+
+}  // namespace ftrun::comm::detail

@@ -1,0 +1,292 @@
+// The gloo backend: rendezvous through rank 0's c10d TCPStore, then c10d ProcessGroupGloo.
+// libtorch 1.13's gloo group has no reduce_scatter and no _allgather_base, so reduce-scatter
+// is alltoall_base (rank r receives shard r from every rank: (n-1)/n of the input sent, the
+// same as a ring reduce-scatter) plus a local sum, and all-gather uses the list form with the
+// output split into per-rank views. Gloo's own timeout bounds every send and receive, so a rank
+// that died or never arrives turns into an error here rather than a hang.
+#define USE_C10D_GLOO 1
+#include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
+#include <torch/csrc/distributed/c10d/TCPStore.hpp>
+
+#include <netdb.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <stdexcept>
+#include <thread>
+
+#include "comm/comm_impl.h"
+
+namespace ftrun::comm::detail {
+namespace {
+
+std::string endpoint_desc(const std::string& addr, int port) { return addr + ":" + std::to_string(port); }
+
+c10::intrusive_ptr<c10d::TCPStore> open_server(const std::string& addr, int port, int world, Ms timeout) {
+  c10d::TCPStoreOptions o;
+  o.port = static_cast<std::uint16_t>(port);  // 0: the OS picks a free one (mpirun path)
+  o.isServer = true;
+  o.numWorkers = static_cast<std::size_t>(world);
+  // libtorch 1.13's waitForWorkers gives up silently at the timeout; the join count below
+  // reports a missing rank instead.
+  o.waitWorkers = false;
+  o.timeout = timeout;
+  try {
+    return c10::make_intrusive<c10d::TCPStore>(addr, o);
+  } catch (const std::exception& e) {
+    throw std::runtime_error("rendezvous: rank 0 could not open its TCPStore on port " +
+                             (port ? std::to_string(port) + " (MASTER_PORT)" : std::string("<any>")) +
+                             " for " + addr + ": " + short_what(e));
+  }
+}
+
+// Waits (polling every 20 ms, at most `timeout`) until something listens at addr:port.
+// libtorch's TCPStore client sleeps a whole second between connection attempts, which made
+// every rank that started before rank 0's store cost a second; this polls faster. Errors are
+// left to the TCPStore client, which reports them.
+void wait_until_listening(const std::string& addr, int port, Ms timeout) {
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo* res = nullptr;
+  if (getaddrinfo(addr.c_str(), std::to_string(port).c_str(), &hints, &res) != 0) return;
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  bool up = false;
+  while (!up && std::chrono::steady_clock::now() < deadline) {
+    int fd = ::socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK, 0);
+    if (fd < 0) break;
+    if (::connect(fd, res->ai_addr, res->ai_addrlen) == 0) {
+      up = true;
+    } else if (errno == EINPROGRESS) {
+      pollfd p{fd, POLLOUT, 0};
+      int err = 0;
+      socklen_t len = sizeof err;
+      up = ::poll(&p, 1, 200) == 1 && ::getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) == 0 && err == 0;
+    }
+    ::close(fd);
+    if (!up) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  freeaddrinfo(res);
+}
+
+c10::intrusive_ptr<c10d::TCPStore> open_client(const RankInfo& info, const std::string& addr, int port, Ms timeout) {
+  const auto start = std::chrono::steady_clock::now();
+  wait_until_listening(addr, port, timeout);
+  // The client gets what is left of the timeout (at least a moment to say why it failed).
+  const auto left = timeout - std::chrono::duration_cast<Ms>(std::chrono::steady_clock::now() - start);
+  c10d::TCPStoreOptions o;
+  o.port = static_cast<std::uint16_t>(port);
+  o.isServer = false;
+  o.waitWorkers = false;
+  o.timeout = std::max(left, Ms(100));
+  try {
+    return c10::make_intrusive<c10d::TCPStore>(addr, o);
+  } catch (const std::exception& e) {
+    throw std::runtime_error("rendezvous: rank " + std::to_string(info.rank) + " of " +
+                             std::to_string(info.world_size) + " could not reach rank 0's TCPStore at " +
+                             endpoint_desc(addr, port) + " within " + duration_desc(timeout) +
+                             " (is rank 0 running, and are MASTER_ADDR/MASTER_PORT right?): " + short_what(e));
+  }
+}
+
+// Rank 0 waits until every rank has checked in, so that a rank that never starts is reported
+// here, by count and endpoint, rather than as a key timeout deep inside gloo.
+void wait_for_all(c10d::TCPStore& store, const RankInfo& info, const std::string& addr, int port, Ms timeout) {
+  const std::string key = "ftrun/joined";
+  store.add(key, 1);
+  if (info.rank != 0) return;
+  const auto start = std::chrono::steady_clock::now();
+  while (true) {
+    const int64_t joined = store.add(key, 0);
+    if (joined >= info.world_size) return;
+    if (std::chrono::steady_clock::now() - start > timeout)
+      throw std::runtime_error("rendezvous: only " + std::to_string(joined) + " of " +
+                               std::to_string(info.world_size) + " ranks reached the TCPStore at " +
+                               endpoint_desc(addr, port) + " within " + duration_desc(timeout) +
+                               "; the others did not start or cannot reach this address");
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+}
+
+}  // namespace
+
+c10::intrusive_ptr<c10d::Store> connect_store(const RankInfo& info, Ms timeout) {
+  c10::intrusive_ptr<c10d::TCPStore> store;
+  std::string addr = info.master_addr;
+  int port = info.master_port;
+  if (info.launcher == "mpi" && (addr.empty() || port == 0)) {
+    // mpirun exports no endpoint: rank 0 opens its store (on MASTER_PORT if given, else any
+    // free port, so concurrent jobs never collide) and sends address and port over MPI.
+    if (addr.empty()) addr = info.local_world_size == info.world_size ? "127.0.0.1" : primary_address();
+    mpi_init_once();
+    const Endpoint ep = mpi_agree_endpoint(info, addr, timeout, [&] {
+      store = open_server(addr, port, info.world_size, timeout);
+      return static_cast<int>(store->getPort());
+    });
+    mpi_finalize_now();
+    addr = ep.addr;
+    port = ep.port;
+    if (info.rank != 0) store = open_client(info, addr, port, timeout);
+  } else {
+    if (addr.empty() || port <= 0)
+      throw std::invalid_argument("rendezvous: rank " + std::to_string(info.rank) +
+                                  " has no master address/port (MASTER_ADDR, MASTER_PORT)");
+    store = info.rank == 0 ? open_server(addr, port, info.world_size, timeout) : open_client(info, addr, port, timeout);
+  }
+  wait_for_all(*store, info, addr, port, timeout);
+  return store;
+}
+
+namespace {
+
+class GlooComm : public Comm {
+ public:
+  GlooComm(c10::intrusive_ptr<c10d::ProcessGroupGloo> pg, int rank, int world, Ms timeout)
+      : pg_(std::move(pg)), rank_(rank), n_(world), timeout_(timeout) {}
+
+  int rank() const override { return rank_; }
+  int world_size() const override { return n_; }
+  std::string backend() const override { return "gloo"; }
+
+  void all_reduce_sum(at::Tensor& t) override {
+    check_dense("gloo", "all_reduce", t);
+    if (t.numel() > 0) {
+      std::vector<at::Tensor> v{t};
+      run("all_reduce", t, [&] { return pg_->allreduce(v); });
+    }
+    count("all_reduce", all_reduce_bytes(nbytes(t), n_));
+  }
+
+  void reduce_scatter_sum(const at::Tensor& input, at::Tensor& output) override {
+    check_reduce_scatter("gloo", input, output, n_);
+    if (input.numel() > 0) {
+      // 1-D because alltoall_base splits dimension 0 into n equal parts.
+      at::Tensor in = input.reshape({-1});
+      at::Tensor recv = at::empty_like(in);
+      std::vector<int64_t> equal_split;  // empty = equal parts
+      run("reduce_scatter", input, [&] { return pg_->alltoall_base(recv, in, equal_split, equal_split); });
+      // recv row j = rank j's copy of this rank's shard; the sum goes to a new tensor first, so
+      // an output that aliases the input is safe.
+      output.view({-1}).copy_(recv.view({n_, -1}).sum(0, false, input.scalar_type()));
+    }
+    count("reduce_scatter", share_bytes(nbytes(input), n_));
+  }
+
+  void all_gather(const at::Tensor& input, at::Tensor& output) override {
+    check_all_gather("gloo", input, output, n_);
+    if (input.numel() > 0) {
+      // Gloo gathers into its own flat buffer and then copies into these views, so the input
+      // may itself be this rank's slice of the output (the usual ZeRO layout).
+      std::vector<at::Tensor> in{input.reshape({-1})};
+      std::vector<std::vector<at::Tensor>> out(1);
+      out[0] = output.view({-1}).chunk(n_);
+      run("all_gather", input, [&] { return pg_->allgather(out, in); });
+    }
+    count("all_gather", share_bytes(nbytes(output), n_));
+  }
+
+  std::unique_ptr<Pending> all_gather_async(const at::Tensor& input, at::Tensor& output) override {
+    check_all_gather("gloo", input, output, n_);
+    count("all_gather", share_bytes(nbytes(output), n_));
+    // Gloo runs the work on its own threads; the handle keeps the tensors alive until wait().
+    struct Work : Pending {
+      GlooComm* comm;
+      std::vector<at::Tensor> in;
+      std::vector<std::vector<at::Tensor>> out;
+      c10::intrusive_ptr<c10d::Work> work;
+      at::Tensor desc;
+      void wait() override {
+        if (!work) return;
+        auto w = std::move(work);
+        comm->run("all_gather", desc, [&] { return w; });
+      }
+    };
+    auto p = std::make_unique<Work>();
+    p->comm = this;
+    p->desc = input;
+    if (input.numel() > 0) {
+      p->in = {input.reshape({-1})};
+      p->out.resize(1);
+      p->out[0] = output.view({-1}).chunk(n_);
+      p->work = pg_->allgather(p->out, p->in);
+    }
+    return p;
+  }
+
+  void broadcast(at::Tensor& t, int root) override {
+    check_dense("gloo", "broadcast", t);
+    check_root("gloo", root, n_);
+    if (t.numel() > 0) {
+      std::vector<at::Tensor> v{t};
+      c10d::BroadcastOptions o;
+      o.rootRank = root;
+      run("broadcast", t, [&] { return pg_->broadcast(v, o); });
+    }
+    count("broadcast", rank_ == root ? nbytes(t) : 0);
+  }
+
+  void barrier() override {
+    const at::Tensor none;
+    run("barrier", none, [&] { return pg_->barrier(); });
+  }
+
+ private:
+  template <class F>
+  void run(const char* op, const at::Tensor& t, F&& start) {
+    try {
+      start()->wait();
+    } catch (const std::exception& e) {
+      const std::string what = short_what(e);
+      std::string hint;
+      if (what.find("Timed out") != std::string::npos || what.find("timed out") != std::string::npos)
+        hint = "; a rank did not join this collective within the timeout";
+      else if (what.find("closed") != std::string::npos || what.find("reset") != std::string::npos)
+        hint = "; another rank exited or crashed";
+      throw std::runtime_error("gloo " + std::string(op) + " failed on rank " + std::to_string(rank_) + " of " +
+                               std::to_string(n_) + (t.defined() ? " (" + tensor_desc(t) + ")" : std::string()) +
+                               ", timeout " + duration_desc(timeout_) + hint + ": " + what);
+    }
+  }
+
+  c10::intrusive_ptr<c10d::ProcessGroupGloo> pg_;
+  int rank_, n_;
+  Ms timeout_;
+};
+
+std::shared_ptr<::gloo::transport::Device> make_device(const RankInfo& info) {
+  // GLOO_SOCKET_IFNAME is PyTorch's knob for the interface to use across nodes.
+  if (const char* ifname = std::getenv("GLOO_SOCKET_IFNAME"); ifname && *ifname) {
+    std::string first(ifname);
+    first = first.substr(0, first.find(','));
+    return c10d::ProcessGroupGloo::createDeviceForInterface(first);
+  }
+  // All ranks on this machine: loopback needs no name resolution.
+  if (info.local_world_size == info.world_size || is_loopback(info.master_addr))
+    return c10d::ProcessGroupGloo::createDeviceForHostname("127.0.0.1");
+  // Across nodes, not createDefaultDevice(): it binds to whatever the hostname resolves to,
+  // which on Debian-style /etc/hosts is 127.0.1.1 and unreachable from other nodes; the
+  // address on the route to rank 0 is one every node can reach.
+  return c10d::ProcessGroupGloo::createDeviceForHostname(address_toward(info.master_addr));
+}
+
+}  // namespace
+
+std::shared_ptr<Comm> make_gloo_comm(const RankInfo& info, Ms rendezvous_timeout, Ms collective_timeout) {
+  auto store = connect_store(info, rendezvous_timeout);
+  auto opts = c10d::ProcessGroupGloo::Options::create(collective_timeout);
+  opts->devices.push_back(make_device(info));
+  c10::intrusive_ptr<c10d::ProcessGroupGloo> pg;
+  try {
+    pg = c10::make_intrusive<c10d::ProcessGroupGloo>(store, info.rank, info.world_size, opts);
+  } catch (const std::exception& e) {
+    throw std::runtime_error("gloo: rank " + std::to_string(info.rank) + " of " + std::to_string(info.world_size) +
+                             " could not connect to its peers within " + duration_desc(collective_timeout) + ": " +
+                             short_what(e));
+  }
+  return std::make_shared<GlooComm>(std::move(pg), info.rank, info.world_size, collective_timeout);
+}
+
+}  // namespace ftrun::comm::detail

@@ -1,0 +1,146 @@
+// io/file.cpp: atomic writes and checked reads (see file.h for the contract).
+#include "io/file.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <stdexcept>
+
+namespace fs = std::filesystem;
+
+namespace ftrun::io {
+namespace {
+
+[[noreturn]] void fail(const fs::path& path, const std::string& what) {
+  throw std::runtime_error(path.string() + ": " + what);
+}
+
+std::string errno_text() { return std::strerror(errno); }
+
+std::string squote(const std::string& s) { return "'" + s + "'"; }
+
+}  // namespace
+
+void write_all(int fd, const void* data, size_t n, const fs::path& path) {
+  const char* p = static_cast<const char*>(data);
+  while (n > 0) {
+    ssize_t w = ::write(fd, p, n);
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      fail(path, "write failed: " + errno_text());
+    }
+    p += w;
+    n -= static_cast<size_t>(w);
+  }
+}
+
+void fsync_dir(const fs::path& dir) {
+  int fd = ::open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd >= 0) {
+    ::fsync(fd);
+    ::close(fd);
+  }
+}
+
+void fsync_path(const fs::path& p) {
+  int fd = ::open(p.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) fail(p, "cannot open for fsync: " + errno_text());
+  int rc = ::fsync(fd);
+  const std::string reason = rc != 0 ? errno_text() : "";
+  ::close(fd);
+  if (rc != 0) fail(p, "fsync failed: " + reason);
+}
+
+void fsync_tree(const fs::path& dir) {
+  for (const auto& e : fs::recursive_directory_iterator(dir)) fsync_path(e.path());
+  fsync_path(dir);
+}
+
+void write_atomic(const fs::path& path, const std::function<void(int fd)>& fill) {
+  const fs::path parent = path.parent_path();
+  std::error_code ec;
+  if (!parent.empty() && !fs::is_directory(parent, ec))
+    fail(path, "cannot write: directory " + squote(parent.string()) + " does not exist");
+  // Unique per process and call: two threads writing the same target never share a temp file.
+  static std::atomic<unsigned> counter{0};
+  const std::string tmp =
+      path.string() + ".tmp." + std::to_string(::getpid()) + "." + std::to_string(counter++);
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) fail(path, "cannot create temporary file " + squote(tmp) + ": " + errno_text());
+  try {
+    fill(fd);
+    if (::fsync(fd) != 0) fail(path, "fsync failed: " + errno_text());
+    if (::close(fd) != 0) {
+      fd = -1;
+      fail(path, "close failed: " + errno_text());
+    }
+    fd = -1;
+    if (::rename(tmp.c_str(), path.c_str()) != 0)
+      fail(path, "cannot rename " + squote(tmp) + " to it: " + errno_text());
+  } catch (...) {
+    if (fd >= 0) ::close(fd);
+    ::unlink(tmp.c_str());
+    throw;
+  }
+  fsync_dir(parent);
+}
+
+void write_file_atomic(const fs::path& path, std::string_view bytes) {
+  write_atomic(path, [&](int fd) { write_all(fd, bytes.data(), bytes.size(), path); });
+}
+
+void write_json_atomic(const fs::path& path, const nlohmann::json& j, int indent) {
+  write_file_atomic(path, j.dump(indent) + "\n");
+}
+
+std::string read_text_file(const fs::path& path, const std::string& what) {
+  const std::string cannot = "cannot open" + (what.empty() ? std::string() : " " + what) + ": ";
+  std::error_code ec;
+  if (fs::is_directory(path, ec)) fail(path, cannot + "is a directory, expected a file");
+  std::ifstream in(path, std::ios::binary);
+  if (!in) fail(path, cannot + errno_text());
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  if (in.bad()) fail(path, "read error: " + errno_text());
+  return ss.str();
+}
+
+nlohmann::json read_json_file(const fs::path& path, const std::string& what) {
+  const std::string text = read_text_file(path, what);
+  try {
+    return nlohmann::json::parse(text);
+  } catch (const nlohmann::json::parse_error& e) {
+    fail(path, std::string("invalid JSON: ") + e.what());
+  }
+}
+
+fs::path temp_sibling_dir(const fs::path& path) {
+  const fs::path clean = path.has_filename() ? path : path.parent_path();  // "out/" names "out"
+  return clean.parent_path() / ("." + clean.filename().string() + ".tmp");
+}
+
+void write_dir_atomic(const fs::path& path, const std::function<void(const fs::path& tmp)>& fill) {
+  const fs::path tmp = temp_sibling_dir(path);
+  fs::remove_all(tmp);
+  fs::create_directories(tmp);
+  try {
+    fill(tmp);
+    fsync_tree(tmp);
+    fs::remove_all(path);
+    fs::rename(tmp, path);
+  } catch (...) {
+    std::error_code ec;
+    fs::remove_all(tmp, ec);
+    throw;
+  }
+  fsync_dir(fs::absolute(path).parent_path());
+}
+
+}  // namespace ftrun::io
