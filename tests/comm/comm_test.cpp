@@ -1,7 +1,7 @@
 // The Comm backends for real: 2 and 4 processes over gloo (torchrun-style env from the launch
 // helper), and 2 processes under mpirun with backend mpi and with gloo-under-mpirun. Inputs
 // are built from the rank so every expected value has a closed form, and the bytes counted
-// must equal the ring formulas of sharding/comm.h. Failure tests check that an unreachable
+// must equal the ring formulas of comm/comm.h. Failure tests check that an unreachable
 // master, a missing rank, a rank that throws and a rank that never joins all end in errors
 // naming the address or operation within the timeout, never in a hang.
 #include <gtest/gtest.h>
@@ -38,7 +38,7 @@ LaunchOptions within(std::chrono::seconds s) {
   return o;
 }
 
-// The ring volumes of sharding/comm.h, written out again here so the test does not trust the
+// The ring volumes of comm/comm.h, written out again here so the test does not trust the
 // implementation's helper.
 uint64_t ar_bytes(uint64_t s, int n) { return s * 2 * (n - 1) / n; }
 uint64_t share(uint64_t s, int n) { return s * (n - 1) / n; }
