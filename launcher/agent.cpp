@@ -14,6 +14,8 @@
 #include <cstring>
 #include <iostream>
 #include <map>
+#include <memory>
+#include <optional>
 #include <stdexcept>
 #include <zmq.hpp>
 
@@ -521,6 +523,296 @@ std::string hostname() {
   return buf;
 }
 
+// ---------------------------------------------------------------------------------------
+// One node's agent: says hello to the coordinator, starts and stops this node's workers when
+// told, reports their failures, and exits with the job's verdict. One thread, one poll loop;
+// the order of the steps in a turn of it matters (deaths are reported before a stop, errors in
+// flight are awaited before "stopped"), and the launcher's tests depend on it.
+
+class NodeAgent {
+ public:
+  // The options are validated already. Rendezvous starts here: the sockets exist and the
+  // hello is sent (unless the test hook holds it back).
+  NodeAgent(const AgentOptions& options, const std::vector<std::string>& worker_args)
+      : o_(options),
+        me_("node " + std::to_string(o_.node_rank)),
+        coordinator_addr_(o_.nnodes > 1 ? resolve_host(o_.master_addr) : "127.0.0.1"),
+        ctx_(1),
+        workers_(o_, worker_args) {
+    // After the host lookup, which may block: until here a signal ends the process as usual.
+    std::signal(SIGINT, on_signal);
+    std::signal(SIGTERM, on_signal);
+    std::signal(SIGPIPE, SIG_IGN);
+
+    if (o_.node_rank == 0) coordinator_ = std::make_unique<Coordinator>(ctx_, o_);
+    agent_port_ = coordinator_ ? coordinator_->port() : (o_.master_port ? o_.master_port : kDefaultAgentPort);
+    const std::string coordinator_endpoint = coordinator_ ? coordinator_->local_endpoint()
+                                                          : "tcp://" + coordinator_addr_ + ":" + std::to_string(agent_port_);
+
+    up_ = zmq::socket_t(ctx_, zmq::socket_type::dealer);  // to the coordinator
+    up_.set(zmq::sockopt::linger, 2000);
+    up_.connect(coordinator_endpoint);
+    from_workers_ = zmq::socket_t(ctx_, zmq::socket_type::pull);
+    from_workers_.set(zmq::sockopt::linger, 0);
+    from_workers_.bind("tcp://127.0.0.1:*");
+    worker_endpoint_ = from_workers_.get(zmq::sockopt::last_endpoint);
+
+    // Test hook: hold this agent's hello back (while its coordinator already runs), so another
+    // node's hello is the first the coordinator sees.
+    const char* hold = std::getenv("FTRUN_TEST_HOLD_HELLO_MS");
+    hello_at_ = Clock::now() + std::chrono::milliseconds(hold ? std::atoi(hold) : 0);
+    if (!hold) {
+      say_hello();
+      hello_sent_ = true;
+    }
+    started_ = last_hb_ = Clock::now();
+  }
+
+  // The poll loop; returns the process's exit code.
+  int run() {
+    for (;;) {
+      const auto now = poll();
+      if (auto code = handle_signal()) return *code;
+      if (!hello_sent_ && now >= hello_at_) {
+        say_hello();
+        hello_sent_ = true;
+      }
+      if (coordinator_) coordinator_->tick();
+      if (auto code = handle_coordinator(now)) return *code;
+      if (auto code = check_coordinator(now)) return *code;
+      drain_workers();
+      workers_.pump_output();
+      reap_and_report();
+      if (running_ && !interrupted_) watch_workers(now);
+    }
+  }
+
+ private:
+  void say_hello() {
+    send_json(up_, {{"t", "hello"},
+                    {"node", o_.node_rank},
+                    {"nnodes", o_.nnodes},
+                    {"nproc", o_.nproc_per_node},
+                    {"config_hash", o_.config_fingerprint},
+                    {"config", o_.config_path},
+                    {"host", hostname()}});
+  }
+
+  // Waits up to 50 ms for the coordinator, the workers or their output; returns the time after.
+  Clock::time_point poll() {
+    std::vector<zmq::pollitem_t> items = {{up_.handle(), 0, ZMQ_POLLIN, 0}, {from_workers_.handle(), 0, ZMQ_POLLIN, 0}};
+    if (coordinator_) items.push_back({coordinator_->socket().handle(), 0, ZMQ_POLLIN, 0});
+    workers_.add_poll_items(items);
+    try {
+      zmq::poll(items.data(), items.size(), std::chrono::milliseconds(50));
+    } catch (const zmq::error_t& e) {
+      if (e.num() != EINTR) throw;
+    }
+    return Clock::now();
+  }
+
+  // Waits up to 20 ms for a worker message, then handles what came.
+  void poll_workers_briefly() {
+    zmq::pollitem_t item{from_workers_.handle(), 0, ZMQ_POLLIN, 0};
+    zmq::poll(&item, 1, std::chrono::milliseconds(20));
+    drain_workers();
+  }
+
+  void report(int rank, const std::string& kind, const std::string& what, int signal = 0) {
+    workers_.mark_failed();
+    send_json(up_, {{"t", "failed"}, {"attempt", attempt_}, {"rank", rank}, {"kind", kind}, {"what", what}, {"signal", signal}});
+  }
+
+  // Messages from this attempt's workers: liveness, rank 0's progress, errors.
+  void drain_workers() {
+    while (auto m = recv_json(from_workers_)) {
+      const int rank = m->value("rank", -1), pid = m->value("pid", -1);
+      auto& ws = workers_.workers();
+      auto it = std::find_if(ws.begin(), ws.end(), [&](const Worker& w) { return w.rank == rank && w.pid == pid; });
+      if (it == ws.end()) continue;  // a worker of an earlier attempt
+      it->last_heard = Clock::now();
+      const std::string t = m->value("t", "");
+      if (t == "hello") it->said_hello = true;
+      if (t == "progress") {
+        it->steps_done = m->value("done", int64_t(0));
+        it->steps_total = m->value("total", int64_t(0));
+        it->last_step = it->last_heard;
+        if (rank == 0) workers_.progress(it->steps_done, it->steps_total);
+      }
+      if (t == "error" && !it->reported && !interrupted_) {
+        it->reported = true;
+        it->error = m->value("what", std::string("?"));
+        report(rank, "error", "rank " + std::to_string(rank) + " (" + me_ + ", pid " + std::to_string(it->pid) +
+                                  ") failed: " + it->error);
+      }
+    }
+  }
+
+  void report_death(Worker* w, int status) {
+    if (w->reported) return;
+    w->reported = true;
+    report(w->rank, WIFSIGNALED(status) ? "signal" : "exit",
+           "rank " + std::to_string(w->rank) + " (" + me_ + ", pid " + std::to_string(w->pid) + ") " +
+               describe_exit(status) + (w->error.empty() ? "" : ": " + w->error));
+  }
+
+  // Deaths are reported before any stop, so a rank that died on its own is never mistaken
+  // for one this agent stopped (the coordinator picks the root cause from the reports).
+  void reap_and_report() {
+    for (auto [w, status] : workers_.reap()) {
+      if (w->reported || interrupted_) continue;
+      if (WIFEXITED(status) && WEXITSTATUS(status) == 0) continue;
+      // A worker that exits on an error sends it first; give it a moment to arrive, so the
+      // report carries the error rather than just the exit code.
+      for (int i = 0; i < 15 && !w->reported && WIFEXITED(status); ++i) poll_workers_briefly();
+      report_death(w, status);
+    }
+  }
+
+  // --progress-timeout: ranks that finished a step once but none since. Stuck ranks usually
+  // hold each other in a collective, so all of this node's are named; the job stops either way.
+  // After the last step (the final save and test pass) nothing is watched.
+  // `job_stuck`: another node's ranks already were; name this node's ranks that are silent too.
+  void check_progress(Clock::time_point now, bool job_stuck) {
+    auto watched = [](const Worker& w) {
+      return w.running && !w.reported && w.steps_done >= 0 && w.steps_done < w.steps_total;
+    };
+    auto& ws = workers_.workers();
+    if (!job_stuck && std::none_of(ws.begin(), ws.end(),
+                     [&](const Worker& w) { return watched(w) && now - w.last_step > o_.progress_timeout; }))
+      return;
+    // One rank is over the limit; its peers in the same stuck step finished that step a little
+    // later at most, so every rank silent for half the limit is named with it.
+    std::string who;
+    int first = -1;
+    for (auto& w : ws) {
+      if (!watched(w) || now - w.last_step <= o_.progress_timeout / 2) continue;
+      w.reported = true;
+      kill(w.pid, SIGKILL);
+      who += std::string(who.empty() ? "" : ", ") + "rank " + std::to_string(w.rank) + " (pid " + std::to_string(w.pid) +
+             ", after step " + std::to_string(w.steps_done) + ")";
+      if (first < 0) first = w.rank;
+    }
+    if (first < 0) return;
+    report(first, "stall",
+           (job_stuck ? "also without a finished step for " + secs_text(o_.progress_timeout / 2) + " or more on "
+                      : "no training step finished for " + secs_text(o_.progress_timeout) + " on ") +
+               me_ + ": " + who);
+  }
+
+  int finish_locally(int code, const std::string& why) {
+    if (workers_.any_running()) workers_.stop();
+    workers_.end_progress();
+    if (code != 0) std::cerr << "ftrun: " << me_ << ": job failed: " << why << std::endl;
+    else if (o_.node_rank == 0) std::cerr << "ftrun agent: all " << o_.nnodes * o_.nproc_per_node << " ranks finished" << std::endl;
+    return code;
+  }
+
+  // SIGINT/SIGTERM: forwarded to the workers once and reported; a second one kills them.
+  // Returns the exit code when the agent is done.
+  std::optional<int> handle_signal() {
+    if (!g_signal) return std::nullopt;
+    const int sig = g_signal;
+    g_signal = 0;
+    if (interrupted_) {  // a second signal: no more waiting for the others
+      workers_.signal_all(SIGKILL);
+      return finish_locally(128 + sig, "interrupted twice");
+    }
+    interrupted_ = true;
+    workers_.signal_all(sig);
+    report(-1, "interrupted",
+           "the agent of " + me_ + " received SIG" + std::string(sigabbrev_np(sig)) + " and forwarded it to its workers",
+           sig);
+    if (!running_) return finish_locally(128 + sig, "interrupted during the rendezvous");
+    return std::nullopt;
+  }
+
+  // The coordinator's start / stop / exit; returns the exit code on "exit".
+  std::optional<int> handle_coordinator(Clock::time_point now) {
+    while (auto m = recv_json(up_)) {
+      last_from_coordinator_ = now;
+      const std::string t = m->value("t", "");
+      if (t == "start") {
+        if (workers_.any_running()) workers_.stop();
+        attempt_ = m->value("attempt", 0);
+        workers_.start(attempt_, m->value("master_addr", std::string()), m->value("worker_port", 0), worker_endpoint_);
+        running_ = true;
+        done_sent_ = false;
+      } else if (t == "stop" && m->value("attempt", -1) == attempt_) {
+        stop_attempt(now, m->value("stall", false));
+      } else if (t == "exit") {
+        return finish_locally(m->value("code", 1), m->value("why", std::string("stopped by node 0")));
+      }
+    }
+    return std::nullopt;
+  }
+
+  // The coordinator's "stop": report what already failed, stop the workers, answer "stopped".
+  void stop_attempt(Clock::time_point now, bool stall) {
+    drain_workers();
+    reap_and_report();
+    if (stall && o_.progress_timeout.count() > 0) check_progress(now, true);
+    for (auto [w, status] : workers_.stop())
+      if (!interrupted_) report_death(w, status);
+    // A rank that failed on its own may have been stopped while its error was still in
+    // flight (it is sent as the rank exits); it reaches the coordinator before "stopped".
+    for (int i = 0; i < 5; ++i) poll_workers_briefly();
+    send_json(up_, {{"t", "stopped"}, {"attempt", attempt_}});
+  }
+
+  // The coordinator must answer the hello in time and then keep sending; this agent sends
+  // its own heartbeats. Returns the exit code when node 0 is gone.
+  std::optional<int> check_coordinator(Clock::time_point now) {
+    const bool heard = last_from_coordinator_ != Clock::time_point{};
+    if (!heard && now - started_ > o_.rendezvous_timeout + std::chrono::seconds(2))
+      return finish_locally(1, "no answer from the agent of node 0 at " + coordinator_addr_ + ":" +
+                                   std::to_string(agent_port_) + " within " + secs_text(o_.rendezvous_timeout) +
+                                   " (is node 0 started, with the same --master-addr/--master-port, and is the "
+                                   "port reachable from here?)");
+    if (heard && now - last_from_coordinator_ > o_.heartbeat_timeout)
+      return finish_locally(1, "lost contact with the agent of node 0 (" + coordinator_addr_ + ":" +
+                                   std::to_string(agent_port_) + ") for " + secs_text(o_.heartbeat_timeout) +
+                                   "; stopped this node's workers");
+    if (now - last_hb_ > kAgentHeartbeat) {
+      last_hb_ = now;
+      send_json(up_, {{"t", "hb"}});
+    }
+    return std::nullopt;
+  }
+
+  // While an attempt runs: kill hung ranks, watch progress, say "done" once all exited well.
+  void watch_workers(Clock::time_point now) {
+    for (auto& w : workers_.workers()) {
+      // Before its hello a worker is still loading (libtorch, the model): allow more time.
+      auto limit = w.said_hello ? o_.heartbeat_timeout : std::max(o_.heartbeat_timeout, o_.rendezvous_timeout);
+      if (w.running && !w.reported && now - w.last_heard > limit) {
+        w.reported = true;
+        kill(w.pid, SIGKILL);
+        report(w.rank, "hang", "rank " + std::to_string(w.rank) + " (" + me_ + ", pid " + std::to_string(w.pid) +
+                                   ") sent no heartbeat for " + secs_text(limit) + " (hung or stopped); killed it");
+      }
+    }
+    if (o_.progress_timeout.count() > 0) check_progress(now, false);
+    if (!done_sent_ && !workers_.failed() && workers_.all_exited_ok()) {
+      done_sent_ = true;
+      send_json(up_, {{"t", "done"}, {"attempt", attempt_}});
+    }
+  }
+
+  // Destroyed in reverse order: the sockets close (and linger) before the context ends, and
+  // the options outlive LocalWorkers and Coordinator, which keep a reference to them.
+  AgentOptions o_;
+  std::string me_, coordinator_addr_, worker_endpoint_;
+  int agent_port_ = 0;
+  zmq::context_t ctx_;
+  std::unique_ptr<Coordinator> coordinator_;
+  zmq::socket_t up_, from_workers_;
+  LocalWorkers workers_;
+  int attempt_ = -1;
+  bool hello_sent_ = false, running_ = false, done_sent_ = false, interrupted_ = false;
+  Clock::time_point hello_at_, started_, last_from_coordinator_{}, last_hb_;
+};
+
 }  // namespace
 
 void validate(const AgentOptions& o) {
@@ -542,236 +834,8 @@ void validate(const AgentOptions& o) {
 
 int run_agent(const AgentOptions& options, const std::vector<std::string>& worker_args) {
   validate(options);
-  AgentOptions o = options;
-  const std::string me = "node " + std::to_string(o.node_rank);
-  std::string coordinator_addr = "127.0.0.1";
-  if (o.nnodes > 1) coordinator_addr = resolve_host(o.master_addr);
-  std::signal(SIGINT, on_signal);
-  std::signal(SIGTERM, on_signal);
-  std::signal(SIGPIPE, SIG_IGN);
-
-  zmq::context_t ctx(1);
-  std::unique_ptr<Coordinator> coordinator;
-  if (o.node_rank == 0) coordinator = std::make_unique<Coordinator>(ctx, o);
-  const int agent_port = coordinator ? coordinator->port() : (o.master_port ? o.master_port : kDefaultAgentPort);
-  const std::string coordinator_endpoint =
-      coordinator ? coordinator->local_endpoint() : "tcp://" + coordinator_addr + ":" + std::to_string(agent_port);
-
-  zmq::socket_t up(ctx, zmq::socket_type::dealer);  // to the coordinator
-  up.set(zmq::sockopt::linger, 2000);
-  up.connect(coordinator_endpoint);
-  zmq::socket_t from_workers(ctx, zmq::socket_type::pull);
-  from_workers.set(zmq::sockopt::linger, 0);
-  from_workers.bind("tcp://127.0.0.1:*");
-  const std::string worker_endpoint = from_workers.get(zmq::sockopt::last_endpoint);
-
-  auto say_hello = [&] {
-    send_json(up, {{"t", "hello"},
-                   {"node", o.node_rank},
-                   {"nnodes", o.nnodes},
-                   {"nproc", o.nproc_per_node},
-                   {"config_hash", o.config_fingerprint},
-                   {"config", o.config_path},
-                   {"host", hostname()}});
-  };
-  // Test hook: hold this agent's hello back (while its coordinator already runs), so another
-  // node's hello is the first the coordinator sees.
-  const char* hold = std::getenv("FTRUN_TEST_HOLD_HELLO_MS");
-  auto hello_at = Clock::now() + std::chrono::milliseconds(hold ? std::atoi(hold) : 0);
-  bool hello_sent = false;
-  if (!hold) {
-    say_hello();
-    hello_sent = true;
-  }
-
-  LocalWorkers workers(o, worker_args);
-  int attempt = -1;
-  bool running = false, done_sent = false, interrupted = false;
-  auto started = Clock::now(), last_from_coordinator = Clock::time_point{}, last_hb = Clock::now();
-  auto report = [&](int rank, const std::string& kind, const std::string& what, int signal = 0) {
-    workers.mark_failed();
-    send_json(up, {{"t", "failed"}, {"attempt", attempt}, {"rank", rank}, {"kind", kind}, {"what", what}, {"signal", signal}});
-  };
-  // Messages from this attempt's workers: liveness, rank 0's progress, errors.
-  auto drain_workers = [&] {
-    while (auto m = recv_json(from_workers)) {
-      const int rank = m->value("rank", -1), pid = m->value("pid", -1);
-      auto& ws = workers.workers();
-      auto it = std::find_if(ws.begin(), ws.end(), [&](const Worker& w) { return w.rank == rank && w.pid == pid; });
-      if (it == ws.end()) continue;  // a worker of an earlier attempt
-      it->last_heard = Clock::now();
-      const std::string t = m->value("t", "");
-      if (t == "hello") it->said_hello = true;
-      if (t == "progress") {
-        it->steps_done = m->value("done", int64_t(0));
-        it->steps_total = m->value("total", int64_t(0));
-        it->last_step = it->last_heard;
-        if (rank == 0) workers.progress(it->steps_done, it->steps_total);
-      }
-      if (t == "error" && !it->reported && !interrupted) {
-        it->reported = true;
-        it->error = m->value("what", std::string("?"));
-        report(rank, "error", "rank " + std::to_string(rank) + " (" + me + ", pid " + std::to_string(it->pid) +
-                                  ") failed: " + it->error);
-      }
-    }
-  };
-  auto report_death = [&](Worker* w, int status) {
-    if (w->reported) return;
-    w->reported = true;
-    report(w->rank, WIFSIGNALED(status) ? "signal" : "exit",
-           "rank " + std::to_string(w->rank) + " (" + me + ", pid " + std::to_string(w->pid) + ") " +
-               describe_exit(status) + (w->error.empty() ? "" : ": " + w->error));
-  };
-  // Deaths are reported before any stop, so a rank that died on its own is never mistaken
-  // for one this agent stopped (the coordinator picks the root cause from the reports).
-  auto reap_and_report = [&] {
-    for (auto [w, status] : workers.reap()) {
-      if (w->reported || interrupted) continue;
-      if (WIFEXITED(status) && WEXITSTATUS(status) == 0) continue;
-      // A worker that exits on an error sends it first; give it a moment to arrive, so the
-      // report carries the error rather than just the exit code.
-      for (int i = 0; i < 15 && !w->reported && WIFEXITED(status); ++i) {
-        zmq::pollitem_t item{from_workers.handle(), 0, ZMQ_POLLIN, 0};
-        zmq::poll(&item, 1, std::chrono::milliseconds(20));
-        drain_workers();
-      }
-      report_death(w, status);
-    }
-  };
-  // --progress-timeout: ranks that finished a step once but none since. Stuck ranks usually
-  // hold each other in a collective, so all of this node's are named; the job stops either way.
-  // After the last step (the final save and test pass) nothing is watched.
-  // `job_stuck`: another node's ranks already were; name this node's ranks that are silent too.
-  auto check_progress = [&](Clock::time_point now, bool job_stuck) {
-    auto watched = [](const Worker& w) {
-      return w.running && !w.reported && w.steps_done >= 0 && w.steps_done < w.steps_total;
-    };
-    auto& ws = workers.workers();
-    if (!job_stuck && std::none_of(ws.begin(), ws.end(),
-                     [&](const Worker& w) { return watched(w) && now - w.last_step > o.progress_timeout; }))
-      return;
-    // One rank is over the limit; its peers in the same stuck step finished that step a little
-    // later at most, so every rank silent for half the limit is named with it.
-    std::string who;
-    int first = -1;
-    for (auto& w : ws) {
-      if (!watched(w) || now - w.last_step <= o.progress_timeout / 2) continue;
-      w.reported = true;
-      kill(w.pid, SIGKILL);
-      who += std::string(who.empty() ? "" : ", ") + "rank " + std::to_string(w.rank) + " (pid " + std::to_string(w.pid) +
-             ", after step " + std::to_string(w.steps_done) + ")";
-      if (first < 0) first = w.rank;
-    }
-    if (first < 0) return;
-    report(first, "stall",
-           (job_stuck ? "also without a finished step for " + secs_text(o.progress_timeout / 2) + " or more on "
-                      : "no training step finished for " + secs_text(o.progress_timeout) + " on ") +
-               me + ": " + who);
-  };
-  auto finish_locally = [&](int code, const std::string& why) {
-    if (workers.any_running()) workers.stop();
-    workers.end_progress();
-    if (code != 0) std::cerr << "ftrun: " << me << ": job failed: " << why << std::endl;
-    else if (o.node_rank == 0) std::cerr << "ftrun agent: all " << o.nnodes * o.nproc_per_node << " ranks finished" << std::endl;
-    return code;
-  };
-
-  for (;;) {
-    std::vector<zmq::pollitem_t> items = {{up.handle(), 0, ZMQ_POLLIN, 0}, {from_workers.handle(), 0, ZMQ_POLLIN, 0}};
-    if (coordinator) items.push_back({coordinator->socket().handle(), 0, ZMQ_POLLIN, 0});
-    workers.add_poll_items(items);
-    try {
-      zmq::poll(items.data(), items.size(), std::chrono::milliseconds(50));
-    } catch (const zmq::error_t& e) {
-      if (e.num() != EINTR) throw;
-    }
-    const auto now = Clock::now();
-
-    if (g_signal) {
-      const int sig = g_signal;
-      g_signal = 0;
-      if (interrupted) {  // a second signal: no more waiting for the others
-        workers.signal_all(SIGKILL);
-        return finish_locally(128 + sig, "interrupted twice");
-      }
-      interrupted = true;
-      workers.signal_all(sig);
-      report(-1, "interrupted",
-             "the agent of " + me + " received SIG" + std::string(sigabbrev_np(sig)) + " and forwarded it to its workers",
-             sig);
-      if (!running) return finish_locally(128 + sig, "interrupted during the rendezvous");
-    }
-
-    if (!hello_sent && now >= hello_at) {
-      say_hello();
-      hello_sent = true;
-    }
-    if (coordinator) coordinator->tick();
-
-    while (auto m = recv_json(up)) {
-      last_from_coordinator = now;
-      const std::string t = m->value("t", "");
-      if (t == "start") {
-        if (workers.any_running()) workers.stop();
-        attempt = m->value("attempt", 0);
-        workers.start(attempt, m->value("master_addr", std::string()), m->value("worker_port", 0), worker_endpoint);
-        running = true;
-        done_sent = false;
-      } else if (t == "stop" && m->value("attempt", -1) == attempt) {
-        drain_workers();
-        reap_and_report();
-        if (m->value("stall", false) && o.progress_timeout.count() > 0) check_progress(now, true);
-        for (auto [w, status] : workers.stop())
-          if (!interrupted) report_death(w, status);
-        // A rank that failed on its own may have been stopped while its error was still in
-        // flight (it is sent as the rank exits); it reaches the coordinator before "stopped".
-        for (int i = 0; i < 5; ++i) {
-          zmq::pollitem_t item{from_workers.handle(), 0, ZMQ_POLLIN, 0};
-          zmq::poll(&item, 1, std::chrono::milliseconds(20));
-          drain_workers();
-        }
-        send_json(up, {{"t", "stopped"}, {"attempt", attempt}});
-      } else if (t == "exit") {
-        return finish_locally(m->value("code", 1), m->value("why", std::string("stopped by node 0")));
-      }
-    }
-    const bool heard = last_from_coordinator != Clock::time_point{};
-    if (!heard && now - started > o.rendezvous_timeout + std::chrono::seconds(2))
-      return finish_locally(1, "no answer from the agent of node 0 at " + coordinator_addr + ":" +
-                                   std::to_string(agent_port) + " within " + secs_text(o.rendezvous_timeout) +
-                                   " (is node 0 started, with the same --master-addr/--master-port, and is the "
-                                   "port reachable from here?)");
-    if (heard && now - last_from_coordinator > o.heartbeat_timeout)
-      return finish_locally(1, "lost contact with the agent of node 0 (" + coordinator_addr + ":" +
-                                   std::to_string(agent_port) + ") for " + secs_text(o.heartbeat_timeout) +
-                                   "; stopped this node's workers");
-    if (now - last_hb > kAgentHeartbeat) {
-      last_hb = now;
-      send_json(up, {{"t", "hb"}});
-    }
-
-    drain_workers();
-    workers.pump_output();
-    reap_and_report();
-    if (running && !interrupted) {
-      for (auto& w : workers.workers()) {
-        // Before its hello a worker is still loading (libtorch, the model): allow more time.
-        auto limit = w.said_hello ? o.heartbeat_timeout : std::max(o.heartbeat_timeout, o.rendezvous_timeout);
-        if (w.running && !w.reported && now - w.last_heard > limit) {
-          w.reported = true;
-          kill(w.pid, SIGKILL);
-          report(w.rank, "hang", "rank " + std::to_string(w.rank) + " (" + me + ", pid " + std::to_string(w.pid) +
-                                     ") sent no heartbeat for " + secs_text(limit) + " (hung or stopped); killed it");
-        }
-      }
-      if (o.progress_timeout.count() > 0) check_progress(now, false);
-      if (!done_sent && !workers.failed() && workers.all_exited_ok()) {
-        done_sent = true;
-        send_json(up, {{"t", "done"}, {"attempt", attempt}});
-      }
-    }
-  }
+  NodeAgent agent(options, worker_args);
+  return agent.run();
 }
 
 }  // namespace ftrun::launcher

@@ -3,7 +3,11 @@
 #include <boost/program_options.hpp>
 #include <torch/torch.h>
 
+#include <unistd.h>
+
 #include <algorithm>
+#include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -24,6 +28,7 @@
 #include "comm/rank_info.h"
 #include "comm/rendezvous.h"
 #include "runtime/generate.h"
+#include "runtime/log.h"
 #include "runtime/metrics.h"
 #include "runtime/pretrain.h"
 #include "runtime/trainer.h"
@@ -49,6 +54,56 @@ const char* kUsage =
 
 // This process's link to the agent that spawned it (inactive when there is none).
 std::unique_ptr<launcher::WorkerLink> g_link;
+
+// Thread and allocator settings ftrun chooses itself (README, "Environment defaults";
+// bench/env_defaults.sh measures them). On 2 cores ATen's OpenMP pool and OpenBLAS's own
+// pthread pool take turns; with OpenMP's default ACTIVE wait policy the idle pool spins and
+// steals the other's core, PASSIVE makes it sleep. glibc.malloc.hugetlb=1 makes malloc ask
+// for transparent huge pages, so the large, short-lived activation buffers fault in 2 MiB at a
+// time instead of 4 KiB (a 4 KiB fault costs 6-11 us here). A value the user has set wins.
+struct EnvDefault {
+  const char* name;
+  const char* value;
+};
+constexpr EnvDefault kEnvDefaults[] = {
+    {"OMP_WAIT_POLICY", "PASSIVE"},
+    {"GLIBC_TUNABLES", "glibc.malloc.hugetlb=1"},
+};
+constexpr const char* kEnvOptOut = "FTRUN_NO_ENV_DEFAULTS";
+constexpr const char* kEnvApplied = "FTRUN_ENV_DEFAULTS_APPLIED";
+
+// libgomp and glibc read these once, while the process is loaded, before main() runs: setting
+// them now would be too late. So a process that lacks one re-executes itself once with them
+// added: same pid, argv and other environment, nothing printed yet, so exit codes and signals
+// are the same as without. The marker keeps it to once; ranks that ftrun's agent spawns
+// inherit the variables and start directly. FTRUN_NO_ENV_DEFAULTS=1 turns it off.
+void apply_env_defaults(char** argv) {
+  const char* off = std::getenv(kEnvOptOut);
+  if ((off && *off && std::string(off) != "0") || std::getenv(kEnvApplied)) return;
+  bool added = false;
+  for (const auto& d : kEnvDefaults) {
+    if (std::getenv(d.name)) continue;
+    ::setenv(d.name, d.value, 0);
+    added = true;
+  }
+  if (!added) return;
+  ::setenv(kEnvApplied, "1", 1);
+  ::execv("/proc/self/exe", argv);
+  // No /proc (exec failed): run on with the libraries' own settings; child processes still
+  // get the variables.
+}
+
+// `log_level: debug`: the settings the run actually uses, on rank 0.
+void print_debug_settings(const runtime::Config& cfg) {
+  std::string env;
+  for (const auto& d : kEnvDefaults) {
+    const char* v = std::getenv(d.name);
+    env += std::string(" ") + d.name + "=" + (v ? v : "(unset)");
+  }
+  std::printf("ftrun: environment:%s%s\n", env.c_str(),
+              std::getenv(kEnvApplied) ? " (ftrun set the ones that were unset)" : "");
+  std::printf("ftrun: config: %s\n", runtime::config_to_json(cfg).dump().c_str());
+}
 
 int cmd_train(const std::vector<std::string>& argv) {
   po::options_description opts("train options");
@@ -115,6 +170,8 @@ int cmd_train(const std::vector<std::string>& argv) {
     g_link = launcher::WorkerLink::from_env(info.rank);
   }
   auto cfg = runtime::load_config(config, sets);
+  runtime::set_log_level(cfg.training_args.log_level);
+  if (!spawn && info.rank == 0 && runtime::debug_enabled()) print_debug_settings(cfg);
   if (spawn) {
     auto ms = [](double s, const char* flag) {
       if (!(s > 0)) throw po::error(std::string("--") + flag + " must be > 0 seconds");
@@ -280,6 +337,7 @@ int cmd_make_tiny(const std::vector<std::string>& argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  apply_env_defaults(argv);
   std::vector<std::string> args(argv + 1, argv + argc);
   if (args.empty() || args[0] == "--help" || args[0] == "-h") {
     std::cout << kUsage;

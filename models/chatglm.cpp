@@ -193,6 +193,33 @@ class ChatGLMForConditionalGeneration : public CausalLM {
   }
 
   at::Tensor forward(const at::Tensor& input_ids, const at::Tensor& attention_mask) override {
+    auto h = encoder_states(input_ids, attention_mask);
+    auto norm = transformer->encoder->final_layernorm;
+    auto head = transformer->output_layer;
+    auto logits = run_unit(head_unit(), [norm, head](const at::Tensor& x) mutable { return head(norm(x)); }, h);
+    return logits.to(at::kFloat);
+  }
+
+  at::Tensor forward_loss(const at::Tensor& input_ids, const at::Tensor& attention_mask, const at::Tensor& labels,
+                          int64_t* count) override {
+    auto h = encoder_states(input_ids, attention_mask);
+    // Only the labelled positions reach the head unit (its input is what ZeRO-3 keeps).
+    auto rows = select_label_rows(h, labels);
+    if (count) *count = rows.count;
+    auto norm = transformer->encoder->final_layernorm;
+    auto head = transformer->output_layer;
+    auto targets = rows.targets;
+    auto chunk = loss_chunk_tokens();
+    return run_unit(head_unit(), [norm, head, targets, chunk](const at::Tensor& x) mutable {
+      return lm_head_loss_sum(norm(x), head, at::Tensor(), targets, chunk);
+    }, rows.hidden);
+  }
+
+  // The unit of the final norm and the output layer: after the embedding and every block.
+  int64_t head_unit() const { return int64_t(transformer->encoder->blocks.size()) + 1; }
+
+  // The hidden states after the last block (units 0 .. L), before the final norm.
+  at::Tensor encoder_states(const at::Tensor& input_ids, const at::Tensor& attention_mask) {
     TORCH_CHECK(input_ids.dim() == 2, "input_ids must be [batch, seq]");
     auto B = input_ids.size(0), T = input_ids.size(1);
     // THUDM builds its rotary table for seq_length positions and fails beyond it.
@@ -235,13 +262,11 @@ class ChatGLMForConditionalGeneration : public CausalLM {
         return block->forward(x, cache, full, kv.first, kv.second);
       }, h);
     }
-    auto norm = transformer->encoder->final_layernorm;
-    auto head = transformer->output_layer;
-    auto logits = run_unit(unit, [norm, head](const at::Tensor& x) mutable { return head(norm(x)); }, h);
-    return logits.to(at::kFloat);
+    return h;
   }
 
-  at::Tensor forward_cached(const at::Tensor& input_ids, KVCache& kv, const at::Tensor& attention_mask) override {
+  at::Tensor forward_cached(const at::Tensor& input_ids, KVCache& kv, const at::Tensor& attention_mask,
+                            bool last_only) override {
     TORCH_CHECK(input_ids.dim() == 2, "input_ids must be [batch, seq]");
     auto B = input_ids.size(0), T = input_ids.size(1), P = kv.length;
     // Positions count real tokens only (left padding takes none).
@@ -291,6 +316,7 @@ class ChatGLMForConditionalGeneration : public CausalLM {
     }
     auto norm = transformer->encoder->final_layernorm;
     auto head = transformer->output_layer;
+    if (last_only) h = h.narrow(1, T - 1, 1);  // norm and head act on each position alone
     auto logits = run_unit(L + 1, [norm, head](const at::Tensor& x) mutable { return head(norm(x)); }, h);
     return logits.to(at::kFloat);
   }

@@ -13,8 +13,12 @@ LinearImpl::LinearImpl(int64_t in, int64_t out, bool has_bias)
 
 at::Tensor LinearImpl::forward(const at::Tensor& x) {
   auto y = torch::nn::functional::linear(x, weight, bias);
+  if (deltas_.empty()) return y;
+  // PEFT >= 0.12: adapter terms may come back in their own (fp32) dtype; the sum is taken in
+  // the promoted dtype and cast back to the base layer's result dtype once.
+  const auto dtype = y.scalar_type();
   for (const auto& d : deltas_) y = y + d(x);
-  return y;
+  return y.to(dtype);
 }
 
 }  // namespace ftrun::models

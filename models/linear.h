@@ -1,5 +1,7 @@
 // The Linear layer every model family builds its projections from. It is plain y = xW^T + b
-// with one extension point: adapters (LoRA) may add terms computed from the same input.
+// with one extension point: adapters (LoRA) may add terms computed from the same input. A
+// term may be in another dtype (fp32 adapters on a bf16 base): the sum is cast back to the
+// base result's dtype, as PEFT's LoRA layer does.
 // The model itself never installs one; peft/ does, from outside (torchtitan's rule).
 #pragma once
 #include <torch/nn/module.h>

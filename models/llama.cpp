@@ -29,6 +29,16 @@ class RMSNormImpl : public torch::nn::Module {
 };
 TORCH_MODULE(RMSNorm);
 
+// torch.finfo(dtype).min: HF eager's additive-mask fill value.
+double lowest_of(at::ScalarType dtype) {
+  switch (dtype) {
+    case at::kDouble: return std::numeric_limits<double>::lowest();
+    case at::kBFloat16: return double(std::numeric_limits<c10::BFloat16>::lowest());
+    case at::kHalf: return -65504.0;
+    default: return std::numeric_limits<float>::lowest();
+  }
+}
+
 at::Tensor rotate_half(const at::Tensor& x) {
   auto half = x.size(-1) / 2;
   return torch::cat({-x.narrow(-1, half, half), x.narrow(-1, 0, half)}, -1);
@@ -56,6 +66,9 @@ class AttentionImpl : public torch::nn::Module {
     auto q = q_proj(x).view({B, T, heads_, head_dim_}).transpose(1, 2);
     auto k = k_proj(x).view({B, T, kv_heads_, head_dim_}).transpose(1, 2);
     auto v = v_proj(x).view({B, T, kv_heads_, head_dim_}).transpose(1, 2);
+    // cos/sin come in the hidden states' dtype (transformers >= 4.48 computes them once per
+    // forward from the hidden states): under autocast with fp32 weights the bf16 projections
+    // are promoted to fp32 here, as in HF.
     q = q * cos + rotate_half(q) * sin;
     k = k * cos + rotate_half(k) * sin;
     if (pk.defined()) {
@@ -148,6 +161,36 @@ class LlamaForCausalLM : public CausalLM {
   }
 
   at::Tensor forward(const at::Tensor& input_ids, const at::Tensor& attention_mask) override {
+    auto h = decoder_states(input_ids, attention_mask);
+    auto norm = model->norm;
+    auto head = lm_head;
+    auto embed = model->embed_tokens;
+    auto logits = run_unit(head_unit(), [norm, head, embed](const at::Tensor& x) mutable {
+      auto y = norm(x);
+      return head ? head(y) : torch::nn::functional::linear(y, embed->weight);
+    }, h);
+    return logits.to(at::kFloat);
+  }
+
+  at::Tensor forward_loss(const at::Tensor& input_ids, const at::Tensor& attention_mask, const at::Tensor& labels,
+                          int64_t* count) override {
+    auto h = decoder_states(input_ids, attention_mask);
+    // Only the labelled positions reach the head unit (its input is what ZeRO-3 keeps).
+    auto rows = select_label_rows(h, labels);
+    if (count) *count = rows.count;
+    auto norm = model->norm;
+    auto head = lm_head;
+    auto embed = model->embed_tokens;
+    auto targets = rows.targets;
+    auto chunk = loss_chunk_tokens();
+    // The weight is read when the unit runs: ZeRO-3 binds it only then.
+    return run_unit(head_unit(), [norm, head, embed, targets, chunk](const at::Tensor& x) mutable {
+      return lm_head_loss_sum(norm(x), head, head ? at::Tensor() : embed->weight, targets, chunk);
+    }, rows.hidden);
+  }
+
+  // The hidden states after the last decoder layer (units 0 .. L), before the final norm.
+  at::Tensor decoder_states(const at::Tensor& input_ids, const at::Tensor& attention_mask) {
     TORCH_CHECK(input_ids.dim() == 2, "input_ids must be [batch, seq]");
     auto B = input_ids.size(0), T = input_ids.size(1);
     auto embed = model->embed_tokens;
@@ -165,8 +208,7 @@ class LlamaForCausalLM : public CausalLM {
     auto allowed4 = allowed.view({1, 1, T, T}).expand({B, 1, T, T});
     if (attention_mask.defined())
       allowed4 = allowed4.logical_and(attention_mask.to(at::kBool).view({B, 1, 1, T}));
-    auto lowest = dtype == at::kFloat ? std::numeric_limits<float>::lowest()
-                                      : (dtype == at::kDouble ? std::numeric_limits<double>::lowest() : -65504.0);
+    auto lowest = lowest_of(dtype);
     auto mask = torch::zeros({B, 1, T, T}, torch::TensorOptions().dtype(dtype))
                     .masked_fill(allowed4.logical_not(), lowest);
 
@@ -184,16 +226,14 @@ class LlamaForCausalLM : public CausalLM {
         return layer->forward(x, cos, sin, full_mask, kv.first, kv.second);
       }, h);
     }
-    auto norm = model->norm;
-    auto head = lm_head;
-    auto logits = run_unit(unit, [norm, head, embed](const at::Tensor& x) mutable {
-      auto y = norm(x);
-      return head ? head(y) : torch::nn::functional::linear(y, embed->weight);
-    }, h);
-    return logits.to(at::kFloat);
+    return h;
   }
 
-  at::Tensor forward_cached(const at::Tensor& input_ids, KVCache& cache, const at::Tensor& attention_mask) override {
+  // The unit of the final norm and the head: after the embedding and every layer.
+  int64_t head_unit() const { return int64_t(model->decoder.size()) + 1; }
+
+  at::Tensor forward_cached(const at::Tensor& input_ids, KVCache& cache, const at::Tensor& attention_mask,
+                            bool last_only) override {
     TORCH_CHECK(input_ids.dim() == 2, "input_ids must be [batch, seq]");
     auto B = input_ids.size(0), T = input_ids.size(1);
     auto L = int64_t(model->decoder.size());
@@ -218,8 +258,7 @@ class LlamaForCausalLM : public CausalLM {
     auto freqs = step.positions.to(at::kFloat).unsqueeze(-1) * inv_freq_.to(input_ids.device());  // [B, T, D/2]
     auto emb = torch::cat({freqs, freqs}, -1).unsqueeze(1);                                          // [B, 1, T, D]
     auto cos = emb.cos().to(dtype), sin = emb.sin().to(dtype);
-    auto lowest = dtype == at::kFloat ? std::numeric_limits<float>::lowest()
-                                      : (dtype == at::kDouble ? std::numeric_limits<double>::lowest() : -65504.0);
+    auto lowest = lowest_of(dtype);
     // Additive: prefix slots (added per layer) visible; cached and new slots as step.allowed.
     auto mask = torch::zeros(step.allowed.sizes(), torch::TensorOptions().dtype(dtype).device(input_ids.device()))
                     .masked_fill(step.allowed.logical_not(), lowest);
@@ -240,6 +279,7 @@ class LlamaForCausalLM : public CausalLM {
     }
     auto norm = model->norm;
     auto head = lm_head;
+    if (last_only) h = h.narrow(1, T - 1, 1);  // norm and head act on each position alone
     auto logits = run_unit(L + 1, [norm, head, embed](const at::Tensor& x) mutable {
       auto y = norm(x);
       return head ? head(y) : torch::nn::functional::linear(y, embed->weight);

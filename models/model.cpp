@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "io/file.h"
+#include "models/chunked_loss.h"
 #include "models/family.h"
 #include "models/safetensors.h"
 
@@ -25,8 +26,13 @@ std::vector<std::pair<std::string, Linear>> CausalLM::linears() {
   return out;
 }
 
-at::Tensor CausalLM::forward_cached(const at::Tensor&, KVCache&, const at::Tensor&) {
+at::Tensor CausalLM::forward_cached(const at::Tensor&, KVCache&, const at::Tensor&, bool) {
   throw std::runtime_error(config().model_type + ": this model family has no KV-cache decoding path");
+}
+
+at::Tensor CausalLM::forward_loss(const at::Tensor& input_ids, const at::Tensor& attention_mask,
+                                  const at::Tensor& labels, int64_t* count) {
+  return causal_lm_loss_sum(forward(input_ids, attention_mask), labels, count);
 }
 
 CachedStep advance_cache(KVCache& cache, const at::Tensor& attention_mask, int64_t B, int64_t T,
@@ -140,6 +146,15 @@ std::shared_ptr<CausalLM> load_pretrained(const std::string& dir, at::ScalarType
   return m;
 }
 
+std::string hf_dtype_name(at::ScalarType dtype) {
+  switch (dtype) {
+    case at::kBFloat16: return "bfloat16";
+    case at::kHalf: return "float16";
+    case at::kDouble: return "float64";
+    default: return "float32";
+  }
+}
+
 void save_pretrained(CausalLM& model, const std::string& dir, uint64_t max_shard_bytes) {
   fs::create_directories(dir);
   auto params = model.named_parameters();
@@ -147,7 +162,13 @@ void save_pretrained(CausalLM& model, const std::string& dir, uint64_t max_shard
   for (const auto& name : model.base_parameter_names())
     tensors.emplace_back(name, params[name].detach());
   st::save_model(dir, tensors, max_shard_bytes);
-  io::write_json_atomic(fs::path(dir) / "config.json", model.config().raw);
+  // As HF's save_pretrained: config.json's torch_dtype says what the weights were written in.
+  auto raw = model.config().raw;
+  if (!tensors.empty()) {
+    const auto dtype = tensors.front().second.scalar_type();
+    if (raw.contains("torch_dtype") || dtype != at::kFloat) raw["torch_dtype"] = hf_dtype_name(dtype);
+  }
+  io::write_json_atomic(fs::path(dir) / "config.json", raw);
 }
 
 at::Tensor causal_lm_loss_sum(const at::Tensor& logits, const at::Tensor& labels, int64_t* count) {
@@ -158,6 +179,34 @@ at::Tensor causal_lm_loss_sum(const at::Tensor& logits, const at::Tensor& labels
   return torch::nn::functional::cross_entropy(
       shift_logits, shift_labels,
       torch::nn::functional::CrossEntropyFuncOptions().ignore_index(-100).reduction(torch::kSum));
+}
+
+LabelRows select_label_rows(const at::Tensor& hidden, const at::Tensor& labels) {
+  TORCH_CHECK(hidden.dim() == 3 && labels.dim() == 2 && labels.size(0) == hidden.size(0) &&
+                  labels.size(1) == hidden.size(1),
+              "select_label_rows: hidden [B, T, H] and labels [B, T] expected, got ", hidden.sizes(), " and ",
+              labels.sizes());
+  const int64_t T = hidden.size(1), H = hidden.size(2);
+  auto lab = labels.to(hidden.device(), at::kLong);
+  LabelRows r;
+  // (b, t) with labels[b, t + 1] != -100, in row-major order: the order cross_entropy sums in.
+  auto at_bt = lab.narrow(1, 1, std::max<int64_t>(T - 1, 0)).ne(-100).nonzero();
+  auto flat = at_bt.select(1, 0) * T + at_bt.select(1, 1);
+  r.count = flat.size(0);
+  r.targets = lab.reshape({-1}).index_select(0, flat + 1);
+  r.hidden = hidden.reshape({-1, H}).index_select(0, flat);
+  return r;
+}
+
+at::Tensor lm_head_loss_sum(const at::Tensor& y, Linear head, const at::Tensor& tied_weight, const at::Tensor& targets,
+                            int64_t chunk_tokens) {
+  if (head && (head->has_deltas() || head->bias.defined())) {
+    auto logits = head(y).to(at::kFloat);
+    return torch::nn::functional::cross_entropy(
+        logits, targets,
+        torch::nn::functional::CrossEntropyFuncOptions().ignore_index(-100).reduction(torch::kSum));
+  }
+  return chunked_linear_cross_entropy(y, head ? head->weight : tied_weight, targets, chunk_tokens);
 }
 
 }  // namespace ftrun::models

@@ -56,8 +56,21 @@ class CausalLM : public torch::nn::Module {
   // [B, T, vocab] in float32; without padding, equal to the last T rows of forward() on the
   // whole sequence. Units go through the unit runner like forward() (ZeRO-3 gathers them);
   // call it under no-grad (torch::NoGradGuard): a runner may re-run a unit under grad.
+  // last_only: only the last position's logits are computed ([B, 1, vocab]; the same values
+  // as the last row of the full result): what generation needs from a prompt.
   virtual at::Tensor forward_cached(const at::Tensor& input_ids, KVCache& cache,
-                                    const at::Tensor& attention_mask = {});
+                                    const at::Tensor& attention_mask = {}, bool last_only = false);
+  // The causal-LM loss SUM of labels [B, T] (HF's shift: position t predicts label t + 1,
+  // -100 ignored); count receives the number of label tokens. The same value as
+  // causal_lm_loss_sum(forward(...), labels), but the families put only the positions that
+  // have a label through the head, chunk by chunk (models/chunked_loss.h), inside the head's
+  // unit (so ZeRO-3 gathers and recomputes it as before): no [B, T, vocab] logits exist.
+  // This default computes exactly causal_lm_loss_sum(forward(...)).
+  virtual at::Tensor forward_loss(const at::Tensor& input_ids, const at::Tensor& attention_mask,
+                                  const at::Tensor& labels, int64_t* count = nullptr);
+  // Tokens per chunk of the fused head + loss; 0 (the default) = default_loss_chunk_tokens.
+  void set_loss_chunk_tokens(int64_t tokens) { loss_chunk_tokens_ = tokens; }
+  int64_t loss_chunk_tokens() const { return loss_chunk_tokens_; }
   // Every Linear with its HF module path ("model.layers.0.mlp.down_proj").
   std::vector<std::pair<std::string, Linear>> linears();
   // Names of the model's own parameters (what save_pretrained writes), recorded when the
@@ -95,6 +108,7 @@ class CausalLM : public torch::nn::Module {
  private:
   std::vector<std::string> base_names_;
   UnitRunner runner_;
+  int64_t loss_chunk_tokens_ = 0;
 };
 
 // A model of the family named by config.model_type with randomly initialised weights
@@ -109,7 +123,11 @@ std::shared_ptr<CausalLM> load_pretrained(const std::string& dir,
 // Loads only the weights into an existing model (same rules).
 void load_weights(CausalLM& model, const std::string& dir);
 
-// Writes config.json + model.safetensors (sharded with an index past max_shard_bytes).
+// HF's name of a dtype ("bfloat16", "float32", ...), as config.json's torch_dtype writes it.
+std::string hf_dtype_name(at::ScalarType dtype);
+
+// Writes config.json + model.safetensors (sharded with an index past max_shard_bytes);
+// config.json's torch_dtype names the dtype the weights were written in (as HF does).
 void save_pretrained(CausalLM& model, const std::string& dir,
                      uint64_t max_shard_bytes = 5'000'000'000ull);
 
@@ -118,5 +136,21 @@ void save_pretrained(CausalLM& model, const std::string& dir,
 // so callers can average over all label tokens of an accumulated batch.
 at::Tensor causal_lm_loss_sum(const at::Tensor& logits, const at::Tensor& labels,
                               int64_t* count = nullptr);
+
+// What forward_loss feeds the head: HF's causal shift with the unlabelled positions dropped.
+// hidden [B, T, H], labels [B, T] -> hidden rows [N, H] of the positions t whose label t + 1
+// is not -100 (batch-major, in order), their targets [N] and N.
+struct LabelRows {
+  at::Tensor hidden, targets;
+  int64_t count = 0;
+};
+LabelRows select_label_rows(const at::Tensor& hidden, const at::Tensor& labels);
+
+// The LM head's loss sum over rows y [N, H] against targets [N] (-100 ignored): the head's
+// weight (or tied_weight when head is empty, for tied embeddings) through
+// chunked_linear_cross_entropy. A head with adapter terms (LoRA on lm_head) or a bias is
+// applied as a module, giving the logits of these N rows at once.
+at::Tensor lm_head_loss_sum(const at::Tensor& y, Linear head, const at::Tensor& tied_weight,
+                            const at::Tensor& targets, int64_t chunk_tokens);
 
 }  // namespace ftrun::models

@@ -158,9 +158,12 @@ class Lora : public Strategy {
       }
       double p = cfg_.lora_dropout;
       auto* owner = lin.get();
+      // PEFT >= 0.12's order: the input cast to the adapter's dtype (fp32), dropout, B(A(x)) *
+      // scale in that dtype; Linear adds it to the base result and casts the sum back once.
       lin->add_delta([A, B, scale, p, owner](const at::Tensor& x) mutable {
-        auto h = p > 0 ? torch::dropout(x, p, owner->is_training()) : x;
-        return B->forward(A->forward(h.to(A->weight.scalar_type()))).to(x.scalar_type()) * scale;
+        auto h = x.to(A->weight.scalar_type());
+        if (p > 0) h = torch::dropout(h, p, owner->is_training());
+        return B->forward(A->forward(h)) * scale;
       });
       modules_.push_back({path, A, B});
     }

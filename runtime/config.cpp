@@ -222,7 +222,8 @@ void apply_override(json& root, const std::string& expr, const std::string& file
 const std::vector<std::string> kTopKeys = {
     "data_config", "max_input_length", "max_output_length", "combine", "freezeV",
     "training_args", "peft_config", "model_dir", "data_dir", "chat_template",
-    "zero_stage", "zero3_keep_params", "comm_backend", "collective_timeout", "adapter_name_or_path"};
+    "zero_stage", "zero3_keep_params", "comm_backend", "collective_timeout", "adapter_name_or_path",
+    "torch_dtype"};
 const std::vector<std::string> kDataKeys = {"train_file", "val_file", "test_file", "num_proc"};
 
 // HF TrainingArguments / Seq2SeqTrainingArguments options that change nothing ftrun computes
@@ -296,12 +297,131 @@ const std::vector<std::string> kHfOnlySchedulers = {
 const std::vector<std::string> kLogLevels = {"debug", "info", "warning", "error", "critical",
                                              "passive"};
 
+// GenerationConfig options with HF's defaults. Evaluation decodes greedily up to
+// max_new_tokens and stops on the chat template's stop ids, so any of these set to something
+// else would be ignored: that draws a warning. A key outside this list (and not
+// max_new_tokens) is an unknown-key error, so a typo never silently falls back to 512 tokens.
+const std::vector<std::pair<std::string, json>>& generation_defaults() {
+  static const std::vector<std::pair<std::string, json>> list = {
+      {"max_length", 20}, {"min_length", 0}, {"min_new_tokens", nullptr},
+      {"early_stopping", false}, {"max_time", nullptr}, {"stop_strings", nullptr},
+      {"do_sample", false}, {"num_beams", 1}, {"num_beam_groups", 1}, {"penalty_alpha", nullptr},
+      {"use_cache", true}, {"temperature", 1.0}, {"top_k", 50}, {"top_p", 1.0},
+      {"min_p", nullptr}, {"typical_p", 1.0}, {"epsilon_cutoff", 0.0}, {"eta_cutoff", 0.0},
+      {"diversity_penalty", 0.0}, {"repetition_penalty", 1.0},
+      {"encoder_repetition_penalty", 1.0}, {"length_penalty", 1.0},
+      {"no_repeat_ngram_size", 0}, {"bad_words_ids", nullptr}, {"force_words_ids", nullptr},
+      {"renormalize_logits", false}, {"constraints", nullptr}, {"forced_bos_token_id", nullptr},
+      {"forced_eos_token_id", nullptr}, {"remove_invalid_values", false},
+      {"exponential_decay_length_penalty", nullptr}, {"suppress_tokens", nullptr},
+      {"begin_suppress_tokens", nullptr}, {"num_return_sequences", 1},
+      {"output_attentions", false}, {"output_hidden_states", false}, {"output_scores", false},
+      {"output_logits", nullptr}, {"return_dict_in_generate", false}, {"pad_token_id", nullptr},
+      {"bos_token_id", nullptr}, {"eos_token_id", nullptr}};
+  return list;
+}
+
+// The metadata every PEFT config carries (PEFT writes it into adapter_config.json, so configs
+// pasted from one have it). None of it changes what ftrun trains; set, it draws a warning.
+// The strategy plug-ins (peft/) accept these keys too and check everything else.
+const std::vector<std::pair<std::string, std::string>> kPeftMetadata = {
+    {"inference_mode", "ftrun trains the adapter whatever inference_mode says"},
+    {"base_model_name_or_path", "the base model is model_dir"},
+    {"revision", "the base model is model_dir, as it is on disk"},
+    {"auto_mapping", "PEFT metadata"},
+    {"peft_version", "PEFT metadata"}};
+
+// The class of every key the Validator dispatches on, with a value that shows it
+// (AcceptedKey::example). accepted_keys() checks that this covers the dispatch tables.
+struct Classified {
+  const char* section;
+  const char* key;
+  KeyClass cls;
+  json example;
+};
+const std::vector<Classified>& classified_keys() {
+  using K = KeyClass;
+  static const std::vector<Classified> list = {
+      {"", "data_config", K::kActed, {{"train_file", "other.jsonl"}}},
+      {"", "max_input_length", K::kActed, 99},
+      {"", "max_output_length", K::kActed, 99},
+      {"", "combine", K::kActed, false},
+      {"", "freezeV", K::kWarned, true},  // the demo never reads it either
+      {"", "training_args", K::kActed, {{"max_steps", 7}}},
+      {"", "peft_config", K::kActed, {{"peft_type", "PREFIX_TUNING"}}},
+      {"", "model_dir", K::kActed, "/models/m"},
+      {"", "data_dir", K::kActed, "/data"},
+      {"", "chat_template", K::kActed, "glm4"},
+      {"", "zero_stage", K::kActed, 2},
+      {"", "zero3_keep_params", K::kActed, true},
+      {"", "comm_backend", K::kActed, "mpi"},
+      {"", "collective_timeout", K::kActed, 60},
+      {"", "adapter_name_or_path", K::kActed, "/adapters/a"},
+      {"", "torch_dtype", K::kActed, "bfloat16"},
+      {"data_config", "train_file", K::kActed, "t2.jsonl"},
+      {"data_config", "val_file", K::kActed, "v2.jsonl"},
+      {"data_config", "test_file", K::kActed, "t3.jsonl"},
+      {"data_config", "num_proc", K::kWarned, 4},
+      {"training_args", "output_dir", K::kActed, "./out2"},
+      {"training_args", "max_steps", K::kActed, 7},
+      {"training_args", "num_train_epochs", K::kActed, 2.0},
+      {"training_args", "learning_rate", K::kActed, 1e-4},
+      {"training_args", "per_device_train_batch_size", K::kActed, 2},
+      {"training_args", "per_device_eval_batch_size", K::kActed, 2},
+      {"training_args", "gradient_accumulation_steps", K::kActed, 2},
+      {"training_args", "weight_decay", K::kActed, 0.1},
+      {"training_args", "adam_beta1", K::kActed, 0.8},
+      {"training_args", "adam_beta2", K::kActed, 0.99},
+      {"training_args", "adam_epsilon", K::kActed, 1e-6},
+      {"training_args", "max_grad_norm", K::kActed, 0.5},
+      {"training_args", "lr_scheduler_type", K::kActed, "cosine"},
+      {"training_args", "warmup_steps", K::kActed, 3},
+      {"training_args", "warmup_ratio", K::kActed, 0.1},
+      {"training_args", "logging_strategy", K::kActed, "epoch"},
+      {"training_args", "logging_steps", K::kActed, 5},
+      {"training_args", "save_strategy", K::kActed, "epoch"},
+      {"training_args", "save_steps", K::kActed, 5},
+      {"training_args", "save_total_limit", K::kActed, 2},
+      {"training_args", "eval_strategy", K::kActed, "steps"},
+      {"training_args", "evaluation_strategy", K::kActed, "steps"},  // HF's old name; warns too
+      {"training_args", "eval_steps", K::kActed, 5},
+      {"training_args", "seed", K::kActed, 7},
+      {"training_args", "predict_with_generate", K::kActed, true},
+      {"training_args", "generation_config", K::kActed, {{"max_new_tokens", 16}}},
+      {"training_args", "deepspeed", K::kActed, "configs/ds_zero_2.json"},
+      {"training_args", "dataloader_num_workers", K::kWarned, 4},
+      {"training_args", "gradient_checkpointing", K::kActed, true},
+      {"training_args", "bf16", K::kActed, true},
+      {"training_args", "fp16", K::kRefused, true},
+      {"training_args", "log_level", K::kActed, "warning"},
+      {"training_args", "optim", K::kRefused, "sgd"},
+      {"training_args", "label_smoothing_factor", K::kRefused, 0.1},
+      {"training_args", "neftune_noise_alpha", K::kRefused, 5},
+      {"training_args", "fsdp", K::kRefused, "full_shard"},
+      {"training_args", "lr_scheduler_kwargs", K::kRefused, {{"num_cycles", 2}}},
+      {"training_args", "adafactor", K::kRefused, true},
+      {"training_args", "per_gpu_train_batch_size", K::kRefused, 4},
+      {"training_args", "per_gpu_eval_batch_size", K::kRefused, 4},
+      {"training_args.generation_config", "max_new_tokens", K::kActed, 16},
+      {"peft_config", "peft_type", K::kActed, "PREFIX_TUNING"},
+      {"peft_config", "task_type", K::kRefused, "SEQ_2_SEQ_LM"},
+  };
+  return list;
+}
+
 class Validator {
  public:
   Validator(const std::string& file, const Origins& origins, Config& cfg)
       : file_(file), origins_(origins), cfg_(cfg) {}
 
   void run(const json& root);
+  // The training_args keys read into TrainingArgs fields (accepted_keys() classifies them).
+  std::vector<std::string> training_field_names() {
+    TrainingArgs scratch;
+    std::vector<std::string> names;
+    for (const auto& f : training_fields(scratch)) names.push_back(f.first);
+    return names;
+  }
   // In file order (the value checks run after all keys are read); --set ones last.
   std::vector<std::string> errors() const {
     auto sorted = errors_;
@@ -410,6 +530,8 @@ class Validator {
   std::map<std::string, Setter> training_fields(TrainingArgs& t);
   std::vector<std::string> training_arg_names();
   void data_config(const json& v, const Path& p);
+  void generation_config(const json& v, const Path& p);
+  void peft_metadata(const json& v, const Path& p);
   void training_args(const json& v, const Path& p);
   void check_training_args(const Path& p);
 
@@ -455,6 +577,7 @@ void Validator::run(const json& root) {
         error(p.key("peft_type"), "expected a string, got " + describe(v.at("peft_type")));
       } else {
         cfg_.peft_config = v;
+        peft_metadata(v, p);
       }
     } else if (key == "model_dir") {
       get_string(v, p, cfg_.model_dir, true);
@@ -469,6 +592,18 @@ void Validator::run(const json& root) {
         error(p, "expected 0, 1, 2 or 3, got " + std::to_string(cfg_.zero_stage));
     } else if (key == "zero3_keep_params") {
       get_bool(v, p, cfg_.zero3_keep_params);
+    } else if (key == "torch_dtype") {
+      // from_pretrained's torch_dtype; also accepts torch's spellings (torch.bfloat16, bf16).
+      if (get_string(v, p, cfg_.torch_dtype, true)) {
+        std::string d = cfg_.torch_dtype;
+        if (d.rfind("torch.", 0) == 0) d = d.substr(6);
+        if (d == "bf16") d = "bfloat16";
+        if (d == "fp16" || d == "half") d = "float16";
+        if (d == "fp32" || d == "float") d = "float32";
+        if (d != "auto" && d != "bfloat16" && d != "float16" && d != "float32")
+          error(p, "expected auto, bfloat16, float16 or float32, got '" + cfg_.torch_dtype + "'");
+        cfg_.torch_dtype = d;
+      }
     } else if (key == "comm_backend") {
       if (get_string(v, p, cfg_.comm_backend, true) && cfg_.comm_backend != "auto" &&
           cfg_.comm_backend != "gloo" && cfg_.comm_backend != "mpi" && cfg_.comm_backend != "nccl")
@@ -520,12 +655,46 @@ void Validator::data_config(const json& v, const Path& p) {
       if (x.is_null()) d.num_proc = 1;
       else if (get_int(x, kp, d.num_proc) && d.num_proc < 1)
         error(kp, "must be >= 1, got " + std::to_string(d.num_proc));
+      else if (d.num_proc > 1)
+        warn(kp, "accepted but ignored: ftrun tokenizes the data once, before training, into "
+                 "its token cache (one process), so there is nothing to spread over " +
+                     std::to_string(d.num_proc) + " processes");
     } else {
       unknown_key(kp, key, kDataKeys, " (known keys: " + join(kDataKeys, ", ") + ")");
     }
   }
   if (d.train_file.empty())
     error(p.key("train_file"), "required: the training data file (e.g. train.jsonl)");
+}
+
+void Validator::generation_config(const json& v, const Path& p) {
+  std::vector<std::string> known = {"max_new_tokens"};
+  for (const auto& d : generation_defaults()) known.push_back(d.first);
+  for (const auto& key : keys_in_order(v, p)) {
+    if (key == "max_new_tokens") continue;  // checked where evaluation reads it
+    const Path kp = p.key(key);
+    auto d = std::find_if(generation_defaults().begin(), generation_defaults().end(),
+                          [&](const auto& e) { return e.first == key; });
+    if (d == generation_defaults().end()) {
+      unknown_key(kp, key, known, " (not a GenerationConfig option ftrun knows)");
+    } else if (v.at(key) != d->second) {
+      warn(kp, "accepted but ignored: evaluation decodes greedily up to max_new_tokens and "
+               "stops on the chat template's stop ids (got " + describe(v.at(key)) + ")");
+    }
+  }
+}
+
+void Validator::peft_metadata(const json& v, const Path& p) {
+  for (const auto& key : keys_in_order(v, p)) {
+    const json& x = v.at(key);
+    if (key == "task_type") {
+      if (!x.is_null() && x != "CAUSAL_LM") error(p.key(key), "only CAUSAL_LM is supported");
+      continue;
+    }
+    for (const auto& m : kPeftMetadata)
+      if (m.first == key && !null_or_empty(x))
+        warn(p.key(key), "accepted but ignored (" + m.second + ")");
+  }
 }
 
 std::map<std::string, Validator::Setter> Validator::training_fields(TrainingArgs& t) {
@@ -575,9 +744,13 @@ std::map<std::string, Validator::Setter> Validator::training_fields(TrainingArgs
       {"predict_with_generate", boolean(t.predict_with_generate)},
       {"generation_config",
        [this, &t](const json& x, const Path& kp) {
-         if (x.is_null() || x.is_object()) t.generation_config = x;
-         else error(kp, "expected a map of generation options (e.g. {max_new_tokens: 512}), got " +
-                            describe(x));
+         if (x.is_null() || x.is_object()) {
+           t.generation_config = x;
+           if (x.is_object()) generation_config(x, kp);
+         } else {
+           error(kp, "expected a map of generation options (e.g. {max_new_tokens: 512}), got " +
+                         describe(x));
+         }
        }},
       {"deepspeed",
        [this, &t](const json& x, const Path& kp) {
@@ -703,6 +876,15 @@ void Validator::check_training_args(const Path& p) {
   need(t.dataloader_num_workers >= 0, "dataloader_num_workers",
        "must be >= 0, got " + std::to_string(t.dataloader_num_workers));
   need(!(t.bf16 && t.fp16), "fp16", "bf16 and fp16 are both true; choose one");
+  // Never run fp16 silently as fp32, and without dynamic loss scaling fp16 gradients underflow.
+  need(!t.fp16, "fp16",
+       "fp16 mixed precision is not implemented (no dynamic loss scaling); use bf16: true, "
+       "which ftrun supports, or leave both off for fp32");
+  if (t.dataloader_num_workers > 0)
+    warn(P("dataloader_num_workers"),
+         "accepted but ignored: ftrun tokenizes the data up front into its token cache, so "
+         "there is no loading for " + std::to_string(t.dataloader_num_workers) +
+             " worker processes to do");
 
   check_choice(t.lr_scheduler_type, P("lr_scheduler_type"), kSchedulers, kHfOnlySchedulers);
   check_choice(t.logging_strategy, P("logging_strategy"), kStrategies);
@@ -793,6 +975,117 @@ json yaml12_scalar(const std::string& s) {
                        : std::numeric_limits<double>::infinity();
   if (std::regex_match(s, nan)) return std::numeric_limits<double>::quiet_NaN();
   return s;
+}
+
+const std::vector<AcceptedKey>& accepted_keys() {
+  static const std::vector<AcceptedKey> table = [] {
+    // What the Validator dispatches on, by section: each must have exactly one class.
+    std::vector<std::pair<std::string, std::string>> dispatched;
+    for (const auto& k : kTopKeys) dispatched.push_back({"", k});
+    for (const auto& k : kDataKeys) dispatched.push_back({"data_config", k});
+    Config scratch;
+    Origins no_origins;
+    for (const auto& k : Validator("", no_origins, scratch).training_field_names())
+      dispatched.push_back({"training_args", k});
+    dispatched.push_back({"training_args", "evaluation_strategy"});
+    for (const auto& d : default_only_args()) dispatched.push_back({"training_args", d.key});
+    dispatched.push_back({"training_args.generation_config", "max_new_tokens"});
+    dispatched.push_back({"peft_config", "peft_type"});
+    dispatched.push_back({"peft_config", "task_type"});
+
+    std::vector<AcceptedKey> out;
+    std::set<std::pair<std::string, std::string>> seen;
+    auto add = [&](AcceptedKey k) {
+      if (!seen.insert({k.section, k.key}).second)
+        throw std::logic_error("runtime/config.cpp: key " + k.section + "." + k.key +
+                               " is classified twice");
+      out.push_back(std::move(k));
+    };
+    for (const auto& c : classified_keys()) {
+      if (std::find(dispatched.begin(), dispatched.end(),
+                    std::make_pair(std::string(c.section), std::string(c.key))) == dispatched.end())
+        throw std::logic_error(std::string("runtime/config.cpp: classified key ") + c.section +
+                               "." + c.key + " is not read by the Validator");
+      add({c.section, c.key, c.cls, c.example});
+    }
+    for (const auto& d : dispatched)
+      if (!seen.count(d))
+        throw std::logic_error("runtime/config.cpp: accepted key " + d.first + "." + d.second +
+                               " has no class in classified_keys()");
+    // The lists that only ever warn: any value shows it.
+    for (const auto& k : kIgnoredTrainingArgs) add({"training_args", k, KeyClass::kWarned, true});
+    for (const auto& m : kPeftMetadata)
+      add({"peft_config", m.first, KeyClass::kWarned,
+           m.first == "inference_mode" ? json(true) : json("x")});
+    for (const auto& g : generation_defaults()) {
+      const json& d = g.second;
+      json ex = d.is_boolean() ? json(!d.get<bool>())
+                : d.is_number_integer() ? json(d.get<int64_t>() + 1)
+                : d.is_number() ? json(d.get<double>() + 0.5)
+                : json(1);
+      add({"training_args.generation_config", g.first, KeyClass::kWarned, ex});
+    }
+    return out;
+  }();
+  return table;
+}
+
+json config_to_json(const Config& c) {
+  const TrainingArgs& t = c.training_args;
+  return {
+      {"path", c.path},
+      {"model_dir", c.model_dir},
+      {"data_dir", c.data_dir},
+      {"chat_template", c.chat_template},
+      {"adapter_name_or_path", c.adapter_name_or_path},
+      {"zero_stage", c.zero_stage},
+      {"zero3_keep_params", c.zero3_keep_params},
+      {"torch_dtype", c.torch_dtype},
+      {"comm_backend", c.comm_backend},
+      {"collective_timeout", c.collective_timeout},
+      {"data_config",
+       {{"train_file", c.data_config.train_file},
+        {"val_file", c.data_config.val_file},
+        {"test_file", c.data_config.test_file},
+        {"num_proc", c.data_config.num_proc}}},
+      {"max_input_length", c.max_input_length},
+      {"max_output_length", c.max_output_length},
+      {"combine", c.combine},
+      {"freezeV", c.freezeV},
+      {"training_args",
+       {{"output_dir", t.output_dir},
+        {"max_steps", t.max_steps},
+        {"num_train_epochs", t.num_train_epochs},
+        {"learning_rate", t.learning_rate},
+        {"per_device_train_batch_size", t.per_device_train_batch_size},
+        {"per_device_eval_batch_size", t.per_device_eval_batch_size},
+        {"gradient_accumulation_steps", t.gradient_accumulation_steps},
+        {"weight_decay", t.weight_decay},
+        {"adam_beta1", t.adam_beta1},
+        {"adam_beta2", t.adam_beta2},
+        {"adam_epsilon", t.adam_epsilon},
+        {"max_grad_norm", t.max_grad_norm},
+        {"lr_scheduler_type", t.lr_scheduler_type},
+        {"warmup_steps", t.warmup_steps},
+        {"warmup_ratio", t.warmup_ratio},
+        {"logging_strategy", t.logging_strategy},
+        {"logging_steps", t.logging_steps},
+        {"save_strategy", t.save_strategy},
+        {"save_steps", t.save_steps},
+        {"save_total_limit", t.save_total_limit},
+        {"eval_strategy", t.eval_strategy},
+        {"eval_steps", t.eval_steps},
+        {"seed", t.seed},
+        {"predict_with_generate", t.predict_with_generate},
+        {"generation_config", t.generation_config},
+        {"deepspeed", t.deepspeed},
+        {"dataloader_num_workers", t.dataloader_num_workers},
+        {"gradient_checkpointing", t.gradient_checkpointing},
+        {"bf16", t.bf16},
+        {"fp16", t.fp16},
+        {"log_level", t.log_level}}},
+      {"peft_config", c.peft_config},
+  };
 }
 
 Config load_config(const std::string& yaml_path, const std::vector<std::string>& overrides) {

@@ -5,6 +5,11 @@
 // Seq2SeqTrainingArguments, with its defaults. An unknown key anywhere is an error naming the
 // file, line, key and the closest known key; a wrong type or value names the key and what is
 // expected. Keys that HF knows but ftrun does not act on are accepted with a warning.
+//
+// No setting is silently ignored (issue 13): every key the reader accepts is in exactly one
+// class of accepted_keys(): acted on (read into a Config field that the run uses), warned
+// about (a warning names it when it is given a value that would change something), or
+// refused (any value but HF's default is an error). config_test enumerates the table.
 #pragma once
 #include <nlohmann/json.hpp>
 
@@ -16,7 +21,7 @@ namespace ftrun::runtime {
 
 struct DataConfig {
   std::string train_file, val_file, test_file;  // resolved against data_dir; "" = none
-  int64_t num_proc = 1;
+  int64_t num_proc = 1;  // warned when > 1: tokenizing is one pass into the token cache
 };
 
 struct TrainingArgs {
@@ -44,10 +49,10 @@ struct TrainingArgs {
   bool predict_with_generate = false;
   nlohmann::json generation_config;        // e.g. {"max_new_tokens": 512}
   std::string deepspeed;                   // path to a DeepSpeed JSON, "" = none
-  int64_t dataloader_num_workers = 0;
+  int64_t dataloader_num_workers = 0;      // warned when > 0: data is tokenized up front
   bool gradient_checkpointing = false;
-  bool bf16 = false, fp16 = false;
-  std::string log_level = "passive";
+  bool bf16 = false, fp16 = false;         // fp16: true is refused (no loss scaling)
+  std::string log_level = "passive";       // ftrun's own log lines on rank 0 (runtime/log.h)
 };
 
 struct Config {
@@ -59,6 +64,9 @@ struct Config {
   std::string adapter_name_or_path;  // an existing PEFT adapter to start from ("" = fresh)
   int64_t zero_stage = -1;     // -1 = from training_args.deepspeed (else 0)
   bool zero3_keep_params = false;  // stage 3: keep gathered units instead of recomputing
+  // The dtype the model is held and computed in (HF's from_pretrained torch_dtype): auto =
+  // config.json's torch_dtype; bfloat16, float16 or float32 (runtime/precision.h).
+  std::string torch_dtype = "auto";
   std::string comm_backend = "auto";  // auto (gloo; mpi collectives only when asked), gloo, mpi, nccl
   double collective_timeout = 600;    // seconds before a collective that never completes fails
   // the demo's keys
@@ -71,6 +79,29 @@ struct Config {
   nlohmann::json peft_config;  // null = full fine-tuning; else as written (peft_type, r, ...)
   std::vector<std::string> warnings;  // accepted-but-ignored keys etc., for the log
 };
+
+// How the reader treats an accepted key (see the header comment).
+enum class KeyClass { kActed, kWarned, kRefused };
+
+struct AcceptedKey {
+  std::string section;  // "" (top level), "data_config", "training_args",
+                        // "training_args.generation_config" or "peft_config"
+  std::string key;
+  KeyClass cls;
+  // A value that shows the class: for an acted key it changes the parsed Config, for a warned
+  // key it draws a warning naming the key, for a refused key it is an error naming the key.
+  nlohmann::json example;
+};
+
+// Every key the reader accepts, each once. peft_config lists only the keys the reader itself
+// handles (peft_type and the metadata every PEFT config carries); the strategy's own options
+// (r, lora_alpha, num_virtual_tokens, ...) are checked by its plug-in in peft/, which refuses
+// the ones it does not know.
+const std::vector<AcceptedKey>& accepted_keys();
+
+// Every field of a parsed Config (warnings aside) as JSON: for `log_level: debug` and for
+// tests that check a key really reaches the Config.
+nlohmann::json config_to_json(const Config& cfg);
 
 // Reads the YAML file, applies `--set a.b=c` overrides (value parsed as YAML), validates.
 Config load_config(const std::string& yaml_path, const std::vector<std::string>& overrides = {});

@@ -77,8 +77,17 @@ DeepSpeedSettings read_deepspeed(const std::string& path, const TrainingArgs& ar
       if (!v.is_object()) fail(k, "expected an object");
       for (const auto& f : v.items()) {
         if (f.key() == "enabled") {
-          bool on = f.value().is_boolean() ? f.value().get<bool>() : (is_auto(f.value()) ? (k == "bf16" ? args.bf16 : args.fp16) : false);
-          if (on) ds.warnings.push_back(path + ": " + k + ".enabled: this CPU build trains in fp32");
+          // HF fills "auto" from training_args and refuses a concrete value that differs
+          // (fill_match); bf16 then means ftrun's bf16 (runtime/precision.h); fp16 is refused.
+          const bool want = k == "bf16" ? args.bf16 : args.fp16;
+          if (!is_auto(f.value())) {
+            if (!f.value().is_boolean()) fail(k + ".enabled", "expected true, false or \"auto\", got " + f.value().dump());
+            if (f.value().get<bool>() != want)
+              fail(k + ".enabled", f.value().dump() + " contradicts training_args." + k + " = " +
+                                       (want ? "true" : "false") + " (use \"auto\" or the same value)");
+          }
+          if (k == "fp16" && want)
+            fail("fp16.enabled", "fp16 with dynamic loss scaling is not implemented; use bf16 instead");
         } else {
           ignored.push_back(k + "." + f.key());
         }

@@ -206,8 +206,8 @@ std::pair<double, int64_t> loss_sum_and_count(models::CausalLM& model, const std
     for (size_t k = i; k < samples.size() && k < i + size_t(batch_size); ++k) group.push_back(&samples[k]);
     auto b = data::collate(group, pad_id);
     if (b.num_label_tokens == 0) continue;
-    auto logits = model.forward(b.input_ids, b.attention_mask);
-    sum += models::causal_lm_loss_sum(logits, b.labels).item<double>();
+    // The head and loss over the labelled positions only, in chunks (models/chunked_loss.h).
+    sum += model.forward_loss(b.input_ids, b.attention_mask, b.labels).item<double>();
     count += b.num_label_tokens;
   }
   return {sum, count};
@@ -234,9 +234,10 @@ std::pair<double, int64_t> distributed_loss_sum_and_count(models::CausalLM& mode
     const bool dummy = group.empty();
     if (dummy) group.push_back(&samples[0]);
     auto batch = data::collate(group, pad_id);
-    auto logits = model.forward(batch.input_ids, batch.attention_mask);
+    // Run on dummy batches too: under ZeRO-3 every forward is collective.
+    auto loss = model.forward_loss(batch.input_ids, batch.attention_mask, batch.labels);
     if (dummy || batch.num_label_tokens == 0) continue;
-    sum += models::causal_lm_loss_sum(logits, batch.labels).item<double>();
+    sum += loss.item<double>();
     count += batch.num_label_tokens;
   }
   auto totals = torch::tensor({sum, double(count)}, torch::kDouble);

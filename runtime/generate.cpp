@@ -101,7 +101,9 @@ std::vector<int64_t> generate(models::CausalLM& model, const std::vector<int64_t
     if (o.use_cache) {
       // The whole prompt once, then one token per step.
       std::vector<int64_t> feed = i == 0 ? seq : std::vector<int64_t>{seq.back()};
-      logits = model.forward_cached(torch::tensor(feed, torch::kLong).view({1, -1}), cache)[0][-1];
+      // Only the last position's logits are made (the prompt's others are never used).
+      logits = model.forward_cached(torch::tensor(feed, torch::kLong).view({1, -1}), cache, at::Tensor(),
+                                    /*last_only=*/true)[0][-1];
     } else {
       logits = model.forward(torch::tensor(seq, torch::kLong).view({1, -1}), at::Tensor())[0][-1];
     }
@@ -175,7 +177,7 @@ std::vector<std::vector<int64_t>> generate_batch(models::CausalLM& model,
       ids[r].narrow(0, off, int64_t(p.size())).copy_(torch::tensor(p, torch::kLong));
       mask[r].narrow(0, off, int64_t(p.size())).fill_(1);
     }
-    logits = model.forward_cached(ids, cache, padded ? mask : at::Tensor()).select(1, -1);
+    logits = model.forward_cached(ids, cache, padded ? mask : at::Tensor(), /*last_only=*/true).select(1, -1);
   } else {
     dummy_forward();
   }

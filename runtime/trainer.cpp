@@ -15,7 +15,9 @@
 #include "data/dataset.h"
 #include "runtime/checkpoint.h"
 #include "runtime/evaluate.h"
+#include "runtime/log.h"
 #include "runtime/metrics.h"
+#include "runtime/precision.h"
 #include "runtime/run_setup.h"
 
 namespace fs = std::filesystem;
@@ -26,7 +28,7 @@ Stepper::Stepper(models::CausalLM& model, const peft::NamedTensors& trainable,
                  const TrainingArgs& args, int64_t total_steps, std::shared_ptr<comm::Comm> comm,
                  int zero_stage, bool keep_params)
     : model_(model), comm_(comm ? std::move(comm) : comm::make_single_comm()),
-      max_grad_norm_(args.max_grad_norm) {
+      max_grad_norm_(args.max_grad_norm), autocast_(args.bf16) {
   std::vector<at::Tensor> params;
   std::vector<bool> decay;
   for (const auto& kv : trainable) {
@@ -36,6 +38,7 @@ Stepper::Stepper(models::CausalLM& model, const peft::NamedTensors& trainable,
   sharding::ZeroConfig zc;
   zc.stage = zero_stage;
   zc.keep_params = keep_params;
+  zc.gradient_checkpointing = args.gradient_checkpointing;
   zc.adam = {args.adam_beta1, args.adam_beta2, args.adam_epsilon, args.weight_decay};
   engine_ = std::make_unique<sharding::ZeroEngine>(model, params, decay, comm_, zc);
   schedule_.type = args.lr_scheduler_type;
@@ -61,8 +64,15 @@ StepStats Stepper::step(const std::vector<data::Batch>& micro_batches) {
   double loss_local = 0;
   if (s.label_tokens > 0) {
     for (const auto& b : micro_batches) {
-      auto logits = model_.forward(b.input_ids, b.attention_mask);
-      auto loss = models::causal_lm_loss_sum(logits, b.labels) / double(s.label_tokens);
+      at::Tensor loss;
+      {
+        // bf16: true (HF Trainer): the forward and the loss under CPU bf16 autocast; backward
+        // runs outside it and follows the dtypes the forward chose.
+        AutocastGuard autocast(autocast_);
+        // The head and its loss in chunks over the labelled positions (models/chunked_loss.h):
+        // no [batch, seq, vocab] logits.
+        loss = model_.forward_loss(b.input_ids, b.attention_mask, b.labels) / double(s.label_tokens);
+      }
       engine_->backward(loss);
       loss_local += loss.item<double>();
     }
@@ -136,22 +146,26 @@ class TrainRun {
   // The base model with the strategy applied, and the weights to start from: a checkpoint's
   // (resume) or an existing adapter's (adapter_name_or_path).
   void build_model(const std::string& resume) {
-    model_ = models::load_pretrained(cfg_.model_dir);
     strategy_ = peft::make_strategy(cfg_.peft_config);
+    precision_ = resolve_precision(cfg_, setup_.model_config, *strategy_);
+    for (const auto& note : precision_.notes)
+      if (verbose_ && info_enabled()) std::printf("ftrun: %s\n", note.c_str());
+    // The base in its dtype; the strategy's trainable tensors are made afterwards, in fp32.
+    model_ = models::load_pretrained(cfg_.model_dir, precision_.weights);
     strategy_->apply(*model_);
     std::string message;
     resume_dir_ = resolve_resume(resume, args_.output_dir, &message);
-    if (verbose_ && !message.empty()) std::printf("ftrun: %s\n", message.c_str());
+    if (verbose_ && info_enabled() && !message.empty()) std::printf("ftrun: %s\n", message.c_str());
     if (resume_dir_) {
       state_ = read_trainer_state(*resume_dir_);
       for (const auto& note : check_resume_compatible(cfg_, *strategy_, state_, setup_.model_config.raw))
-        if (verbose_) std::printf("ftrun: resuming with a changed setting: %s\n", note.c_str());
+        if (verbose_ && info_enabled()) std::printf("ftrun: resuming with a changed setting: %s\n", note.c_str());
       // Weights before the engine takes them over (it packs their current values).
       strategy_->load(resume_dir_->string());
     } else if (!cfg_.adapter_name_or_path.empty()) {
       // Continue training an existing adapter (PEFT's own, or an earlier ftrun output).
       strategy_->load(cfg_.adapter_name_or_path);
-      if (verbose_) std::printf("ftrun: starting from the adapter in %s\n", cfg_.adapter_name_or_path.c_str());
+      if (verbose_ && info_enabled()) std::printf("ftrun: starting from the adapter in %s\n", cfg_.adapter_name_or_path.c_str());
     }
   }
 
@@ -182,7 +196,7 @@ class TrainRun {
       position_ = state_.position;
       history_ = state_.log_history;
       load_rank_state(*resume_dir_, stepper_->engine(), start_step_, rank_);
-      if (verbose_)
+      if (verbose_ && info_enabled())
         std::printf("ftrun: resumed from %s (step %lld, written by %d rank(s) at ZeRO stage %d)\n",
                     resume_dir_->c_str(), (long long)start_step_, state_.world_size, state_.zero_stage);
     }
@@ -191,10 +205,13 @@ class TrainRun {
       metrics_ = std::make_unique<MetricsLog>((fs::path(args_.output_dir) / "metrics.jsonl").string());
     }
     progress_ = std::make_unique<Progress>(total_steps_, verbose_);
-    if (verbose_)
-      std::printf("ftrun: %s | %d rank(s), ZeRO stage %d | %lld train samples | %lld steps | trainable %lld of %lld params (%.4f%%)\n",
+    if (verbose_ && info_enabled())
+      std::printf("ftrun: %s | %d rank(s), ZeRO stage %d | %lld train samples | %lld steps | trainable %lld of %lld params (%.4f%%)%s\n",
                   strategy_->name().c_str(), world_, setup_.zero_stage, (long long)n_, (long long)total_steps_,
-                  (long long)n_train, (long long)n_total, 100.0 * double(n_train) / double(n_total));
+                  (long long)n_train, (long long)n_total, 100.0 * double(n_train) / double(n_total),
+                  precision_.weights == at::kFloat && !precision_.autocast_bf16
+                      ? ""
+                      : (" | " + precision_.describe()).c_str());
     summary_.output_dir = args_.output_dir;
     order_ = data::epoch_order(n_, uint64_t(args_.seed), 0);
     window_start_ = std::chrono::steady_clock::now();
@@ -276,6 +293,7 @@ class TrainRun {
 
   // Rows split across ranks, in lock-step (under ZeRO-3 each forward is collective).
   void evaluate(int64_t done) {
+    AutocastGuard autocast(precision_.autocast_bf16);  // HF evaluates under the same autocast
     auto [sum, count] =
         distributed_loss_sum_and_count(*model_, ev_.val_samples, args_.per_device_eval_batch_size, setup_.pad_id, *comm_);
     nlohmann::json rec = {{"step", done},
@@ -308,8 +326,9 @@ class TrainRun {
   // the test split (loss, and with generation the metrics and predictions.jsonl).
   void finish() {
     save_final(save_context());
-    if (verbose_) std::printf("ftrun: saved %s adapter to %s\n", strategy_->name().c_str(), args_.output_dir.c_str());
+    if (verbose_ && info_enabled()) std::printf("ftrun: saved %s adapter to %s\n", strategy_->name().c_str(), args_.output_dir.c_str());
     if (!ev_.do_test) return;
+    AutocastGuard autocast(precision_.autocast_bf16);
     auto [sum, count] =
         distributed_loss_sum_and_count(*model_, ev_.test_samples, args_.per_device_eval_batch_size, setup_.pad_id, *comm_);
     nlohmann::json rec = {{"step", total_steps_}, {"test_loss", count > 0 ? sum / double(count) : std::nan("")}};
@@ -319,7 +338,7 @@ class TrainRun {
     if (rank_ == 0 && !ev_.test_rows.empty()) {
       auto path = (fs::path(args_.output_dir) / "predictions.jsonl").string();
       write_predictions(path, ev_.test_rows, res.predictions);
-      if (verbose_) std::printf("ftrun: wrote %zu test predictions to %s\n", ev_.test_rows.size(), path.c_str());
+      if (verbose_ && info_enabled()) std::printf("ftrun: wrote %zu test predictions to %s\n", ev_.test_rows.size(), path.c_str());
     }
     record(rec);
   }
@@ -335,6 +354,7 @@ class TrainRun {
   EvalData ev_;
   std::shared_ptr<models::CausalLM> model_;
   std::unique_ptr<peft::Strategy> strategy_;
+  Precision precision_;
   std::optional<fs::path> resume_dir_;
   TrainerState state_;  // the resumed checkpoint's
 

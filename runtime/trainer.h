@@ -43,6 +43,7 @@ class Stepper {
   std::unique_ptr<sharding::ZeroEngine> engine_;
   Schedule schedule_;
   double max_grad_norm_;
+  bool autocast_ = false;  // training_args.bf16: forwards under CPU bf16 autocast
 };
 
 // Mean token loss of `samples` under `model` (no grad), in batches of batch_size.

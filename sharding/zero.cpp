@@ -1,11 +1,13 @@
 // The ZeRO engine (see zero.h): flat per-unit buffers, per-stage gradient reduction,
-// sharded AdamW, and stage-3 gather/recompute through a custom autograd function.
+// sharded AdamW, and recompute through a custom autograd function (stage 3's gather and
+// recompute, and activation checkpointing at every stage, are one code path).
 #include "sharding/zero.h"
 
 #include <torch/csrc/autograd/function.h>
 #include <torch/csrc/autograd/utils/lambda_post_hook.h>
 #include <torch/torch.h>
 #include <ATen/CPUGeneratorImpl.h>
+#include <ATen/autocast_mode.h>
 
 #include <cmath>
 #include <set>
@@ -92,8 +94,12 @@ struct ZeroEngine::Impl {
   };
   std::vector<Segment> segments;      // one per optimizer tensor
   std::vector<std::shared_ptr<torch::autograd::Node>> accumulators;  // keep post-hooks alive
-  std::vector<models::CausalLM::UnitFn> saved_fns;  // stage 3: unit functions of this step
-  at::Tensor token;                                 // makes every unit output require grad
+  std::vector<models::CausalLM::UnitFn> saved_fns;  // recomputed units' functions of this step
+  at::Tensor token;                                 // makes every recomputed unit's output require grad
+  // Per unit index: whether its forward runs without grad and is recomputed in backward
+  // (every unit under stage 3 without keep_params; the decoder layers under
+  // gradient_checkpointing). The persistent unit never runs through the runner.
+  std::vector<bool> recompute;
   uint64_t gathered_bytes = 0, peak_gathered = 0;
 
   Impl(models::CausalLM& m, comm::Comm& c, ZeroConfig config) : model(m), comm(c), cfg(config) {
@@ -182,6 +188,9 @@ struct ZeroEngine::Impl {
   }
 
   static bool hooked(const Unit& u, const ZeroConfig& c) { return u.stage == 2 || (u.stage == 3 && c.keep_params); }
+  // Stage 3 without keep_params: the unit is gathered only while it runs, and its gradients
+  // are reduce-scattered by the recompute itself (no hooks).
+  bool sharded(const Unit& u) const { return u.stage == 3 && !cfg.keep_params; }
 
   void install_grad_hooks() {
     for (size_t ui = 0; ui < units.size(); ++ui) {
@@ -201,27 +210,69 @@ struct ZeroEngine::Impl {
 
 namespace {
 
-// Stage 3 with recompute: forward gathers the unit, runs it without grad, frees it, and
-// keeps only the input; backward gathers again, recomputes with grad, back-propagates,
-// reduce-scatters the unit's grads and frees.
+// The CPU autocast state a unit's forward ran under, re-entered for its recompute (backward
+// runs outside the trainer's autocast scope), as torch.utils.checkpoint does: otherwise a
+// bf16 forward would be recomputed, and differentiated, in fp32.
+struct AutocastState {
+  bool enabled = false;
+  at::ScalarType dtype = at::kBFloat16;
+  static AutocastState current() { return {at::autocast::is_cpu_enabled(), at::autocast::get_autocast_cpu_dtype()}; }
+};
+class AutocastScope {
+ public:
+  explicit AutocastScope(AutocastState s)
+      : prev_(AutocastState::current()), changed_(s.enabled != prev_.enabled || s.dtype != prev_.dtype) {
+    if (!changed_) return;
+    at::autocast::set_cpu_enabled(s.enabled);
+    at::autocast::set_autocast_cpu_dtype(s.dtype);
+    at::autocast::increment_nesting();
+  }
+  ~AutocastScope() {
+    if (!changed_) return;
+    if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
+    at::autocast::set_cpu_enabled(prev_.enabled);
+    at::autocast::set_autocast_cpu_dtype(prev_.dtype);
+  }
+  AutocastScope(const AutocastScope&) = delete;
+  AutocastScope& operator=(const AutocastScope&) = delete;
+
+ private:
+  AutocastState prev_;
+  bool changed_;
+};
+
+// A recomputed unit: forward runs it without grad and keeps only its input (and the CPU
+// generator's state, so that dropout replays the same numbers, as torch.utils.checkpoint's
+// preserve_rng_state); backward re-runs it under grad and back-propagates through it.
+// Sharded stage 3 also gathers the unit around both runs, frees it after each, and
+// reduce-scatters the unit's grads itself; otherwise (activation checkpointing at stages
+// 0-2, or stage 3 with keep_params) the grads land in .grad, where the stage's usual
+// reduction (hooks or reduce_and_clip) finds them. The token input makes the output require
+// grad even when neither the input nor the unit's own parameters do (frozen embeddings with
+// LoRA; P-Tuning v2, whose trainable prefix comes in through the prefix provider), so the
+// backward always runs. Nothing is assumed about the output's shape.
 struct UnitFunction : public torch::autograd::Function<UnitFunction> {
   static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x, const at::Tensor& token,
                             int64_t impl_ptr, int64_t unit, int64_t fn_index) {
     auto* impl = reinterpret_cast<ZeroEngine::Impl*>(impl_ptr);
     auto& u = impl->units[size_t(unit)];
+    const bool sharded = impl->sharded(u);
     ctx->saved_data["impl"] = impl_ptr;
     ctx->saved_data["unit"] = unit;
     ctx->saved_data["fn"] = fn_index;
     ctx->saved_data["rng"] = at::detail::getDefaultCPUGenerator().get_state();
+    auto autocast = AutocastState::current();
+    ctx->saved_data["autocast"] = autocast.enabled;
+    ctx->saved_data["autocast_dtype"] = int64_t(autocast.dtype);
     ctx->save_for_backward({x});
-    impl->gather(u);
-    impl->prefetch(unit + 1);
+    if (u.stage == 3) impl->gather(u);  // keep_params: stays gathered until the step
+    if (sharded) impl->prefetch(unit + 1);
     at::Tensor out;
     {
       torch::NoGradGuard ng;
       out = impl->saved_fns[size_t(fn_index)](x);
     }
-    impl->release(u);
+    if (sharded) impl->release(u);
     (void)token;
     return out;
   }
@@ -231,12 +282,17 @@ struct UnitFunction : public torch::autograd::Function<UnitFunction> {
     auto* impl = reinterpret_cast<ZeroEngine::Impl*>(ctx->saved_data["impl"].toInt());
     auto unit = ctx->saved_data["unit"].toInt();
     auto& u = impl->units[size_t(unit)];
+    const bool sharded = impl->sharded(u);
     auto x = ctx->get_saved_variables()[0];
-    bool want_input_grad = x.is_floating_point();
+    // A float input may carry grads onward (or the unit may use trainable tensors of no unit,
+    // such as a prefix encoder), so it is always recomputed; the input's own grad is only
+    // computed when autograd wants it (LoRA's frozen embeddings: it does not).
+    const bool float_input = x.is_floating_point();
+    const bool want_input_grad = float_input && ctx->needs_input_grad(0);
     at::Tensor grad_x;
-    if (want_input_grad || !u.train.slots.empty()) {
-      impl->gather(u);
-      impl->prefetch(unit - 1);  // backward runs the units in reverse
+    if (float_input || !u.train.slots.empty()) {
+      if (u.stage == 3) impl->gather(u);
+      if (sharded) impl->prefetch(unit - 1);  // backward runs the units in reverse
       auto xin = x.detach();
       if (want_input_grad) xin.requires_grad_(true);
       auto gen = at::detail::getDefaultCPUGenerator();
@@ -245,13 +301,17 @@ struct UnitFunction : public torch::autograd::Function<UnitFunction> {
       at::Tensor out;
       {
         torch::AutoGradMode enable(true);
+        AutocastScope autocast({ctx->saved_data["autocast"].toBool(),
+                                at::ScalarType(ctx->saved_data["autocast_dtype"].toInt())});
         out = impl->saved_fns[size_t(ctx->saved_data["fn"].toInt())](xin);
       }
       gen.set_state(current);
       if (out.requires_grad() && grad_out[0].defined()) torch::autograd::backward({out}, {grad_out[0]});
       if (want_input_grad) grad_x = xin.grad();
-      if (!u.train.slots.empty()) impl->reduce_scatter_into_shard(u, impl->take_grads(u));
-      impl->release(u);
+      if (sharded) {
+        if (!u.train.slots.empty()) impl->reduce_scatter_into_shard(u, impl->take_grads(u));
+        impl->release(u);
+      }
     }
     return {grad_x, torch::zeros({}), at::Tensor(), at::Tensor(), at::Tensor()};
   }
@@ -338,31 +398,41 @@ ZeroEngine::ZeroEngine(models::CausalLM& model, const std::vector<at::Tensor>& t
   }
   I.optimizer = std::make_unique<AdamW>(seg_params, seg_decay, cfg.adam);
 
-  if (cfg.stage == 3) {
+  // Which units are recomputed. Units are (embedding, each decoder layer, final norm + head)
+  // when a model has three or more; checkpointing takes the decoder layers only.
+  const size_t model_units = prefixes.size();
+  I.recompute.assign(I.units.size(), false);
+  for (size_t u = 0; u < model_units; ++u)
+    I.recompute[u] = I.sharded(I.units[u]) ||
+                     (cfg.gradient_checkpointing && model_units >= 3 && u > 0 && u + 1 < model_units);
+
+  // Without stage 3 or checkpointing no runner is installed: the model runs its units itself.
+  if (runner_installed()) {
     I.token = torch::zeros({}, torch::TensorOptions().requires_grad(true));
     auto* impl = impl_.get();
     model.set_unit_runner([impl](int64_t unit, const models::CausalLM::UnitFn& fn, const at::Tensor& x) {
       auto& u = impl->units.at(size_t(unit));
-      if (impl->cfg.keep_params) {
-        impl->gather(u);
-        return fn(x);
+      // Evaluation (no grad) has nothing to recompute later.
+      if (torch::GradMode::is_enabled() && impl->recompute.at(size_t(unit))) {
+        impl->saved_fns.push_back(fn);
+        return UnitFunction::apply(x, impl->token, reinterpret_cast<int64_t>(impl), unit,
+                                   int64_t(impl->saved_fns.size() - 1));
       }
-      if (!torch::GradMode::is_enabled()) {  // evaluation: nothing to recompute later
-        impl->gather(u);
-        impl->prefetch(unit + 1);
-        auto out = fn(x);
-        impl->release(u);
-        return out;
-      }
-      impl->saved_fns.push_back(fn);
-      return UnitFunction::apply(x, impl->token, reinterpret_cast<int64_t>(impl), unit,
-                                 int64_t(impl->saved_fns.size() - 1));
+      if (u.stage != 3) return fn(x);
+      impl->gather(u);
+      if (impl->cfg.keep_params) return fn(x);
+      impl->prefetch(unit + 1);
+      auto out = fn(x);
+      impl->release(u);
+      return out;
     });
   }
 }
 
+bool ZeroEngine::runner_installed() const { return cfg_.stage == 3 || cfg_.gradient_checkpointing; }
+
 ZeroEngine::~ZeroEngine() {
-  if (cfg_.stage == 3) impl_->model.set_unit_runner(nullptr);
+  if (runner_installed()) impl_->model.set_unit_runner(nullptr);
 }
 
 size_t ZeroEngine::num_units() const { return impl_->units.size(); }
@@ -387,7 +457,7 @@ void ZeroEngine::backward(const at::Tensor& loss) {
       u.pending = 0;
       I.reduce_scatter_into_shard(u, I.take_grads(u));
     }
-  if (cfg_.stage == 3 && !cfg_.keep_params) I.saved_fns.clear();
+  I.saved_fns.clear();  // the graph that referred to them is gone
 }
 
 double ZeroEngine::reduce_and_clip(double max_norm) {

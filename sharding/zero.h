@@ -16,6 +16,13 @@
 //            backward (recompute through a custom autograd function, or kept alive until the
 //            step with keep_params), and freed after use
 //
+// Activation checkpointing (gradient_checkpointing, HF's per-layer semantics) is the same
+// recompute without the gather: each decoder-layer unit runs without grad in forward, keeps
+// only its input, and is re-run under grad in backward, at every stage. The embedding and
+// the final norm + head units are not checkpointed (HF checkpoints each decoder layer's
+// __call__ only). Stage 3 without keep_params recomputes every unit anyway; with keep_params
+// the decoder layers are still recomputed (parameters kept, activations not).
+//
 // Gradient sums (not means) are reduced: the trainer divides the loss by the label tokens
 // of the whole global batch, so the sum over ranks is the gradient of the global loss.
 #pragma once
@@ -37,6 +44,9 @@ struct ZeroConfig {
   int stage = 0;
   bool keep_params = false;  // stage 3: keep gathered units until the step (no recompute)
   AdamWOptions adam;
+  // Recompute each decoder-layer unit in backward (see above). Off: stages 0-2 install no
+  // unit runner at all, so they run exactly as without the engine.
+  bool gradient_checkpointing = false;
 };
 
 struct MemoryStats {
@@ -103,6 +113,8 @@ class ZeroEngine {
   struct Impl;
 
  private:
+  bool runner_installed() const;  // stage 3 or gradient_checkpointing: the engine runs the units
+
   std::unique_ptr<Impl> impl_;
   ZeroConfig cfg_;
   std::shared_ptr<comm::Comm> comm_;

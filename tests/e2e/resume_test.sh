@@ -5,6 +5,8 @@
 #     checkpoint-10 must stay the newest COMPLETE one; then `--resume yes` continues from it.
 # B's steps 11-20 must log exactly A's losses, and B's final weights must equal A's bit for
 # bit. The resumed output must load in `ftrun generate`. Bad --resume values must fail clearly.
+# The bf16 cases hold the same in bf16: LoRA on bf16-held weights (torch_dtype: bfloat16),
+# P-Tuning v2 and full SFT under bf16 autocast (training_args.bf16).
 set -euo pipefail
 FTRUN=$1
 T=$(mktemp -d /tmp/ftrun_e2e_resume.XXXXXX)
@@ -12,18 +14,25 @@ trap 'rm -rf "$T"' EXIT
 fail() { echo "FAIL: $*" >&2; exit 1; }
 common=(--set training_args.max_steps=20 --set training_args.save_steps=10 --set training_args.logging_steps=1)
 passed=0
-for strategy in lora ptuning_v2 sft; do
+for case in lora ptuning_v2 sft lora:torch_dtype=bfloat16 ptuning_v2:training_args.bf16=true sft:training_args.bf16=true; do
+  strategy=${case%%:*}
   cfg=configs/tiny/$strategy.yaml
-  "$FTRUN" "$cfg" "${common[@]}" --set training_args.output_dir="$T/$strategy-a" > "$T/a.log" 2>&1 \
+  extra=()
+  if [[ "$case" == *:* ]]; then
+    extra=(--set "${case#*:}")
+    strategy="$strategy-bf16"
+  fi
+  run() { "$FTRUN" "$cfg" "${common[@]}" "${extra[@]}" "$@"; }
+  run --set training_args.output_dir="$T/$strategy-a" > "$T/a.log" 2>&1 \
     || { cat "$T/a.log"; fail "$strategy: straight run"; }
   set +e
-  FTRUN_TEST_KILL_IN_SAVE=20 "$FTRUN" "$cfg" "${common[@]}" --set training_args.output_dir="$T/$strategy-b" > "$T/b.log" 2>&1
+  FTRUN_TEST_KILL_IN_SAVE=20 run --set training_args.output_dir="$T/$strategy-b" > "$T/b.log" 2>&1
   rc=$?
   set -e
   [ $rc -eq 137 ] || { cat "$T/b.log"; fail "$strategy: expected the run to die by SIGKILL (137), got $rc"; }
   [ -f "$T/$strategy-b/checkpoint-10/COMPLETE" ] || fail "$strategy: checkpoint-10 missing"
   [ ! -e "$T/$strategy-b/checkpoint-20" ] || fail "$strategy: a half-written checkpoint-20 looks like a checkpoint"
-  "$FTRUN" "$cfg" "${common[@]}" --set training_args.output_dir="$T/$strategy-b" --resume yes > "$T/b2.log" 2>&1 \
+  run --set training_args.output_dir="$T/$strategy-b" --resume yes > "$T/b2.log" 2>&1 \
     || { cat "$T/b2.log"; fail "$strategy: resume"; }
   grep -q "resumed from .*checkpoint-10" "$T/b2.log" || { cat "$T/b2.log"; fail "$strategy: did not resume from checkpoint-10"; }
   python3 - "$T/$strategy-a" "$T/$strategy-b" <<'PY' || fail "$strategy: resumed run differs"

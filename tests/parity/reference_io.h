@@ -6,6 +6,8 @@
 
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -17,6 +19,27 @@ namespace ftrun::testing {
 // The references need torch; Debian's interpreter has it (python3-torch).
 inline std::string reference_python() {
   return std::filesystem::exists("/usr/bin/python3") ? "/usr/bin/python3" : "python3";
+}
+
+// The venv with the real transformers / PEFT (.ci/install-pyref) and its interpreter.
+inline const std::string& pyref_python() {
+  static const std::string p = FTRUN_BINARY_DIR "/pyref/bin/python";
+  return p;
+}
+
+// Fails the test (fatally) naming the command that installs the real references.
+inline void require_pyref() {
+  ASSERT_TRUE(std::filesystem::exists(pyref_python()))
+      << "the real transformers/PEFT references are not installed (no " << pyref_python()
+      << "): run `bash .ci/install-pyref` from the repository root (README: Tests)";
+}
+
+// Runs `cmd` with stdout and stderr in `log`; the log is printed when the command fails.
+inline void run_logged(const std::string& cmd, const std::filesystem::path& log) {
+  int rc = std::system((cmd + " > '" + log.string() + "' 2>&1").c_str());
+  std::ifstream in(log);
+  std::string text((std::istreambuf_iterator<char>(in)), {});
+  ASSERT_EQ(rc, 0) << "command failed: " << cmd << "\n" << text;
 }
 
 inline void run_reference(const std::string& cmd) {

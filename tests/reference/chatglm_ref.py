@@ -285,6 +285,10 @@ def forward(cfg, w, input_ids, attention_mask, lora=None, position_ids=None, eag
     masked = glm_masks(attention_mask)
     table = rope_table(cfg, cfg.seq_length)
     cache = table[position_ids] if position_ids is not None else table[None, :T]
+    if h.dtype in (torch.bfloat16, torch.float16):
+        # RotaryEmbedding.forward_impl: "mimic complex32" - the table in the weights' dtype
+        # when the model was loaded in half precision (not under autocast of fp32 weights).
+        cache = cache.to(h.dtype)
     for i in range(cfg.layers):
         pre = f"transformer.encoder.layers.{i}"
         x = rms_norm(h, w[pre + ".input_layernorm.weight"], cfg.eps)
@@ -469,16 +473,22 @@ def positions_for(mode, mask):
 
 
 def train(cfg, w, lora, batches, steps, grad_accum, lr, weight_decay, warmup, total,
-          max_grad_norm, num_items_mode, positions, betas=(0.9, 0.999), eps=1e-8):
-    """HF Trainer's step, as llama_ref.train, through this family's forward."""
+          max_grad_norm, num_items_mode, positions, betas=(0.9, 0.999), eps=1e-8, autocast=False):
+    """HF Trainer's step, as llama_ref.train, through this family's forward; with `autocast`
+    the forward runs under torch.autocast("cpu", torch.bfloat16) (HF Trainer's bf16 on CPU;
+    the logits come out fp32, so the loss is the same inside or outside the region)."""
+    def fwd(ids, mask):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            return forward(cfg, w, ids, mask, lora, positions_for(positions, mask))
     return L.train(cfg, w, lora, batches, steps, grad_accum, lr, weight_decay, warmup, total,
-                   max_grad_norm, num_items_mode, betas, eps,
-                   forward_fn=lambda ids, mask: forward(cfg, w, ids, mask, lora, positions_for(positions, mask)))
+                   max_grad_norm, num_items_mode, betas, eps, forward_fn=fwd)
 
 
 def cmd_run(a):
     torch.set_num_threads(a.threads)
     cfg, w = load_model(a.model)
+    if a.dtype == "bfloat16":  # from_pretrained(torch_dtype=torch.bfloat16): the demo's load
+        w = {k: v.to(torch.bfloat16) for k, v in w.items()}
     batches = L.load_batches(a.data)
     os.makedirs(a.out, exist_ok=True)
     out = os.path.abspath(a.out)
@@ -504,7 +514,7 @@ def cmd_run(a):
         raise SystemExit(f"{steps} steps x grad_accum {a.grad_accum} > {len(batches)} micro-batches")
     total = a.total_steps if a.total_steps is not None else steps
     hist = train(cfg, w, lora, batches, steps, a.grad_accum, a.lr, a.weight_decay, a.warmup_steps,
-                 total, a.max_grad_norm, a.num_items, a.positions)
+                 total, a.max_grad_norm, a.num_items, a.positions, autocast=a.autocast)
     final_dir = os.path.join(out, "final_adapter")
     final_path = save_adapter(final_dir, lora, dropout, base_name)
     with torch.no_grad():
@@ -846,6 +856,9 @@ def main(argv=None):
     r.add_argument("--positions", choices=["tokenizer", "arange"], default="tokenizer",
                    help="position_ids as the GLM tokenizers' _pad supplies them, or none (arange)")
     r.add_argument("--threads", type=int, default=1)
+    r.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32",
+                   help="the base weights' dtype (the adapter stays fp32, as PEFT >= 0.12 keeps it)")
+    r.add_argument("--autocast", action="store_true", help="train under CPU bf16 autocast (HF bf16: true)")
 
     sub.add_parser("selftest", help="internal consistency checks")
     a = ap.parse_args(argv)

@@ -376,10 +376,13 @@ class Lora:
 
 
 def linear(x, w, path, lora):
+    """PEFT >= 0.12's LoRA Linear: the input cast to the adapter's dtype (fp32), the sum taken
+    in the promoted dtype and cast back to the base result's dtype (a no-op in fp32)."""
     y = F.linear(x, w[path + ".weight"], w.get(path + ".bias"))
     if lora is not None and path in lora.w:
         a, b = lora.w[path]
-        y = y + F.linear(F.linear(x, a), b) * lora.scaling
+        dt = y.dtype
+        y = (y + F.linear(F.linear(x.to(a.dtype), a), b) * lora.scaling).to(dt)
     return y
 
 

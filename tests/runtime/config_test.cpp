@@ -4,17 +4,25 @@
 
 #include <gtest/gtest.h>
 
+#include <cctype>
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <set>
+#include <sstream>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
+#include "runtime/log.h"
+
 namespace fs = std::filesystem;
+using ftrun::runtime::accepted_keys;
 using ftrun::runtime::closest_key;
 using ftrun::runtime::Config;
+using ftrun::runtime::config_to_json;
+using ftrun::runtime::KeyClass;
 using ftrun::runtime::load_config;
 using ftrun::runtime::yaml12_scalar;
 using nlohmann::json;
@@ -511,16 +519,17 @@ TEST_F(ConfigTest, IgnoredHfKeysWarn) {
                                      "  run_name: glm4\n"              // 8
                                      "  swanlab: local\n"              // 9
                                      "  resume_from_checkpoint: true\n"  // 10
-                                     "  dataloader_num_workers: 4\n"   // stored, no warning
+                                     "  dataloader_num_workers: 4\n"   // stored, warned (issue 13)
                                      "  gradient_checkpointing: true\n"
                                      "  log_level: warning\n"));
-  EXPECT_EQ(c.warnings.size(), 4u);
+  EXPECT_EQ(c.warnings.size(), 5u);
   EXPECT_TRUE(has_warning(c, file() + ":7: training_args.report_to: accepted but ignored"));
   EXPECT_TRUE(has_warning(c, ":8: training_args.run_name"));
   EXPECT_TRUE(has_warning(c, ":9: training_args.swanlab"));
   EXPECT_TRUE(has_warning(c, "training_args.resume_from_checkpoint: accepted but ignored"));
   EXPECT_TRUE(has_warning(c, "--resume"));
-  EXPECT_FALSE(has_warning(c, "dataloader_num_workers"));
+  // Was EXPECT_FALSE before issue 13: a worker count that does nothing must say so.
+  EXPECT_TRUE(has_warning(c, "training_args.dataloader_num_workers: accepted but ignored"));
   EXPECT_EQ(c.training_args.dataloader_num_workers, 4);
   EXPECT_TRUE(c.training_args.gradient_checkpointing);
   EXPECT_EQ(c.training_args.log_level, "warning");
@@ -602,6 +611,175 @@ TEST_F(ConfigTest, MissingFileAndSyntaxErrors) {
   EXPECT_NE(error_of("").find("empty config file"), std::string::npos);
   EXPECT_NE(error_of(std::string(kBase) + "---\na: 1\n").find("more than one YAML document"),
             std::string::npos);
+}
+
+// ---- no silently ignored settings (issue 13) ------------------------------------------------
+
+// Every key the reader accepts, set to its example through --set on a plain config, behaves as
+// its class says: acted keys change the parsed Config, warned keys draw a warning naming them,
+// refused keys are an error naming them.
+TEST_F(ConfigTest, EveryAcceptedKeyActsWarnsOrIsRefused) {
+  const std::string base = write(std::string(kBase) + "peft_config:\n  peft_type: LORA\n");
+  const Config plain_cfg = load_config(base);
+  ASSERT_TRUE(plain_cfg.warnings.empty()) << plain_cfg.warnings.front();
+  const json plain = config_to_json(plain_cfg);
+  std::set<std::string> seen;
+  size_t counts[3] = {0, 0, 0};
+  for (const auto& k : accepted_keys()) {
+    const std::string dotted = k.section.empty() ? k.key : k.section + "." + k.key;
+    EXPECT_TRUE(seen.insert(dotted).second) << dotted << " is listed twice";
+    const std::string set = dotted + "=" + k.example.dump();
+    SCOPED_TRACE("--set " + set);
+    Config c;
+    std::string err;
+    try {
+      c = load_config(base, {set});
+    } catch (const std::runtime_error& e) {
+      err = e.what();
+    }
+    switch (k.cls) {
+      case KeyClass::kActed:
+        ++counts[0];
+        EXPECT_EQ(err, "");
+        EXPECT_NE(config_to_json(c), plain) << dotted << " is accepted but not read into the Config";
+        break;
+      case KeyClass::kWarned:
+        ++counts[1];
+        EXPECT_EQ(err, "");
+        EXPECT_TRUE(has_warning(c, dotted + ": ")) << dotted << " is ignored without a warning";
+        break;
+      case KeyClass::kRefused:
+        ++counts[2];
+        EXPECT_NE(err.find(dotted + ": "), std::string::npos) << err;
+        break;
+    }
+  }
+  EXPECT_GT(counts[0], 40u);
+  EXPECT_GT(counts[1], 100u);
+  EXPECT_GE(counts[2], 10u);
+  // the ones issue 13 found parsed and unused
+  for (const char* k : {"training_args.dataloader_num_workers", "data_config.num_proc"})
+    EXPECT_TRUE(seen.count(k)) << k;
+}
+
+// The past bug was a key read into a TrainingArgs field that nothing ever read back. A textual
+// guard: every acted key's field (or JSON key) is named outside the config reader, in the
+// sources that build ftrun.
+TEST(AcceptedKeys, ActedKeysAreReadOutsideTheReader) {
+  // Keys acted on by decision whose use is still being built (none now: gradient_checkpointing
+  // and bf16, the two wired for issue 13, are read by the Stepper).
+  const std::set<std::string> being_wired = {};
+  // Acted on by the reader itself: data_dir is joined to the relative data_config paths.
+  const std::set<std::string> acted_in_reader = {"data_dir"};
+  std::string sources;
+  for (const char* dir : {"runtime", "launcher", "peft", "sharding", "data", "models", "comm", "io"}) {
+    for (const auto& e : fs::recursive_directory_iterator(repo(dir))) {
+      const auto name = e.path().filename().string();
+      const auto ext = e.path().extension().string();
+      if (!e.is_regular_file() || (ext != ".cpp" && ext != ".h")) continue;
+      if (e.path().parent_path().filename() == "runtime" && (name == "config.cpp" || name == "config.h"))
+        continue;
+      std::ifstream in(e.path());
+      std::stringstream text;
+      text << in.rdbuf();
+      sources += text.str();
+    }
+  }
+  ASSERT_GT(sources.size(), 100000u);
+  auto named = [&](const std::string& field) {
+    if (sources.find("\"" + field + "\"") != std::string::npos) return true;  // a JSON key
+    for (size_t at = sources.find(field); at != std::string::npos; at = sources.find(field, at + 1)) {
+      const char before = at > 0 ? sources[at - 1] : ' ';
+      const size_t end = at + field.size();
+      const char after = end < sources.size() ? sources[end] : ' ';
+      if ((before == '.' || before == '>') && !std::isalnum(static_cast<unsigned char>(after)) &&
+          after != '_')
+        return true;  // a member access: cfg.field, args_->field
+    }
+    return false;
+  };
+  for (const auto& k : accepted_keys()) {
+    if (k.cls != KeyClass::kActed) continue;
+    const std::string field = k.key == "evaluation_strategy" ? "eval_strategy" : k.key;
+    if (being_wired.count(field) || acted_in_reader.count(field)) continue;
+    EXPECT_TRUE(named(field)) << (k.section.empty() ? "" : k.section + ".") << k.key
+                              << " is classified as acted on, but nothing outside runtime/config.* reads "
+                              << field;
+  }
+}
+
+TEST_F(ConfigTest, IssueThirteenKeys) {
+  auto with_args = [&](const std::string& lines) {
+    return load_config(write(std::string(kBase) + "training_args:\n" + lines));
+  };
+  auto args_error = [&](const std::string& lines) {
+    return error_of(std::string(kBase) + "training_args:\n" + lines);
+  };
+  // fp16 is refused, never run as fp32
+  const std::string fp16 = args_error("  fp16: true\n");
+  EXPECT_NE(fp16.find(file() + ":7: training_args.fp16: fp16 mixed precision is not implemented "
+                               "(no dynamic loss scaling); use bf16: true"),
+            std::string::npos)
+      << fp16;
+  EXPECT_TRUE(with_args("  fp16: false\n").warnings.empty());
+  // workers and processes that have nothing to do say so, at non-default values only
+  EXPECT_TRUE(with_args("  dataloader_num_workers: 0\n").warnings.empty());
+  const Config workers = with_args("  dataloader_num_workers: 16\n");
+  ASSERT_EQ(workers.warnings.size(), 1u);
+  EXPECT_NE(workers.warnings[0].find(":7: training_args.dataloader_num_workers: accepted but ignored: "
+                                     "ftrun tokenizes the data up front into its token cache"),
+            std::string::npos)
+      << workers.warnings[0];
+  auto procs = [&](const std::string& n) {
+    return load_config(write("data_config:\n  train_file: train.jsonl\n  num_proc: " + n +
+                             "\nmax_input_length: 64\nmax_output_length: 32\n"));
+  };
+  EXPECT_TRUE(procs("1").warnings.empty());
+  EXPECT_TRUE(has_warning(procs("8"), ":3: data_config.num_proc: accepted but ignored"));
+  // generation_config: max_new_tokens acts; HF defaults pass; other values warn; typos fail
+  EXPECT_TRUE(with_args("  generation_config: {max_new_tokens: 8, do_sample: false, num_beams: 1, "
+                        "temperature: 1}\n")
+                  .warnings.empty());
+  EXPECT_TRUE(has_warning(with_args("  generation_config: {do_sample: true, top_p: 0.8}\n"),
+                          "training_args.generation_config.do_sample: accepted but ignored: evaluation "
+                          "decodes greedily"));
+  EXPECT_TRUE(has_warning(with_args("  generation_config: {do_sample: true, top_p: 0.8}\n"),
+                          "training_args.generation_config.top_p"));
+  EXPECT_NE(args_error("  generation_config: {max_new_token: 8}\n")
+                .find("training_args.generation_config.max_new_token: unknown key (did you mean "
+                      "'max_new_tokens'?)"),
+            std::string::npos);
+  // log_level acts (runtime/log.h); every HF name is read
+  EXPECT_EQ(with_args("  log_level: error\n").training_args.log_level, "error");
+  // peft_config: PEFT's metadata warns when set; task_type other than CAUSAL_LM is refused
+  auto peft = [&](const std::string& lines) {
+    return std::string(kBase) + "peft_config:\n  peft_type: LORA\n" + lines;
+  };
+  EXPECT_TRUE(load_config(write(peft("  inference_mode: false\n  base_model_name_or_path: null\n")))
+                  .warnings.empty());
+  EXPECT_TRUE(has_warning(load_config(write(peft("  inference_mode: true\n"))),
+                          ":8: peft_config.inference_mode: accepted but ignored"));
+  EXPECT_TRUE(has_warning(load_config(write(peft("  base_model_name_or_path: THUDM/glm-4-9b-chat\n"))),
+                          "peft_config.base_model_name_or_path: accepted but ignored (the base model is "
+                          "model_dir)"));
+  EXPECT_NE(error_of(peft("  task_type: SEQ_2_SEQ_LM\n")).find(":8: peft_config.task_type: only CAUSAL_LM"),
+            std::string::npos);
+}
+
+TEST(LogLevel, HfNamesSetFtrunsInfoLines) {
+  using namespace ftrun::runtime;
+  for (const char* l : {"passive", "info", "debug"}) {
+    set_log_level(l);
+    EXPECT_TRUE(info_enabled()) << l;
+  }
+  EXPECT_TRUE(debug_enabled());
+  for (const char* l : {"warning", "error", "critical"}) {
+    set_log_level(l);
+    EXPECT_FALSE(info_enabled()) << l;
+    EXPECT_FALSE(debug_enabled()) << l;
+  }
+  set_log_level("passive");
+  EXPECT_FALSE(debug_enabled());
 }
 
 // ---- closest_key ---------------------------------------------------------------------------

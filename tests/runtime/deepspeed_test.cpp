@@ -80,3 +80,21 @@ TEST(DeepSpeed, ZeroStageOverrideWins) {
   cfg.training_args.deepspeed = "";
   EXPECT_EQ(zero_stage_of(cfg, 2), 0);
 }
+
+TEST(DeepSpeed, Bf16EnabledFollowsTrainingArgsAndFp16IsRefused) {
+  TrainingArgs args;
+  // "auto" follows training_args.bf16 (the demo's files); a concrete value must agree with it.
+  auto demo = read_deepspeed(FTRUN_SOURCE_DIR "/configs/ds_zero_3.json", args, 2);
+  for (const auto& w : demo.warnings) EXPECT_EQ(w.find("bf16"), std::string::npos) << w;
+  auto on = write("bf16on.json", R"({"bf16": {"enabled": true}})");
+  auto msg = error_of(on, args);
+  EXPECT_NE(msg.find("bf16.enabled: true contradicts training_args.bf16 = false"), std::string::npos) << msg;
+  args.bf16 = true;
+  EXPECT_EQ(error_of(on, args), "");
+  EXPECT_EQ(error_of(FTRUN_SOURCE_DIR "/configs/ds_zero_2.json", args), "");
+  // fp16: refused, never run as fp32 with a warning.
+  args.bf16 = false;
+  args.fp16 = true;
+  msg = error_of(FTRUN_SOURCE_DIR "/configs/ds_zero_2.json", args);
+  EXPECT_NE(msg.find("fp16 with dynamic loss scaling is not implemented"), std::string::npos) << msg;
+}

@@ -1,0 +1,73 @@
+// The precision plan and the autocast region (see precision.h).
+#include "runtime/precision.h"
+
+#include <ATen/autocast_mode.h>
+
+#include <stdexcept>
+
+#include "models/model.h"
+#include "peft/strategy.h"
+
+namespace ftrun::runtime {
+
+std::string dtype_name(at::ScalarType dtype) { return models::hf_dtype_name(dtype); }
+
+std::string Precision::describe() const {
+  return "weights " + dtype_name(weights) + (autocast_bf16 ? ", bf16 autocast" : "");
+}
+
+namespace {
+
+at::ScalarType parse_dtype(const std::string& name, const std::string& where) {
+  if (name == "bfloat16") return at::kBFloat16;
+  if (name == "float16") return at::kHalf;
+  if (name == "float32" || name.empty()) return at::kFloat;
+  throw std::runtime_error(where + ": unknown torch_dtype '" + name + "' (expected bfloat16, float16 or float32)");
+}
+
+}  // namespace
+
+Precision resolve_precision(const Config& cfg, const models::ModelConfig& mc, const peft::Strategy& strategy) {
+  Precision p;
+  p.autocast_bf16 = cfg.training_args.bf16;
+  const bool is_auto = cfg.torch_dtype.empty() || cfg.torch_dtype == "auto";
+  if (is_auto) {
+    p.weights = parse_dtype(mc.torch_dtype, mc.path);
+    if (p.weights == at::kHalf) {
+      p.weights = at::kBFloat16;
+      p.notes.push_back("torch_dtype auto: " + mc.path + " says float16; holding the weights in bfloat16 "
+                        "(ftrun has no fp16 loss scaling; bf16 has fp32's range at a coarser mantissa); set "
+                        "torch_dtype: float32 to train in full precision");
+    }
+  } else {
+    p.weights = parse_dtype(cfg.torch_dtype, cfg.path + ": torch_dtype");
+    if (p.weights == at::kHalf)
+      throw std::runtime_error(cfg.path + ": torch_dtype: float16 is not supported (ftrun has no fp16 loss "
+                                          "scaling); use bfloat16, which has fp32's range, or float32");
+  }
+  if (strategy.trains_all_weights() && p.weights != at::kFloat) {
+    p.notes.push_back("full fine-tuning keeps fp32 weights (they are the optimizer's masters; torch_dtype " +
+                      dtype_name(p.weights) + " applies to frozen weights only)" +
+                      (p.autocast_bf16 ? "; bf16: true computes under bf16 autocast" : "; set bf16: true for bf16 compute"));
+    p.weights = at::kFloat;
+  }
+  return p;
+}
+
+AutocastGuard::AutocastGuard(bool enabled) : enabled_(enabled) {
+  if (!enabled_) return;
+  prev_enabled_ = at::autocast::is_cpu_enabled();
+  prev_dtype_ = at::autocast::get_autocast_cpu_dtype();
+  at::autocast::set_cpu_enabled(true);
+  at::autocast::set_autocast_cpu_dtype(at::kBFloat16);
+  at::autocast::increment_nesting();
+}
+
+AutocastGuard::~AutocastGuard() {
+  if (!enabled_) return;
+  if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
+  at::autocast::set_cpu_enabled(prev_enabled_);
+  at::autocast::set_autocast_cpu_dtype(prev_dtype_);
+}
+
+}  // namespace ftrun::runtime

@@ -1,0 +1,60 @@
+// runtime/precision.h: the precision plan of a run (issue 13), decided once from the config,
+// the checkpoint's config.json and the strategy:
+//   - the dtype the base model is held and computed in (`torch_dtype`, HF's from_pretrained
+//     argument; `auto` = config.json's torch_dtype, as transformers v5 and the GLM-4 demo's
+//     explicit bfloat16 give);
+//   - whether forwards run under bf16 autocast (`training_args.bf16`, HF Trainer's meaning).
+// Trainable tensors always keep fp32 (LoRA adapters and prefix encoders are made fp32 after
+// the base is cast; AdamW moments are fp32). Full fine-tuning keeps its weights in fp32 (the
+// masters are the weights; bf16: true adds autocast) until the ZeRO engine holds bf16 working
+// copies beside fp32 masters (DeepSpeed's bf16 mode): then a bf16 torch_dtype becomes that.
+#pragma once
+#include <c10/core/ScalarType.h>
+
+#include <string>
+#include <vector>
+
+#include "models/config.h"
+#include "runtime/config.h"
+
+namespace ftrun::peft {
+class Strategy;
+}
+
+namespace ftrun::runtime {
+
+struct Precision {
+  at::ScalarType weights = at::kFloat;  // the base model's dtype in memory and compute
+  bool autocast_bf16 = false;           // forwards under CPU bf16 autocast
+  std::vector<std::string> notes;       // decisions worth telling the user (rank 0 prints)
+  std::string describe() const;         // "weights bfloat16, autocast bf16"
+};
+
+// `torch_dtype` ("auto", "bfloat16", "float16", "float32"; "" = auto) against config.json's.
+// float16 is refused (no fp16 loss scaling; CPU has no fast fp16 matmul); an `auto` that
+// resolves to float16 holds bfloat16 instead, with a note. A full fine-tune (trains the
+// model's own weights) holds float32 whatever torch_dtype says, with a note when it differs.
+Precision resolve_precision(const Config& cfg, const models::ModelConfig& model_config,
+                            const peft::Strategy& strategy);
+
+// HF's name of a dtype ("bfloat16", "float32", ...), as config.json's torch_dtype writes it.
+std::string dtype_name(at::ScalarType dtype);
+
+// A CPU bf16 autocast region, as `with torch.autocast("cpu", torch.bfloat16)` opens one:
+// enabled for the guard's life, nesting counted, the cast cache cleared when the outermost
+// region closes (so casts of weights are not reused after an optimizer step). A disabled
+// guard changes nothing.
+class AutocastGuard {
+ public:
+  explicit AutocastGuard(bool enabled);
+  ~AutocastGuard();
+  AutocastGuard(const AutocastGuard&) = delete;
+  AutocastGuard& operator=(const AutocastGuard&) = delete;
+
+ private:
+  bool enabled_;
+  bool prev_enabled_ = false;
+  at::ScalarType prev_dtype_ = at::kBFloat16;
+};
+
+}  // namespace ftrun::runtime
