@@ -23,6 +23,7 @@
 #include "bench/bench_args.h"
 #include "peft/strategy.h"
 #include "runtime/trainer.h"
+#include "testing/alloc_counter.h"
 #include "testing/launch.h"
 #include "testing/tiny.h"
 
@@ -32,42 +33,7 @@ namespace {
 
 using bench::split_list;
 
-// Counts the bytes of live CPU tensors and their peak. Installed before anything is
-// allocated; every allocation still comes from libtorch's own allocator.
-class CountingAllocator final : public c10::Allocator {
- public:
-  explicit CountingAllocator(c10::Allocator* base) : base_(base) {}
-  c10::DataPtr allocate(size_t n) const override {
-    c10::DataPtr inner = base_->allocate(n);
-    void* data = inner.get();
-    auto device = inner.device();
-    int64_t now = live_ += int64_t(n);
-    int64_t seen = peak_.load();
-    while (now > seen && !peak_.compare_exchange_weak(seen, now)) {
-    }
-    return {data, new Context{std::move(inner), n}, &release, device};
-  }
-  // No raw allocations: the context carries the wrapped allocation.
-  c10::DeleterFnPtr raw_deleter() const override { return nullptr; }
-
-  static int64_t live() { return live_.load(); }
-  static int64_t peak() { return peak_.load(); }
-  static void reset_peak() { peak_.store(live_.load()); }
-
- private:
-  struct Context {
-    c10::DataPtr inner;
-    size_t n;
-  };
-  static void release(void* ctx) {
-    auto* c = static_cast<Context*>(ctx);
-    live_ -= int64_t(c->n);
-    delete c;  // frees the wrapped allocation
-  }
-  c10::Allocator* base_;
-  static std::atomic<int64_t> live_, peak_;
-};
-std::atomic<int64_t> CountingAllocator::live_{0}, CountingAllocator::peak_{0};
+using CountingAllocator = ftrun::testing::AllocationCounter;
 
 models::TinySpec spec_60m() {
   auto s = ftrun::testing::tiny_spec(32000, {512, 1408, 8, 4});

@@ -20,6 +20,7 @@
 #include "models/chunked_loss.h"
 #include "models/model.h"
 #include "peft/strategy.h"
+#include "testing/alloc_counter.h"
 #include "testing/tiny.h"
 
 using namespace ftrun;
@@ -115,63 +116,7 @@ TEST(ChunkedLoss, DefaultChunkKeepsOneChunkOfLogitsNear256MiB) {
   EXPECT_EQ(models::default_loss_chunk_tokens(10'000'000), 16);
 }
 
-namespace {
-
-// Counts the bytes held through libtorch's CPU allocator (every CPU tensor's storage) and
-// their peak, by wrapping the allocator in place while installed.
-class CountingAllocator final : public c10::Allocator {
- public:
-  explicit CountingAllocator(c10::Allocator* inner) : inner_(inner) {}
-  c10::DataPtr allocate(size_t n) const override {
-    auto* rec = new Record{inner_->allocate(n), n};
-    int64_t now = (current() += int64_t(n));
-    int64_t seen = peak().load();
-    while (now > seen && !peak().compare_exchange_weak(seen, now)) {
-    }
-    void* data = rec->ptr.get();
-    return {data, rec, &release, rec->ptr.device()};
-  }
-  c10::DeleterFnPtr raw_deleter() const override { return nullptr; }
-  static std::atomic<int64_t>& current() {
-    static std::atomic<int64_t> v{0};
-    return v;
-  }
-  static std::atomic<int64_t>& peak() {
-    static std::atomic<int64_t> v{0};
-    return v;
-  }
-
- private:
-  struct Record {
-    c10::DataPtr ptr;
-    size_t bytes;
-  };
-  static void release(void* ctx) {
-    auto* rec = static_cast<Record*>(ctx);
-    current() -= int64_t(rec->bytes);
-    delete rec;
-  }
-  c10::Allocator* inner_;
-};
-
-// Peak bytes allocated while fn runs, above what was held when it started.
-int64_t peak_extra_bytes(const std::function<void()>& fn) {
-  c10::Allocator* original = c10::GetCPUAllocator();
-  CountingAllocator counting(original);
-  c10::SetCPUAllocator(&counting);
-  CountingAllocator::current() = 0;
-  CountingAllocator::peak() = 0;
-  try {
-    fn();
-  } catch (...) {
-    c10::SetCPUAllocator(original);
-    throw;
-  }
-  c10::SetCPUAllocator(original);
-  return CountingAllocator::peak().load();
-}
-
-}  // namespace
+using ftrun::testing::peak_extra_bytes;
 
 TEST(ChunkedLoss, PeakMemoryStaysFarUnderTheFullLogits) {
   const int64_t N = 4096, V = 50000, H = 32, chunk = 256;

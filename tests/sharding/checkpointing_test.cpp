@@ -17,6 +17,7 @@
 #include "comm/rendezvous.h"
 #include "peft/strategy.h"
 #include "runtime/trainer.h"
+#include "testing/batches.h"
 #include "testing/ranks.h"
 #include "testing/tiny.h"
 
@@ -46,14 +47,7 @@ data::Batch micro_batch(int i, int64_t rows = 2) {
   return b;
 }
 
-data::Batch rows_of(const data::Batch& g, int64_t from, int64_t n) {
-  data::Batch b;
-  b.input_ids = g.input_ids.narrow(0, from, n);
-  b.attention_mask = g.attention_mask.narrow(0, from, n);
-  b.labels = g.labels.narrow(0, from, n);
-  b.num_label_tokens = (b.labels.narrow(1, 1, b.labels.size(1) - 1) != -100).sum().item<int64_t>();
-  return b;
-}
+data::Batch rows_of(const data::Batch& g, int64_t from, int64_t n) { return ftrun::testing::slice_rows(g, from, n); }
 
 const nlohmann::json kLora = {{"peft_type", "LORA"}, {"r", 2}, {"lora_alpha", 4}, {"lora_dropout", 0.2},
                                {"target_modules", {"q_proj", "v_proj", "down_proj", "query_key_value", "dense_4h_to_h"}}};

@@ -15,6 +15,7 @@
 #include "comm/rendezvous.h"
 #include "peft/strategy.h"
 #include "runtime/trainer.h"
+#include "testing/batches.h"
 #include "testing/ranks.h"
 #include "testing/tiny.h"
 
@@ -41,14 +42,7 @@ data::Batch global_batch(int k) {
   return b;
 }
 
-data::Batch slice(const data::Batch& g, int64_t from, int64_t n) {
-  data::Batch b;
-  b.input_ids = g.input_ids.narrow(0, from, n);
-  b.attention_mask = g.attention_mask.narrow(0, from, n);
-  b.labels = g.labels.narrow(0, from, n);
-  b.num_label_tokens = (b.labels.narrow(1, 1, b.labels.size(1) - 1) != -100).sum().item<int64_t>();
-  return b;
-}
+data::Batch slice(const data::Batch& g, int64_t from, int64_t n) { return ftrun::testing::slice_rows(g, from, n); }
 
 struct Result {
   std::vector<double> losses, norms;
