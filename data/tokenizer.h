@@ -1,3 +1,7 @@
+// data/: owns text-to-tokens: tokenizers, chat templates (templates/), dataset readers, the
+// token cache, the collator and prompt fitting. It knows models only through the family
+// registry's default template.
+//
 // Tokenizer interface, load_tokenizer() and the sentencepiece trainer. Implementations:
 // sentencepiece in sp_tokenizer.cpp, byte-level BPE in bpe_tokenizer.h; tokenizer_config.json's
 // added tokens are read for both by added_tokens.h.

@@ -1,3 +1,7 @@
+// launcher/: owns the ftrun executable: command-line parsing (main.cpp, infer_commands.cpp),
+// the environment defaults, and the spawn-mode agent with its ZeroMQ control plane. Nothing
+// below it includes launcher/.
+//
 // Subcommands beside training that live outside main.cpp (each takes the arguments after
 // its name and returns the process exit code; boost::program_options errors propagate).
 #pragma once

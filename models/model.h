@@ -1,3 +1,7 @@
+// models/: owns everything about a checkpoint's model: config.json (config.h), the model-family
+// registry (family.h, one entry per family in families/), the model classes (llama, chatglm),
+// the LoRA-able Linear, safetensors I/O, the chunked LM-head loss and tiny-model making.
+//
 // The causal-LM interface the rest of ftrun sees, and loading/saving in HF's on-disk form.
 //
 // Parameter names (named_parameters()) are exactly the HF checkpoint names

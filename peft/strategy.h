@@ -1,3 +1,6 @@
+// peft/: owns what trains and how it is saved: the Strategy interface below, its plug-ins
+// (lora, ptuning, full), the PEFT adapter directory (adapter.h) and merge.
+//
 // The Strategy interface: what trains, which modules are added, how the result is saved and
 // loaded. Plug-ins (lora; later ptuning_v2, full) register a factory under their PEFT
 // `peft_type`; the trainer knows only this interface.

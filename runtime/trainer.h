@@ -1,3 +1,7 @@
+// runtime/: owns a run: config (config.h, deepspeed.h), run setup (run_setup.h), precision
+// (precision.h), the training loop (this file), checkpoints (checkpoint.h), evaluation and
+// generation (evaluate.h, eval_run.h, generate.h), metrics and schedules.
+//
 // The training loop. One optimizer step = gradient accumulation over micro-batches, with the
 // loss averaged over all label tokens of the accumulated batch (transformers >= 4.46
 // `num_items_in_batch`), global-norm clipping, the HF LR schedule and AdamW.

@@ -1,3 +1,7 @@
+// sharding/: owns how trainable and frozen tensors are partitioned across ranks (this ZeRO
+// engine, with activation checkpointing) and the sharded AdamW (optimizer.h). Collectives
+// come from comm/.
+//
 // The ZeRO engine (stages 0-3) over a model's units. One code path for every world size,
 // a world of one included.
 //
