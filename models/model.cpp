@@ -162,13 +162,15 @@ void save_pretrained(CausalLM& model, const std::string& dir, uint64_t max_shard
   for (const auto& name : model.base_parameter_names())
     tensors.emplace_back(name, params[name].detach());
   st::save_model(dir, tensors, max_shard_bytes);
+  io::write_json_atomic(fs::path(dir) / "config.json",
+                        config_for_save(model, tensors.empty() ? at::kFloat : tensors.front().second.scalar_type()));
+}
+
+nlohmann::json config_for_save(const CausalLM& model, at::ScalarType written) {
   // As HF's save_pretrained: config.json's torch_dtype says what the weights were written in.
   auto raw = model.config().raw;
-  if (!tensors.empty()) {
-    const auto dtype = tensors.front().second.scalar_type();
-    if (raw.contains("torch_dtype") || dtype != at::kFloat) raw["torch_dtype"] = hf_dtype_name(dtype);
-  }
-  io::write_json_atomic(fs::path(dir) / "config.json", raw);
+  if (raw.contains("torch_dtype") || written != at::kFloat) raw["torch_dtype"] = hf_dtype_name(written);
+  return raw;
 }
 
 at::Tensor causal_lm_loss_sum(const at::Tensor& logits, const at::Tensor& labels, int64_t* count) {

@@ -130,6 +130,10 @@ void load_weights(CausalLM& model, const std::string& dir);
 // HF's name of a dtype ("bfloat16", "float32", ...), as config.json's torch_dtype writes it.
 std::string hf_dtype_name(at::ScalarType dtype);
 
+// The model's config.json as a save writes it: torch_dtype set to `written`, the dtype of
+// the saved weights (HF's save_pretrained), unless the file had none and it is float32.
+nlohmann::json config_for_save(const CausalLM& model, at::ScalarType written);
+
 // Writes config.json + model.safetensors (sharded with an index past max_shard_bytes);
 // config.json's torch_dtype names the dtype the weights were written in (as HF does).
 void save_pretrained(CausalLM& model, const std::string& dir,

@@ -164,10 +164,8 @@ void save_model_streaming(sharding::ZeroEngine& engine, models::CausalLM& model,
     for (const auto& n : files[i]) weight_map[n] = name;
   }
   io::write_json_atomic(dir / "model.safetensors.index.json", {{"metadata", {{"total_size", total}}}, {"weight_map", weight_map}});
-  auto raw = model.config().raw;  // torch_dtype: what the shards hold, as save_pretrained writes it
   const auto dtype = model.parameters().empty() ? at::kFloat : model.parameters().front().scalar_type();
-  if (raw.contains("torch_dtype") || dtype != at::kFloat) raw["torch_dtype"] = models::hf_dtype_name(dtype);
-  io::write_json_atomic(dir / "config.json", raw);
+  io::write_json_atomic(dir / "config.json", models::config_for_save(model, dtype));
 }
 
 

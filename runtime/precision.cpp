@@ -10,10 +10,8 @@
 
 namespace ftrun::runtime {
 
-std::string dtype_name(at::ScalarType dtype) { return models::hf_dtype_name(dtype); }
-
 std::string Precision::describe() const {
-  return "weights " + dtype_name(weights) + (autocast_bf16 ? ", bf16 autocast" : "");
+  return "weights " + models::hf_dtype_name(weights) + (autocast_bf16 ? ", bf16 autocast" : "");
 }
 
 namespace {
@@ -47,7 +45,7 @@ Precision resolve_precision(const Config& cfg, const models::ModelConfig& mc, co
   }
   if (strategy.trains_all_weights() && p.weights != at::kFloat) {
     p.notes.push_back("full fine-tuning keeps fp32 weights (they are the optimizer's masters; torch_dtype " +
-                      dtype_name(p.weights) + " applies to frozen weights only)" +
+                      models::hf_dtype_name(p.weights) + " applies to frozen weights only)" +
                       (p.autocast_bf16 ? "; bf16: true computes under bf16 autocast" : "; set bf16: true for bf16 compute"));
     p.weights = at::kFloat;
   }

@@ -37,9 +37,6 @@ struct Precision {
 Precision resolve_precision(const Config& cfg, const models::ModelConfig& model_config,
                             const peft::Strategy& strategy);
 
-// HF's name of a dtype ("bfloat16", "float32", ...), as config.json's torch_dtype writes it.
-std::string dtype_name(at::ScalarType dtype);
-
 // A CPU bf16 autocast region, as `with torch.autocast("cpu", torch.bfloat16)` opens one:
 // enabled for the guard's life, nesting counted, the cast cache cleared when the outermost
 // region closes (so casts of weights are not reused after an optimizer step). A disabled
