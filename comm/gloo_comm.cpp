@@ -4,6 +4,11 @@
 // same as a ring reduce-scatter) plus a local sum, and all-gather uses the list form with the
 // output split into per-rank views. Gloo's own timeout bounds every send and receive, so a rank
 // that died or never arrives turns into an error here rather than a hang.
+// libtorch 1.13's gloo knows no bfloat16 ("Invalid scalar type"). bf16 tensors are moved
+// (gather, alltoall, broadcast) as float16 views of the same bytes, which gloo copies without
+// arithmetic; their sums are formed here, in fp32 from the gathered bf16 values and rounded
+// once, and a bf16 all-reduce is that reduce-scatter followed by an all-gather (the same
+// 2(n-1)/n volume as a ring all-reduce).
 #define USE_C10D_GLOO 1
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
@@ -22,6 +27,10 @@
 
 namespace ftrun::comm::detail {
 namespace {
+
+bool is_bf16(const at::Tensor& t) { return t.scalar_type() == at::kBFloat16; }
+// What gloo is handed for a tensor it only moves: bf16 as a float16 view of the same bytes.
+at::Tensor movable(const at::Tensor& t) { return is_bf16(t) ? t.view(at::kHalf) : t; }
 
 std::string endpoint_desc(const std::string& addr, int port) { return addr + ":" + std::to_string(port); }
 
@@ -153,7 +162,16 @@ class GlooComm : public Comm {
 
   void all_reduce_sum(at::Tensor& t) override {
     check_dense("gloo", "all_reduce", t);
-    if (t.numel() > 0) {
+    if (t.numel() > 0 && is_bf16(t)) {
+      // Padded to n equal shards: reduce-scatter, then all-gather the summed shards.
+      const int64_t m = t.numel(), padded = (m + n_ - 1) / n_ * n_;
+      auto full = at::zeros({padded}, t.options());
+      full.narrow(0, 0, m).copy_(t.view({-1}));
+      auto shard = at::empty({padded / n_}, t.options());
+      reduce_scatter_into(full, shard);
+      gather_into(shard, full);
+      t.view({-1}).copy_(full.narrow(0, 0, m));
+    } else if (t.numel() > 0) {
       std::vector<at::Tensor> v{t};
       run("all_reduce", t, [&] { return pg_->allreduce(v); });
     }
@@ -162,29 +180,13 @@ class GlooComm : public Comm {
 
   void reduce_scatter_sum(const at::Tensor& input, at::Tensor& output) override {
     check_reduce_scatter("gloo", input, output, n_);
-    if (input.numel() > 0) {
-      // 1-D because alltoall_base splits dimension 0 into n equal parts.
-      at::Tensor in = input.reshape({-1});
-      at::Tensor recv = at::empty_like(in);
-      std::vector<int64_t> equal_split;  // empty = equal parts
-      run("reduce_scatter", input, [&] { return pg_->alltoall_base(recv, in, equal_split, equal_split); });
-      // recv row j = rank j's copy of this rank's shard; the sum goes to a new tensor first, so
-      // an output that aliases the input is safe.
-      output.view({-1}).copy_(recv.view({n_, -1}).sum(0, false, input.scalar_type()));
-    }
+    if (input.numel() > 0) reduce_scatter_into(input, output);
     count("reduce_scatter", share_bytes(nbytes(input), n_));
   }
 
   void all_gather(const at::Tensor& input, at::Tensor& output) override {
     check_all_gather("gloo", input, output, n_);
-    if (input.numel() > 0) {
-      // Gloo gathers into its own flat buffer and then copies into these views, so the input
-      // may itself be this rank's slice of the output (the usual ZeRO layout).
-      std::vector<at::Tensor> in{input.reshape({-1})};
-      std::vector<std::vector<at::Tensor>> out(1);
-      out[0] = output.view({-1}).chunk(n_);
-      run("all_gather", input, [&] { return pg_->allgather(out, in); });
-    }
+    if (input.numel() > 0) gather_into(input, output);
     count("all_gather", share_bytes(nbytes(output), n_));
   }
 
@@ -208,9 +210,9 @@ class GlooComm : public Comm {
     p->comm = this;
     p->desc = input;
     if (input.numel() > 0) {
-      p->in = {input.reshape({-1})};
+      p->in = {movable(input.reshape({-1}))};
       p->out.resize(1);
-      p->out[0] = output.view({-1}).chunk(n_);
+      p->out[0] = movable(output.view({-1})).chunk(n_);
       p->work = pg_->allgather(p->out, p->in);
     }
     return p;
@@ -220,7 +222,7 @@ class GlooComm : public Comm {
     check_dense("gloo", "broadcast", t);
     check_root("gloo", root, n_);
     if (t.numel() > 0) {
-      std::vector<at::Tensor> v{t};
+      std::vector<at::Tensor> v{movable(t)};
       c10d::BroadcastOptions o;
       o.rootRank = root;
       run("broadcast", t, [&] { return pg_->broadcast(v, o); });
@@ -234,6 +236,28 @@ class GlooComm : public Comm {
   }
 
  private:
+  // The collectives without their byte accounting (a bf16 all-reduce is made of both).
+  void reduce_scatter_into(const at::Tensor& input, at::Tensor& output) {
+    // 1-D because alltoall_base splits dimension 0 into n equal parts.
+    at::Tensor in = input.reshape({-1});
+    at::Tensor recv = at::empty_like(in);
+    std::vector<int64_t> equal_split;  // empty = equal parts
+    at::Tensor send_w = movable(in), recv_w = movable(recv);
+    run("reduce_scatter", input, [&] { return pg_->alltoall_base(recv_w, send_w, equal_split, equal_split); });
+    // recv row j = rank j's copy of this rank's shard; the sum goes to a new tensor first, so
+    // an output that aliases the input is safe. bf16 is summed in fp32 and rounded once.
+    const auto acc = is_bf16(input) ? at::kFloat : input.scalar_type();
+    output.view({-1}).copy_(recv.view({n_, -1}).sum(0, false, acc));
+  }
+  void gather_into(const at::Tensor& input, at::Tensor& output) {
+    // Gloo gathers into its own flat buffer and then copies into these views, so the input
+    // may itself be this rank's slice of the output (the usual ZeRO layout).
+    std::vector<at::Tensor> in{movable(input.reshape({-1}))};
+    std::vector<std::vector<at::Tensor>> out(1);
+    out[0] = movable(output.view({-1})).chunk(n_);
+    run("all_gather", input, [&] { return pg_->allgather(out, in); });
+  }
+
   template <class F>
   void run(const char* op, const at::Tensor& t, F&& start) {
     try {

@@ -102,6 +102,7 @@ void save_rank_state(const fs::path& dir, const sharding::ZeroEngine& engine, in
     auto u = std::to_string(s.unit);
     tensors.emplace_back("unit." + u + ".exp_avg", s.exp_avg);
     tensors.emplace_back("unit." + u + ".exp_avg_sq", s.exp_avg_sq);
+    if (s.master.defined()) tensors.emplace_back("unit." + u + ".master", s.master);  // bf16 working weights
     ranges[u] = {s.lo, s.hi};
   }
   st::save((dir / "optimizer" / rank_file(rank)).string(), tensors,
@@ -342,6 +343,12 @@ void load_rank_state(const fs::path& dir, sharding::ZeroEngine& engine, int64_t 
     sources.push_back(s);
   }
   engine.import_optimizer(steps, [&](int64_t unit, const std::string& which, int64_t lo, int64_t hi) {
+    const std::string name = "unit." + std::to_string(unit) + "." + which;
+    // fp32 masters exist only in checkpoints of bf16 full fine-tuning; without them (an
+    // fp32 run's checkpoint) the masters start from the weights as loaded.
+    if (which == "master" &&
+        std::none_of(sources.begin(), sources.end(), [&](const Source& s) { return s.file->contains(name); }))
+      return at::Tensor();
     auto out = torch::empty({hi - lo});
     int64_t covered = 0;
     for (const auto& s : sources) {
@@ -349,7 +356,7 @@ void load_rank_state(const fs::path& dir, sharding::ZeroEngine& engine, int64_t 
       if (it == s.ranges.end()) continue;
       int64_t a = std::max(lo, it->second.first), b = std::min(hi, it->second.second);
       if (a >= b) continue;
-      auto t = s.file->get("unit." + std::to_string(unit) + "." + which);
+      auto t = s.file->get(name);
       out.narrow(0, a - lo, b - a).copy_(t.narrow(0, a - it->second.first, b - a));
       covered += b - a;
     }

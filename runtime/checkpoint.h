@@ -6,6 +6,8 @@
 //     config.json + model*.safetensors (+ index)        full fine-tuning: HF format
 //     optimizer/rank-R.safetensors                      this rank's AdamW moments: tensors
 //                                                       "unit.U.exp_avg" / "unit.U.exp_avg_sq"
+//                                                       (+ "unit.U.master", fp32 masters, when
+//                                                       the trained weights are bf16)
 //                                                       holding flat range [lo, hi) of unit U,
 //                                                       the ranges in the file's __metadata__
 //     optimizer/layout.json                             each unit's parameters: name, offset, numel

@@ -43,12 +43,10 @@ Precision resolve_precision(const Config& cfg, const models::ModelConfig& mc, co
       throw std::runtime_error(cfg.path + ": torch_dtype: float16 is not supported (ftrun has no fp16 loss "
                                           "scaling); use bfloat16, which has fp32's range, or float32");
   }
-  if (strategy.trains_all_weights() && p.weights != at::kFloat) {
-    p.notes.push_back("full fine-tuning keeps fp32 weights (they are the optimizer's masters; torch_dtype " +
-                      models::hf_dtype_name(p.weights) + " applies to frozen weights only)" +
-                      (p.autocast_bf16 ? "; bf16: true computes under bf16 autocast" : "; set bf16: true for bf16 compute"));
-    p.weights = at::kFloat;
-  }
+  if (strategy.trains_all_weights() && p.weights == at::kBFloat16)
+    p.notes.push_back("full fine-tuning in bfloat16 as DeepSpeed's bf16 mode: bf16 working weights, fp32 master "
+                      "weights and AdamW state sharded by ZeRO, bf16 gradient communication; set "
+                      "torch_dtype: float32 to train fp32 weights");
   return p;
 }
 

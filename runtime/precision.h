@@ -4,10 +4,10 @@
 //     argument; `auto` = config.json's torch_dtype, as transformers v5 and the GLM-4 demo's
 //     explicit bfloat16 give);
 //   - whether forwards run under bf16 autocast (`training_args.bf16`, HF Trainer's meaning).
-// Trainable tensors always keep fp32 (LoRA adapters and prefix encoders are made fp32 after
-// the base is cast; AdamW moments are fp32). Full fine-tuning keeps its weights in fp32 (the
-// masters are the weights; bf16: true adds autocast) until the ZeRO engine holds bf16 working
-// copies beside fp32 masters (DeepSpeed's bf16 mode): then a bf16 torch_dtype becomes that.
+// Trainable tensors always have fp32 masters: LoRA adapters and prefix encoders are made fp32
+// after the base is cast (they are their own masters); a full fine-tune of a bf16-held model
+// trains bf16 working weights beside fp32 masters held by the ZeRO engine (DeepSpeed's bf16
+// mode, sharding/zero.h). AdamW moments are always fp32.
 #pragma once
 #include <c10/core/ScalarType.h>
 
@@ -32,8 +32,8 @@ struct Precision {
 
 // `torch_dtype` ("auto", "bfloat16", "float16", "float32"; "" = auto) against config.json's.
 // float16 is refused (no fp16 loss scaling; CPU has no fast fp16 matmul); an `auto` that
-// resolves to float16 holds bfloat16 instead, with a note. A full fine-tune (trains the
-// model's own weights) holds float32 whatever torch_dtype says, with a note when it differs.
+// resolves to float16 holds bfloat16 instead, with a note. A full fine-tune in bfloat16 gets
+// a note saying it runs as DeepSpeed's bf16 mode.
 Precision resolve_precision(const Config& cfg, const models::ModelConfig& model_config,
                             const peft::Strategy& strategy);
 

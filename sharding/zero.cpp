@@ -1,6 +1,7 @@
 // The ZeRO engine (see zero.h): flat per-unit buffers, per-stage gradient reduction,
-// sharded AdamW, and recompute through a custom autograd function (stage 3's gather and
-// recompute, and activation checkpointing at every stage, are one code path).
+// sharded AdamW (on fp32 masters when the working weights are bf16), and recompute through
+// a custom autograd function (stage 3's gather and recompute, and activation checkpointing at
+// every stage, are one code path).
 #include "sharding/zero.h"
 
 #include <torch/csrc/autograd/function.h>
@@ -74,8 +75,14 @@ struct ZeroEngine::Impl {
     // sharded and runs at most stage 1 semantics.
     int stage = 0;
     Flat train, frozen;
-    at::Tensor grad_full;   // stages 0/1: [padded]
-    at::Tensor grad_shard;  // stages 1-3: [shard]
+    at::Tensor grad_full;   // stages 0/1: [padded], fp32
+    at::Tensor grad_shard;  // stages 1-3: [shard], fp32
+    // Mixed precision (trainable working weights in bf16): the fp32 master copy of the owned
+    // range [master_lo, master_lo + master.numel()) of the trainable flat, which AdamW
+    // updates; the working copy is re-cast from it after every step. Undefined in fp32.
+    at::Tensor master;
+    int64_t master_lo = 0;
+    bool mixed() const { return master.defined(); }
     int pending = 0;        // stage 2 / keep_params: trainable grads still to arrive this micro-batch
     bool gathered = false;
   };
@@ -329,8 +336,12 @@ ZeroEngine::ZeroEngine(models::CausalLM& model, const std::vector<at::Tensor>& t
 
   std::map<const void*, size_t> train_index;
   for (size_t i = 0; i < trainable.size(); ++i) {
-    if (trainable[i].scalar_type() != at::kFloat)
-      throw std::runtime_error("ZeRO: trainable tensors must be fp32 (they are the master weights)");
+    // fp32 tensors are their own masters; bf16 ones are working copies beside fp32 masters
+    // (DeepSpeed's bf16 mode). fp16 would need loss scaling, which the engine does not do.
+    const auto dt = trainable[i].scalar_type();
+    if (dt != at::kFloat && dt != at::kBFloat16)
+      throw std::runtime_error("ZeRO: trainable tensors must be float32 or bfloat16, got " +
+                               std::string(c10::toString(dt)) + " (float16 needs loss scaling, which ftrun does not do)");
     train_index[trainable[i].unsafeGetTensorImpl()] = i;
   }
   auto prefixes = model.unit_prefixes();
@@ -386,10 +397,17 @@ ZeroEngine::ZeroEngine(models::CausalLM& model, const std::vector<at::Tensor>& t
     if (u.stage >= 1) u.grad_shard = torch::zeros({u.train.shard});
     int64_t lo = u.stage == 0 ? 0 : int64_t(I.rank) * u.train.shard;
     int64_t hi = u.stage == 0 ? u.train.padded : lo + u.train.shard;
+    if (u.train.dtype != at::kFloat) {
+      // The masters start as the working weights' values (exactly representable in fp32).
+      u.master = (u.stage == 3 ? u.train.local : u.train.full.narrow(0, lo, hi - lo)).to(at::kFloat);
+      u.master_lo = lo;
+    }
     for (const auto& s : u.train.slots) {
       int64_t a = std::max(lo, s.offset), b = std::min(hi, s.offset + s.numel);
       if (a >= b) continue;
-      seg_params.push_back(u.stage == 3 ? u.train.local.narrow(0, a - lo, b - a) : u.train.full.narrow(0, a, b - a));
+      seg_params.push_back(u.mixed() ? u.master.narrow(0, a - lo, b - a)
+                           : u.stage == 3 ? u.train.local.narrow(0, a - lo, b - a)
+                                          : u.train.full.narrow(0, a, b - a));
       seg_decay.push_back(s.decay);
       I.opt_grads.push_back(u.stage == 0 ? u.grad_full.narrow(0, a, b - a) : u.grad_shard.narrow(0, a - lo, b - a));
       I.opt_replicated.push_back(u.stage == 0);
@@ -457,6 +475,15 @@ void ZeroEngine::backward(const at::Tensor& loss) {
       u.pending = 0;
       I.reduce_scatter_into_shard(u, I.take_grads(u));
     }
+  // Mixed precision: each micro-batch's bf16 gradients are folded into the fp32 buffers now,
+  // so accumulation over micro-batches happens in fp32 (DeepSpeed's bf16 mode accumulates in
+  // fp32 too). Stage 0 sums locally and all-reduces once per step; stage 1 reduce-scatters
+  // each micro-batch's gradients (in bf16) into its fp32 shard. Stages 2 and 3 already did.
+  for (auto& u : I.units) {
+    if (!u.mixed() || u.stage > 1 || !I.has_pending_grads(u)) continue;
+    if (u.stage == 0) u.grad_full.add_(I.take_grads(u));
+    else I.reduce_scatter_into_shard(u, I.take_grads(u));
+  }
   I.saved_fns.clear();  // the graph that referred to them is gone
 }
 
@@ -466,7 +493,15 @@ double ZeroEngine::reduce_and_clip(double max_norm) {
   {
     for (auto& u : I.units) {
       if (u.train.slots.empty() || u.stage > 1) continue;
-      if (u.stage == 0) {
+      if (u.mixed()) {
+        // Gradients are in the fp32 buffers already (backward); stage 0 sums them over ranks
+        // in the working dtype, as DeepSpeed communicates bf16 gradients.
+        if (u.stage == 0 && I.world > 1) {
+          auto wire = u.grad_full.to(u.train.dtype);
+          comm_->all_reduce_sum(wire);
+          u.grad_full.copy_(wire);
+        }
+      } else if (u.stage == 0) {
         u.grad_full.copy_(I.take_grads(u));
         comm_->all_reduce_sum(u.grad_full);
       } else {
@@ -502,6 +537,12 @@ void ZeroEngine::step(double lr) {
   torch::NoGradGuard ng;
   I.optimizer->step(lr, I.opt_grads);
   ++optimizer_steps_;
+  // Mixed precision: the working copy of the owned range is the updated master, rounded.
+  for (auto& u : I.units) {
+    if (!u.mixed()) continue;
+    auto& working = u.stage == 3 ? u.train.local : u.train.full;
+    working.narrow(0, u.stage == 3 ? 0 : u.master_lo, u.master.numel()).copy_(u.master);
+  }
   {
     for (auto& u : I.units) {
       if (u.train.slots.empty() || (u.stage != 1 && u.stage != 2)) continue;
@@ -524,7 +565,7 @@ void ZeroEngine::with_full_trainable(const std::function<void()>& fn) {
   for (size_t i = 0; i < I.units.size(); ++i) {
     auto& u = I.units[i];
     if (u.train.slots.empty() || u.gathered || u.stage != 3) continue;
-    u.train.full = torch::empty({u.train.padded});
+    u.train.full = torch::empty({u.train.padded}, torch::TensorOptions().dtype(u.train.dtype));
     comm_->all_gather(u.train.local, u.train.full);
     u.train.bind(u.train.full);
     gathered.push_back(i);
@@ -606,6 +647,7 @@ std::vector<ZeroEngine::OwnedState> ZeroEngine::export_optimizer() const {
       st.hi = u.stage == 0 ? u.train.numel : std::min<int64_t>(st.lo + u.train.shard, u.train.numel);
       st.exp_avg = torch::zeros({st.hi - st.lo});
       st.exp_avg_sq = torch::zeros({st.hi - st.lo});
+      if (u.mixed()) st.master = u.master.narrow(0, st.lo - u.master_lo, st.hi - st.lo).clone();
     }
     st.exp_avg.narrow(0, seg.start - st.lo, seg.len).copy_(I.optimizer->exp_avg()[i]);
     st.exp_avg_sq.narrow(0, seg.start - st.lo, seg.len).copy_(I.optimizer->exp_avg_sq()[i]);
@@ -620,7 +662,23 @@ void ZeroEngine::import_optimizer(int64_t steps, const Fetch& fetch) {
   torch::NoGradGuard ng;
   for (size_t i = 0; i < I.segments.size(); ++i) {
     const auto& seg = I.segments[i];
-    auto unit = I.units[seg.unit].index;
+    auto& u = I.units[seg.unit];
+    auto unit = u.index;
+    if (u.mixed()) {
+      // The fp32 masters: without them the resumed run would restart from the rounded bf16
+      // weights and not continue bit for bit. A checkpoint of an fp32 run has none (its
+      // weights were the masters, so the working weights loaded from it are exact).
+      auto t = fetch(unit, "master", seg.start, seg.start + seg.len);
+      if (t.defined() && t.numel() == seg.len) {
+        u.master.narrow(0, seg.start - u.master_lo, seg.len).copy_(t);
+        auto& working = u.stage == 3 ? u.train.local : u.train.full;
+        working.narrow(0, u.stage == 3 ? seg.start - u.master_lo : seg.start, seg.len).copy_(t);
+      } else if (t.defined() && t.numel() != 0) {
+        throw std::runtime_error("ZeRO: saved master of unit " + std::to_string(unit) + " has " +
+                                 std::to_string(t.numel()) + " values for elements [" + std::to_string(seg.start) +
+                                 ", " + std::to_string(seg.start + seg.len) + ")");
+      }
+    }
     for (const char* which : {"exp_avg", "exp_avg_sq"}) {
       auto t = fetch(unit, which, seg.start, seg.start + seg.len);
       if (t.numel() != seg.len)
@@ -641,8 +699,10 @@ MemoryStats ZeroEngine::memory() const {
   for (const auto& u : I.units) {
     m.param_bytes += u.stage == 3 ? bytes_of(u.train.local) + bytes_of(u.frozen.local) : bytes_of(u.train.full);
     m.grad_bytes += bytes_of(u.grad_full) + bytes_of(u.grad_shard);
-    // Stage 1 accumulates full gradients in the parameters' .grad across micro-batches.
-    if (u.stage == 1) m.grad_bytes += uint64_t(u.train.numel) * 4;
+    // Stage 1 accumulates full gradients in the parameters' .grad across micro-batches
+    // (mixed precision: within one micro-batch's backward, in the working dtype).
+    if (u.stage == 1) m.grad_bytes += uint64_t(u.train.numel) * c10::elementSize(u.train.dtype);
+    m.optimizer_bytes += bytes_of(u.master);
   }
   {
     // Frozen weights stay whole on every rank below stage 3 (and in the persistent unit).

@@ -6,7 +6,7 @@
 // a world of one included.
 //
 // Layout (llm.c style: sharding is offset arithmetic). For each unit the trainable
-// parameters are packed, in model order, into one flat fp32 buffer padded to a multiple of
+// parameters are packed, in model order, into one flat buffer padded to a multiple of
 // the world size n; rank r owns elements [r*k, (r+1)*k), k = padded/n. Under stage 3 the
 // frozen parameters of a unit get a flat buffer of their own, sharded the same way.
 // Parameters are rebound (Tensor::set_data) to views of the flat buffers, so modules keep
@@ -26,6 +26,14 @@
 // the final norm + head units are not checkpointed (HF checkpoints each decoder layer's
 // __call__ only). Stage 3 without keep_params recomputes every unit anyway; with keep_params
 // the decoder layers are still recomputed (parameters kept, activations not).
+//
+// Precision. Trainable tensors in fp32 are their own master weights. Trainable tensors in
+// bf16 (full fine-tuning of a bf16 model) follow DeepSpeed's bf16 mode: the flat buffers are
+// bf16 working weights (so stage 3 gathers, and stage 1/2 re-gathers, move 2 bytes per
+// parameter); each rank keeps fp32 masters of the range it owns (the whole flat at stage 0),
+// which AdamW updates with fp32 moments, and re-casts the working copy from them after each
+// step. Gradients travel in bf16 (each micro-batch's, reduce-scattered; stage 0 all-reduces
+// the step's sum once) and accumulate in fp32 buffers. Checkpoints carry the masters.
 //
 // Gradient sums (not means) are reduced: the trainer divides the loss by the label tokens
 // of the whole global batch, so the sum over ranks is the gradient of the global loss.
@@ -101,10 +109,13 @@ class ZeroEngine {
   struct OwnedState {
     int64_t unit = 0, lo = 0, hi = 0;  // this rank's flat range [lo, hi) of that unit
     at::Tensor exp_avg, exp_avg_sq;    // [hi - lo]
+    at::Tensor master;                 // [hi - lo] fp32 masters; undefined unless mixed precision
   };
   std::vector<OwnedState> export_optimizer() const;
   // fetch(unit, which, lo, hi) returns elements [lo, hi) of the saved flat `which`
-  // ("exp_avg" or "exp_avg_sq") of that unit.
+  // ("exp_avg", "exp_avg_sq", or "master" when the working weights are bf16) of that unit.
+  // For "master" an undefined or empty tensor means the checkpoint has none: the masters
+  // then stay the working weights' values.
   using Fetch = std::function<at::Tensor(int64_t unit, const std::string& which, int64_t lo, int64_t hi)>;
   void import_optimizer(int64_t steps, const Fetch& fetch);
 

@@ -127,6 +127,52 @@ void check_collectives(Comm& comm) {
   }
 }
 
+// bfloat16 (the ZeRO engine's working weights and gradients in DeepSpeed's bf16 mode): every
+// collective moves and sums it, with 2 bytes per element on the wire. Values are small
+// integers and exact binary fractions, so bf16 sums are exact and comparable with ==.
+void check_bf16_collectives(Comm& comm) {
+  const int n = comm.world_size(), r = comm.rank();
+  const int tri = n * (n + 1) / 2;
+  const auto before = comm.stats();
+  auto bf = [](const at::Tensor& t) { return t.to(at::kBFloat16); };
+  // all_reduce: 11 elements (not a multiple of n: gloo pads its internal reduce-scatter).
+  auto a = bf(at::arange(1, 12, at::kFloat) * float(r + 1));
+  comm.all_reduce_sum(a);
+  EXPECT_EQ(a.scalar_type(), at::kBFloat16);
+  expect_equal(a, bf(at::arange(1, 12, at::kFloat) * float(tri)), "all_reduce bfloat16");
+  // reduce_scatter: rank q's element j = (q + 1) * j / 4 (exact in bf16)
+  const int64_t k = 3;
+  auto in = bf(at::arange(0, n * k, at::kFloat) * float(r + 1) * 0.25f);
+  auto out = at::empty({k}, at::kBFloat16);
+  comm.reduce_scatter_sum(in, out);
+  expect_equal(out, bf(at::arange(r * k, (r + 1) * k, at::kFloat) * float(tri) * 0.25f), "reduce_scatter bfloat16");
+  // all_gather in place (ZeRO-3's bf16 flat): rank q's slice holds q + 0.5; values like 1e30
+  // whose bits are not valid float16 finite numbers travel unchanged (gloo moves bytes).
+  auto full = at::zeros({n * 2}, at::kBFloat16);
+  full.narrow(0, r * 2, 2).copy_(bf(at::tensor({float(r) + 0.5f, 1e30f})));
+  auto mine = full.narrow(0, r * 2, 2);
+  comm.all_gather(mine, full);
+  for (int q = 0; q < n; ++q)
+    expect_equal(full.narrow(0, q * 2, 2), bf(at::tensor({float(q) + 0.5f, 1e30f})), "all_gather bfloat16");
+  auto async_in = bf(at::full({2}, float(r) + 2.0f));
+  auto async_out = at::empty({n * 2}, at::kBFloat16);
+  comm.all_gather_async(async_in, async_out)->wait();
+  for (int q = 0; q < n; ++q) expect_equal(async_out.narrow(0, q * 2, 2), bf(at::full({2}, float(q) + 2.0f)), "all_gather_async bfloat16");
+  auto b = r == 0 ? bf(at::arange(0, 5, at::kFloat) * 3) : at::zeros({5}, at::kBFloat16);
+  comm.broadcast(b, 0);
+  expect_equal(b, bf(at::arange(0, 5, at::kFloat) * 3), "broadcast bfloat16");
+  // 2 bytes per element in every formula.
+  const auto& st = comm.stats();
+  auto delta = [&](const char* op) {
+    auto get = [&](const ftrun::comm::CommStats& s) { return s.bytes_by_op.count(op) ? s.bytes_by_op.at(op) : uint64_t(0); };
+    return get(st) - get(before);
+  };
+  EXPECT_EQ(delta("all_reduce"), ar_bytes(11 * 2, n));
+  EXPECT_EQ(delta("reduce_scatter"), share(uint64_t(n * k) * 2, n));
+  EXPECT_EQ(delta("all_gather"), 2 * share(uint64_t(n * 2) * 2, n));
+  EXPECT_EQ(delta("broadcast"), r == 0 ? 5u * 2 : 0u);
+}
+
 // Bad arguments are rejected locally, before any rank communicates, naming the operation;
 // every rank makes the same bad call, so nobody is left waiting.
 void check_argument_errors(Comm& comm) {
@@ -251,6 +297,7 @@ TEST(GlooComm, CollectivesTwoRanks) {
     EXPECT_EQ(comm->backend(), "gloo");
     EXPECT_EQ(comm->rank(), info.rank);
     check_collectives(*comm);
+    check_bf16_collectives(*comm);
     check_argument_errors(*comm);
     // The group still works after rejected calls.
     auto t = at::ones({3});
@@ -266,6 +313,7 @@ TEST(GlooComm, CollectivesFourRanks) {
     ASSERT_EQ(info.world_size, 4);
     auto comm = init_comm(info, "gloo", 60s);
     check_collectives(*comm);
+    check_bf16_collectives(*comm);
   }, within(150s));
   EXPECT_TRUE(r.ok()) << r.report();
 }
@@ -339,6 +387,7 @@ TEST(MpiBackend, CollectivesUnderMpirun) {
     auto comm = init_comm(info, "mpi", 60s);
     EXPECT_EQ(comm->backend(), "mpi");
     check_collectives(*comm);
+    check_bf16_collectives(*comm);
     check_argument_errors(*comm);
     auto h = at::ones({4}, at::kHalf);
     try {
@@ -362,6 +411,7 @@ TEST(MpiBackend, CollectivesUnderMpirunFourRanks) {
     ASSERT_EQ(info.world_size, 4);
     auto comm = init_comm(info, "mpi", 60s);
     check_collectives(*comm);
+    check_bf16_collectives(*comm);
   }, within(150s));
   EXPECT_TRUE(r.ok()) << r.report();
   EXPECT_EQ(r.bodies_finished(), 4) << r.report();
@@ -376,6 +426,7 @@ TEST(GlooUnderMpirun, RendezvousOverMpiThenCollectives) {
     auto comm = init_comm(info, "gloo", 60s);
     EXPECT_EQ(comm->backend(), "gloo");
     check_collectives(*comm);
+    check_bf16_collectives(*comm);
   }, within(150s));
   EXPECT_TRUE(r.ok()) << r.report();  // mpirun exits 0: MPI was finalised after rendezvous
   EXPECT_EQ(r.bodies_finished(), 2) << r.report();

@@ -6,7 +6,9 @@
 # B's steps 11-20 must log exactly A's losses, and B's final weights must equal A's bit for
 # bit. The resumed output must load in `ftrun generate`. Bad --resume values must fail clearly.
 # The bf16 cases hold the same in bf16: LoRA on bf16-held weights (torch_dtype: bfloat16),
-# P-Tuning v2 and full SFT under bf16 autocast (training_args.bf16).
+# P-Tuning v2 and full SFT under bf16 autocast (training_args.bf16), and full SFT in
+# DeepSpeed's bf16 mode (torch_dtype: bfloat16: bf16 weights, fp32 masters in the
+# checkpoint's optimizer files), at ZeRO stage 0 and 3; its model is written in bf16.
 set -euo pipefail
 FTRUN=$1
 T=$(mktemp -d /tmp/ftrun_e2e_resume.XXXXXX)
@@ -14,13 +16,15 @@ trap 'rm -rf "$T"' EXIT
 fail() { echo "FAIL: $*" >&2; exit 1; }
 common=(--set training_args.max_steps=20 --set training_args.save_steps=10 --set training_args.logging_steps=1)
 passed=0
-for case in lora ptuning_v2 sft lora:torch_dtype=bfloat16 ptuning_v2:training_args.bf16=true sft:training_args.bf16=true; do
+for case in lora ptuning_v2 sft lora:torch_dtype=bfloat16 ptuning_v2:training_args.bf16=true sft:training_args.bf16=true \
+            sft:torch_dtype=bfloat16 sft:torch_dtype=bfloat16:zero_stage=3; do
   strategy=${case%%:*}
   cfg=configs/tiny/$strategy.yaml
   extra=()
   if [[ "$case" == *:* ]]; then
-    extra=(--set "${case#*:}")
-    strategy="$strategy-bf16"
+    IFS=: read -r -a sets <<< "${case#*:}"
+    for s in "${sets[@]}"; do extra+=(--set "$s"); done
+    strategy="$strategy-bf16-$passed"
   fi
   run() { "$FTRUN" "$cfg" "${common[@]}" "${extra[@]}" "$@"; }
   run --set training_args.output_dir="$T/$strategy-a" > "$T/a.log" 2>&1 \
@@ -35,7 +39,7 @@ for case in lora ptuning_v2 sft lora:torch_dtype=bfloat16 ptuning_v2:training_ar
   run --set training_args.output_dir="$T/$strategy-b" --resume yes > "$T/b2.log" 2>&1 \
     || { cat "$T/b2.log"; fail "$strategy: resume"; }
   grep -q "resumed from .*checkpoint-10" "$T/b2.log" || { cat "$T/b2.log"; fail "$strategy: did not resume from checkpoint-10"; }
-  python3 - "$T/$strategy-a" "$T/$strategy-b" <<'PY' || fail "$strategy: resumed run differs"
+  python3 - "$T/$strategy-a" "$T/$strategy-b" "$case" <<'PY' || fail "$strategy: resumed run differs"
 import json, sys, os
 a_dir, b_dir = sys.argv[1], sys.argv[2]
 def losses(d):
@@ -48,6 +52,18 @@ assert files, os.listdir(a_dir)
 for f in files:
     assert open(os.path.join(a_dir, f), "rb").read() == open(os.path.join(b_dir, f), "rb").read(), f
 print("identical:", files)
+if "torch_dtype=bfloat16" in sys.argv[3] and "sft" in sys.argv[3]:
+    # Written as HF writes a bf16 model: BF16 tensors, config.json torch_dtype bfloat16.
+    for f in files:
+        raw = open(os.path.join(b_dir, f), "rb").read()
+        n = int.from_bytes(raw[:8], "little")
+        dtypes = {v["dtype"] for k, v in json.loads(raw[8:8 + n]).items() if k != "__metadata__"}
+        assert dtypes == {"BF16"}, (f, dtypes)
+    assert json.load(open(os.path.join(b_dir, "config.json")))["torch_dtype"] == "bfloat16"
+    masters = [f for f in os.listdir(os.path.join(b_dir, "checkpoint-10", "optimizer")) if f.endswith(".safetensors")]
+    raw = open(os.path.join(b_dir, "checkpoint-10", "optimizer", masters[0]), "rb").read()
+    header = json.loads(raw[8:8 + int.from_bytes(raw[:8], "little")])
+    assert any(k.endswith(".master") and v["dtype"] == "F32" for k, v in header.items() if k != "__metadata__"), header.keys()
 PY
   "$FTRUN" generate "$T/$strategy-b" --prompt "What is 2 plus 3?" --max-new-tokens 4 > /dev/null \
     || fail "$strategy: generate from the resumed output"

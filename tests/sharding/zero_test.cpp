@@ -43,8 +43,10 @@ const nlohmann::json kLora = {{"peft_type", "LORA"}, {"r", 2}, {"lora_alpha", 4}
                                {"target_modules", {"q_proj", "v_proj", "down_proj", "lm_head"}}};
 const nlohmann::json kPrefix = {{"peft_type", "PREFIX_TUNING"}, {"num_virtual_tokens", 3}};
 
-Run train(int stage, bool keep, const nlohmann::json& peft_config) {
+Run train(int stage, bool keep, const nlohmann::json& peft_config, at::ScalarType dtype = at::kFloat,
+          std::vector<sharding::ZeroEngine::OwnedState>* state = nullptr) {
   auto m = model(7);
+  m->to(dtype);
   auto s = peft::make_strategy(peft_config);
   torch::manual_seed(3);
   s->apply(*m);
@@ -66,6 +68,7 @@ Run train(int stage, bool keep, const nlohmann::json& peft_config) {
     for (const auto& kv : trainable) r.final_weights.push_back(kv.second.detach().clone());
   });
   r.memory = st.engine().memory();
+  if (state) *state = st.engine().export_optimizer();
   // Evaluation (no grad) works under every stage and sees the trained weights.
   torch::NoGradGuard ng;
   auto logits = m->forward(data[0].input_ids, data[0].attention_mask);
@@ -108,6 +111,42 @@ TEST(Zero, EveryStageMatchesStageZeroInAWorldOfOneFullParameters) {
   auto base = train(0, false, nullptr);
   expect_same(base, train(2, false, nullptr), "stage 2");
   expect_same(base, train(3, false, nullptr), "stage 3 recompute");
+}
+
+// DeepSpeed's bf16 mode (bf16 working weights, fp32 masters), with two micro-batches so the
+// fp32 gradient accumulation is exercised: in a world of one every stage is the same math.
+TEST(Zero, EveryStageMatchesStageZeroInAWorldOfOneBf16FullParameters) {
+  std::vector<sharding::ZeroEngine::OwnedState> state;
+  auto base = train(0, false, nullptr, at::kBFloat16, &state);
+  for (const auto& w : base.final_weights) EXPECT_EQ(w.scalar_type(), at::kBFloat16);
+  expect_same(base, train(1, false, nullptr, at::kBFloat16), "bf16 stage 1");
+  expect_same(base, train(2, false, nullptr, at::kBFloat16), "bf16 stage 2");
+  expect_same(base, train(3, false, nullptr, at::kBFloat16), "bf16 stage 3 recompute");
+  expect_same(base, train(3, true, nullptr, at::kBFloat16), "bf16 stage 3 keep params");
+
+  // The masters are fp32 and carry what bf16 cannot hold; the working weights are exactly
+  // the masters rounded to bf16.
+  int64_t numel = 0, finer = 0;
+  for (const auto& w : base.final_weights) numel += w.numel();
+  auto working = torch::cat([&] {
+    std::vector<at::Tensor> flat;
+    for (const auto& w : base.final_weights) flat.push_back(w.reshape({-1}));
+    return flat;
+  }());
+  int64_t at_offset = 0;
+  for (const auto& st : state) {
+    ASSERT_TRUE(st.master.defined());
+    ASSERT_EQ(st.master.scalar_type(), at::kFloat);
+    auto w = working.narrow(0, at_offset, st.hi - st.lo);
+    EXPECT_TRUE(torch::equal(st.master.to(at::kBFloat16), w)) << "unit " << st.unit;
+    finer += (st.master != st.master.to(at::kBFloat16).to(at::kFloat)).sum().item<int64_t>();
+    at_offset += st.hi - st.lo;
+  }
+  EXPECT_EQ(at_offset, numel);
+  EXPECT_GT(finer, numel / 2);  // updates below bf16's resolution accumulate in the masters
+  // Bytes: bf16 weights (2), fp32 grads (4), fp32 moments (8) + masters (4) per parameter.
+  EXPECT_EQ(base.memory.param_bytes, uint64_t(numel) * 2);
+  EXPECT_EQ(base.memory.optimizer_bytes, uint64_t(numel) * 12);
 }
 
 TEST(Zero, MemoryAccountingPerStage) {
