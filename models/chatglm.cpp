@@ -19,8 +19,10 @@
 
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
+#include <vector>
 
 namespace ftrun::models {
 namespace {
@@ -31,7 +33,7 @@ namespace {
 class GlmRMSNormImpl : public torch::nn::Module {
  public:
   GlmRMSNormImpl(int64_t dim, double eps) : eps_(eps) {
-    weight = register_parameter("weight", torch::ones({dim}));
+    weight = register_parameter("weight", param_ones({dim}));
   }
   at::Tensor forward(const at::Tensor& x) {
     auto variance = x.to(at::kFloat).pow(2).mean(-1, /*keepdim=*/true);
@@ -94,10 +96,34 @@ class SelfAttentionImpl : public torch::nn::Module {
       k = k.unsqueeze(2).expand({B, groups_, rep, S, D}).reshape({B, heads_, S, D});
       v = v.unsqueeze(2).expand({B, groups_, rep, S, D}).reshape({B, heads_, S, D});
     }
-    auto scores = torch::matmul(q, k.transpose(2, 3)) * (1.0 / std::sqrt(double(D))) + mask;
+    // Heads are independent: when the fp32 softmax of all heads would be large (a 9B model's
+    // P-Tuning step: 32 heads x 1,025 x 1,537 x 4 bytes = 200 MB), the heads go through in
+    // groups of at most kAttentionChunkBytes, so the transient buffers (the fp32 copy of the
+    // scores; in backward the fp32 gradients, a few at once) exist for one group at a time.
+    // What autograd keeps is the same. Forward values are those of the one-shot computation;
+    // gradients too at these sizes (bit-equal at the 9B shapes, bf16 and fp32; a matmul
+    // kernel may sum in another order for other shapes). Small attention (every test model)
+    // takes the one-shot path.
+    const int64_t per_head = B * T * S * int64_t(sizeof(float));
+    const int64_t step = std::max<int64_t>(1, std::min<int64_t>(heads_, kAttentionChunkBytes / std::max<int64_t>(per_head, 1)));
+    if (step >= heads_) return dense(attend(q, k, v, mask).transpose(1, 2).reshape({B, T, heads_ * D}));
+    std::vector<at::Tensor> parts;
+    for (int64_t h0 = 0; h0 < heads_; h0 += step) {
+      const int64_t n = std::min(step, heads_ - h0);
+      parts.push_back(attend(q.narrow(1, h0, n), k.narrow(1, h0, n), v.narrow(1, h0, n), mask));
+    }
+    return dense(torch::cat(parts, 1).transpose(1, 2).reshape({B, T, heads_ * D}));
+  }
+
+  // Bytes of fp32 attention probabilities computed at once (see forward).
+  static constexpr int64_t kAttentionChunkBytes = int64_t(64) << 20;
+
+  // softmax(q.k / sqrt(D) + mask) . v for q [B, h, T, D], k/v [B, h, S, D], mask [B, 1, T, S]:
+  // the softmax in fp32 (THUDM's attention_softmax_in_fp32), the product in the input dtype.
+  static at::Tensor attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& mask) {
+    auto scores = torch::matmul(q, k.transpose(2, 3)) * (1.0 / std::sqrt(double(q.size(-1)))) + mask;
     auto probs = torch::softmax(scores, -1, at::kFloat).to(q.scalar_type());
-    auto ctx = torch::matmul(probs, v).transpose(1, 2).reshape({B, T, heads_ * D});
-    return dense(ctx);
+    return torch::matmul(probs, v);
   }
 
   Linear query_key_value{nullptr}, dense{nullptr};
@@ -151,7 +177,7 @@ TORCH_MODULE(GLMBlock);
 class EmbeddingImpl : public torch::nn::Module {
  public:
   explicit EmbeddingImpl(const ModelConfig& c) {
-    word_embeddings = register_module("word_embeddings", torch::nn::Embedding(c.vocab_size, c.hidden_size));
+    word_embeddings = register_module("word_embeddings", make_embedding(c.vocab_size, c.hidden_size));
   }
   torch::nn::Embedding word_embeddings{nullptr};
 };

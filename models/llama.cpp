@@ -14,7 +14,7 @@ namespace {
 class RMSNormImpl : public torch::nn::Module {
  public:
   RMSNormImpl(int64_t dim, double eps) : eps_(eps) {
-    weight = register_parameter("weight", torch::ones({dim}));
+    weight = register_parameter("weight", param_ones({dim}));
   }
   at::Tensor forward(const at::Tensor& x) {
     // HF computes the statistic in fp32 whatever the weight dtype, then casts back.
@@ -136,7 +136,7 @@ class LlamaModelImpl : public torch::nn::Module {
  public:
   explicit LlamaModelImpl(const ModelConfig& c) {
     embed_tokens = register_module("embed_tokens",
-                                   torch::nn::Embedding(c.vocab_size, c.hidden_size));
+                                   make_embedding(c.vocab_size, c.hidden_size));
     layers = register_module("layers", torch::nn::ModuleList());
     for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
       decoder.push_back(DecoderLayer(c));

@@ -2,9 +2,11 @@
 // causal-LM loss (see model.h).
 #include "models/model.h"
 
+#include <ATen/CPUGeneratorImpl.h>
 #include <torch/torch.h>
 
 #include <filesystem>
+#include <mutex>
 #include <set>
 #include <sstream>
 
@@ -109,7 +111,9 @@ std::string list_names(const std::vector<std::string>& names) {
 }  // namespace
 
 void load_weights(CausalLM& model, const std::string& dir) {
-  auto tensors = st::load_all(dir);
+  // Names and shapes come from the headers; each tensor's data is read (and cast) straight
+  // into its parameter, one at a time: no second copy of the weights is ever held.
+  auto tensors = st::open_all(dir);
   const auto& cfg = model.config();
   auto params = model.named_parameters();
   std::set<std::string> base(model.base_parameter_names().begin(), model.base_parameter_names().end());
@@ -127,22 +131,97 @@ void load_weights(CausalLM& model, const std::string& dir) {
   torch::NoGradGuard ng;
   for (const auto& name : base) {
     auto& dst = params[name];
-    const auto& src = tensors.at(name);
-    if (src.sizes() != dst.sizes()) {
+    const auto& file = *tensors.at(name);
+    const auto& shape = file.info(name).shape;
+    if (c10::IntArrayRef(shape) != dst.sizes()) {
       std::ostringstream os;
-      os << dir << ": tensor '" << name << "' has shape " << src.sizes() << " but the model ("
+      os << dir << ": tensor '" << name << "' has shape " << c10::IntArrayRef(shape) << " but the model ("
          << cfg.path << ") expects " << dst.sizes();
       throw std::runtime_error(os.str());
     }
-    dst.copy_(src);
+    file.read_into(name, dst);
   }
+}
+
+namespace {
+
+// Advances the CPU generator's Mersenne Twister by `draws` 32-bit outputs without computing
+// them: whole 624-word blocks are regenerated (the engine's own next_state), the rest is
+// index arithmetic. Equal to calling the engine `draws` times (tests/models/load_test.cpp).
+void advance_engine(at::mt19937& engine, uint64_t draws) {
+  constexpr int N = 624, M = 397;
+  constexpr uint32_t kMatrixA = 0x9908b0df, kUpper = 0x80000000, kLower = 0x7fffffff;
+  auto data = engine.data();
+  auto twist = [&](uint32_t u, uint32_t v) { return (((u & kUpper) | (v & kLower)) >> 1) ^ (v & 1 ? kMatrixA : 0); };
+  auto next_state = [&] {
+    uint32_t* p = data.state_.data();
+    for (int j = 0; j < N - M; ++j, ++p) p[0] = p[M] ^ twist(p[0], p[1]);
+    for (int j = 0; j < M - 1; ++j, ++p) p[0] = p[M - N] ^ twist(p[0], p[1]);
+    p[0] = p[M - N] ^ twist(p[0], data.state_[0]);
+  };
+  while (draws > 0) {
+    // A draw first decrements left_; the one that brings it to 0 regenerates the block.
+    const uint64_t before_twist = uint64_t(data.left_ - 1);
+    if (draws <= before_twist) {
+      data.left_ -= int(draws);
+      data.next_ += uint32_t(draws);
+      break;
+    }
+    draws -= before_twist + 1;
+    next_state();
+    data.left_ = N;
+    data.next_ = 1;
+  }
+  engine.set_data(data);
+}
+
+}  // namespace
+
+void advance_cpu_rng(uint64_t draws) {
+  if (draws == 0) return;
+  auto gen = at::detail::getDefaultCPUGenerator();
+  std::lock_guard<std::mutex> lock(gen.mutex());
+  auto* impl = gen.get<at::CPUGeneratorImpl>();
+  auto engine = impl->engine();
+  advance_engine(engine, draws);
+  impl->set_engine(engine);
 }
 
 std::shared_ptr<CausalLM> load_pretrained(const std::string& dir, at::ScalarType dtype) {
   auto cfg = load_model_config(dir);
-  auto m = build_model(cfg);
+  // HF's low_cpu_mem_usage: the model is made in `dtype` without init and each checkpoint
+  // tensor is read into its parameter (load_weights), so a bf16 checkpoint loads into bf16
+  // without ever existing in fp32, and an fp32 one is cast a tensor at a time. The values
+  // are those of build + load + to(dtype) (copy_ rounds as to() does).
+  std::shared_ptr<CausalLM> m;
+  uint64_t draws = 0;
+  {
+    EmptyInitScope scope(dtype);
+    m = family_for(cfg).build(cfg);
+    draws = scope.skipped_draws();
+  }
+  m->record_base_parameters();
+  // The generator ends where build_model's init would have left it, so what a seeded run
+  // draws next (LoRA's A, the prefix encoder) is what it always was. Every init is normal_
+  // on a contiguous fp32 tensor (build_model's loop, below; the Embedding's own, counted by
+  // the scope); biases and norms draw nothing.
+  for (const auto& p : m->named_parameters()) {
+    const auto& name = p.key();
+    if (name.find("norm") != std::string::npos) continue;
+    if (name.size() >= 5 && name.compare(name.size() - 5, 5, ".bias") == 0) continue;
+    const int64_t n = p.value().numel();
+    if (n >= 16) {
+      draws += normal_fill_draws(n);
+    } else {
+      // libtorch's serial path (Box-Muller in double, caching a sample): run it as is, in order.
+      advance_cpu_rng(draws);
+      draws = 0;
+      torch::NoGradGuard ng;
+      torch::empty({n}).normal_();
+    }
+  }
+  advance_cpu_rng(draws);
   load_weights(*m, dir);
-  m->to(dtype);
   return m;
 }
 

@@ -121,11 +121,19 @@ std::shared_ptr<CausalLM> build_model(const ModelConfig& config);
 
 // config.json + safetensors from dir; every checkpoint tensor must match a parameter by name
 // and shape (tied lm_head may be absent); missing or unexpected names are an error listing
-// them. Weights are converted to `dtype`.
+// them. Weights are converted to `dtype`. The model is made in `dtype` without init and
+// filled one tensor at a time (HF's low_cpu_mem_usage): peak memory is the model in `dtype`
+// plus one 64 MiB read chunk (st::File::read_into). The values, and the CPU generator's
+// state afterwards, are exactly those of build_model + load_weights + to(dtype).
 std::shared_ptr<CausalLM> load_pretrained(const std::string& dir,
                                           at::ScalarType dtype = at::kFloat);
-// Loads only the weights into an existing model (same rules).
+// Loads only the weights into an existing model (same rules), each tensor read and cast
+// straight into its parameter.
 void load_weights(CausalLM& model, const std::string& dir);
+
+// Advances the default CPU generator as `draws` 32-bit outputs would (the draws a skipped
+// init would have made), without computing them.
+void advance_cpu_rng(uint64_t draws);
 
 // HF's name of a dtype ("bfloat16", "float32", ...), as config.json's torch_dtype writes it.
 std::string hf_dtype_name(at::ScalarType dtype);

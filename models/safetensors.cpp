@@ -371,12 +371,16 @@ File::~File() {
 
 bool File::contains(const std::string& name) const { return index_.count(name) != 0; }
 
-at::Tensor File::get(const std::string& name) const {
+const TensorInfo& File::info(const std::string& name) const {
   auto it = index_.find(name);
   if (it == index_.end())
     fail(path_, "no tensor named " + squote(name) + " (file has " +
                     std::to_string(infos_.size()) + " tensors)");
-  const TensorInfo& info = infos_[it->second];
+  return infos_[it->second];
+}
+
+at::Tensor File::get(const std::string& name) const {
+  const TensorInfo& info = this->info(name);
   at::ScalarType type;
   try {
     type = to_scalar_type(info.dtype);
@@ -388,6 +392,59 @@ at::Tensor File::get(const std::string& name) const {
   if (bytes > 0)
     std::memcpy(t.data_ptr(), static_cast<const char*>(map_) + data_start_ + info.begin, bytes);
   return t;
+}
+
+void File::read_into(const std::string& name, at::Tensor& dst) const {
+  const TensorInfo& info = this->info(name);
+  const uint64_t bytes = info.end - info.begin;
+  const char* src = static_cast<const char*>(map_) + data_start_ + info.begin;
+  int64_t numel = 1;
+  for (int64_t d : info.shape) numel *= d;
+  if (numel != dst.numel())
+    fail(path_, "tensor " + squote(name) + " has " + std::to_string(numel) + " elements, the destination " +
+                    std::to_string(dst.numel()));
+  bool same = false;
+  try {
+    same = to_scalar_type(info.dtype) == dst.scalar_type();
+  } catch (const std::exception& e) {
+    fail(path_, "tensor " + squote(name) + ": " + e.what());
+  }
+  // Drop pages just read from this process (they stay in the page cache): they are clean, so
+  // MADV_DONTNEED only unmaps them; rounding out to whole pages is harmless (a neighbour's
+  // page is simply read in again).
+  const uintptr_t page = uintptr_t(::sysconf(_SC_PAGESIZE));
+  auto release = [page](const char* p, uint64_t n) {
+    const uintptr_t lo = reinterpret_cast<uintptr_t>(p) & ~(page - 1);
+    const uintptr_t hi = reinterpret_cast<uintptr_t>(p) + n;
+    ::madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_DONTNEED);
+  };
+  if (!dst.is_contiguous() || !dst.device().is_cpu()) {
+    dst.copy_(get(name).view(dst.sizes()));
+    if (bytes > 0) release(src, bytes);
+    return;
+  }
+  // In chunks of 64 MiB, each released once copied: the file's pages held by this process
+  // stay under one chunk even for a 1.2 GB embedding. A cast goes through a chunk-sized
+  // temporary (copy_ converts element by element, so chunking changes no value).
+  constexpr uint64_t kChunk = uint64_t(64) << 20;
+  const uint64_t item = numel > 0 ? bytes / uint64_t(numel) : 1;
+  const int64_t per_chunk = int64_t(std::max<uint64_t>(1, kChunk / item));
+  auto flat = dst.view({-1});
+  const at::ScalarType file_type = same ? dst.scalar_type() : to_scalar_type(info.dtype);
+  at::Tensor tmp;
+  for (int64_t off = 0; off < numel; off += per_chunk) {
+    const int64_t k = std::min<int64_t>(per_chunk, numel - off);
+    const char* from = src + uint64_t(off) * item;
+    if (same) {
+      std::memcpy(static_cast<char*>(dst.data_ptr()) + uint64_t(off) * item, from, uint64_t(k) * item);
+    } else {
+      if (!tmp.defined()) tmp = at::empty({std::min<int64_t>(per_chunk, numel)}, at::TensorOptions().dtype(file_type));
+      auto part = tmp.narrow(0, 0, k);
+      std::memcpy(part.data_ptr(), from, uint64_t(k) * item);
+      flat.narrow(0, off, k).copy_(part);
+    }
+    release(from, uint64_t(k) * item);
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -470,7 +527,7 @@ void save(const std::string& path, const NamedTensors& tensors,
 
 namespace {
 
-std::map<std::string, at::Tensor> load_index(const fs::path& index_path) {
+std::map<std::string, std::shared_ptr<File>> open_index(const fs::path& index_path) {
   const std::string ipath = index_path.string();
   json index;
   {
@@ -494,7 +551,7 @@ std::map<std::string, at::Tensor> load_index(const fs::path& index_path) {
     by_file[file.get<std::string>()].push_back(name);
   }
 
-  std::map<std::string, at::Tensor> out;
+  std::map<std::string, std::shared_ptr<File>> out;
   const fs::path dir = index_path.parent_path();
   for (const auto& [file, names] : by_file) {
     const fs::path shard = dir / file;
@@ -507,34 +564,40 @@ std::map<std::string, at::Tensor> load_index(const fs::path& index_path) {
       if (!f->contains(name))
         fail(ipath, "weight_map puts tensor " + squote(name) + " in " + squote(file) + " but " +
                         shard.string() + " does not contain it");
-      out[name] = f->get(name);
+      out[name] = f;
     }
   }
   return out;
 }
 
-std::map<std::string, at::Tensor> load_file(const std::string& path) {
+std::map<std::string, std::shared_ptr<File>> open_file(const std::string& path) {
   auto f = File::open(path);
-  std::map<std::string, at::Tensor> out;
-  for (const auto& info : f->tensors()) out[info.name] = f->get(info.name);
+  std::map<std::string, std::shared_ptr<File>> out;
+  for (const auto& info : f->tensors()) out[info.name] = f;
   return out;
 }
 
 }  // namespace
 
-std::map<std::string, at::Tensor> load_all(const std::string& path_or_dir) {
+std::map<std::string, std::shared_ptr<File>> open_all(const std::string& path_or_dir) {
   const fs::path p(path_or_dir);
   std::error_code ec;
   if (!fs::exists(p, ec)) fail(path_or_dir, "no such file or directory");
   if (!fs::is_directory(p, ec)) {
     const std::string fname = p.filename().string();
     if (fname.size() >= 11 && fname.compare(fname.size() - 11, 11, ".index.json") == 0)
-      return load_index(p);
-    return load_file(path_or_dir);
+      return open_index(p);
+    return open_file(path_or_dir);
   }
-  if (fs::exists(p / kIndexName, ec)) return load_index(p / kIndexName);
-  if (fs::exists(p / kSingleName, ec)) return load_file((p / kSingleName).string());
+  if (fs::exists(p / kIndexName, ec)) return open_index(p / kIndexName);
+  if (fs::exists(p / kSingleName, ec)) return open_file((p / kSingleName).string());
   fail(path_or_dir, std::string("directory has neither ") + kIndexName + " nor " + kSingleName);
+}
+
+std::map<std::string, at::Tensor> load_all(const std::string& path_or_dir) {
+  std::map<std::string, at::Tensor> out;
+  for (const auto& [name, file] : open_all(path_or_dir)) out[name] = file->get(name);
+  return out;
 }
 
 void save_model(const std::string& dir, const NamedTensors& tensors, uint64_t max_shard_bytes) {

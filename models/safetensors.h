@@ -29,8 +29,8 @@ struct TensorInfo {
   uint64_t begin = 0, end = 0;  // relative to the start of the data buffer
 };
 
-// A memory-mapped safetensors file. Tensors are copied out on get(), so the File may be
-// closed afterwards.
+// A memory-mapped safetensors file. Tensors are copied out on get() or read_into(), so the
+// File may be closed afterwards.
 class File {
  public:
   static std::shared_ptr<File> open(const std::string& path);  // validates the whole header
@@ -42,6 +42,13 @@ class File {
   const std::map<std::string, std::string>& metadata() const { return metadata_; }
   bool contains(const std::string& name) const;
   at::Tensor get(const std::string& name) const;  // throws naming file and tensor if absent
+  const TensorInfo& info(const std::string& name) const;  // same error as get()
+  // Streams tensor `name` into dst (same number of elements; the caller checks shapes), in
+  // 64 MiB chunks: bytes are copied straight into a contiguous dst of the file's dtype, or
+  // cast by copy_ through a chunk-sized temporary (the same values as get() + copy_). Each
+  // chunk's pages of the mapping are dropped once copied (madvise), so loading a model this
+  // way holds the model plus about one chunk, never a second copy.
+  void read_into(const std::string& name, at::Tensor& dst) const;
 
  private:
   File() = default;
@@ -66,6 +73,10 @@ void save(const std::string& path, const NamedTensors& tensors,
 // Loads every tensor of a model directory or file: `model.safetensors`, or the files listed
 // by `model.safetensors.index.json` (each listed file must exist and hold its names).
 std::map<std::string, at::Tensor> load_all(const std::string& path_or_dir);
+
+// Opens every file of a model directory or file as load_all does (same files, same checks
+// and errors) without reading any tensor: each tensor name -> the file holding it.
+std::map<std::string, std::shared_ptr<File>> open_all(const std::string& path_or_dir);
 
 // Writes `model.safetensors`, or when the tensors exceed max_shard_bytes, greedy shards in
 // the given order as model-0000i-of-0000n.safetensors plus the index (huggingface_hub rules).
