@@ -2,11 +2,13 @@
 #include "io/file.h"
 
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -25,6 +27,28 @@ namespace {
 std::string errno_text() { return std::strerror(errno); }
 
 std::string squote(const std::string& s) { return "'" + s + "'"; }
+
+// Temp files "<name>.tmp.<pid>.<n>" of `path` left by writers that died mid-write (SIGKILL,
+// power loss: no chance to unlink them). Removed before the next write of the same target so
+// they never pile up; one whose process is still alive on this host is left alone.
+void remove_stale_temps(const fs::path& path) {
+  const fs::path parent = path.parent_path().empty() ? fs::path(".") : path.parent_path();
+  const std::string prefix = path.filename().string() + ".tmp.";
+  std::error_code ec;
+  for (fs::directory_iterator it(parent, ec), end; !ec && it != end; it.increment(ec)) {
+    const std::string name = it->path().filename().string();
+    if (name.size() <= prefix.size() || name.compare(0, prefix.size(), prefix) != 0) continue;
+    const std::string rest = name.substr(prefix.size());  // "<pid>.<n>"
+    const auto dot = rest.find('.');
+    if (dot == std::string::npos || dot == 0 || dot + 1 == rest.size()) continue;
+    if (rest.find_first_not_of("0123456789.") != std::string::npos) continue;
+    const long pid = std::atol(rest.substr(0, dot).c_str());
+    if (pid <= 0 || pid == long(::getpid())) continue;
+    if (::kill(pid_t(pid), 0) == 0 || errno != ESRCH) continue;  // alive (or not ours to judge)
+    std::error_code rm;
+    fs::remove(it->path(), rm);
+  }
+}
 
 }  // namespace
 
@@ -68,6 +92,7 @@ void write_atomic(const fs::path& path, const std::function<void(int fd)>& fill)
   std::error_code ec;
   if (!parent.empty() && !fs::is_directory(parent, ec))
     fail(path, "cannot write: directory " + squote(parent.string()) + " does not exist");
+  remove_stale_temps(path);
   // Unique per process and call: two threads writing the same target never share a temp file.
   static std::atomic<unsigned> counter{0};
   const std::string tmp =

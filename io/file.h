@@ -20,6 +20,8 @@ namespace ftrun::io {
 // Calls fill(fd) on "<path>.tmp.<pid>.<n>" in the same directory (a rename is atomic only within
 // one file system), then fsyncs, renames it over `path` and fsyncs the directory. On any
 // failure the temp file is removed and the target is untouched. The directory must exist.
+// Temp files of the same target left by a writer that died (its pid no longer alive on this
+// host) are removed first, so they never pile up.
 void write_atomic(const std::filesystem::path& path, const std::function<void(int fd)>& fill);
 
 // write_atomic() of a byte string / of j.dump(indent) plus a newline.
@@ -49,7 +51,9 @@ std::filesystem::path temp_sibling_dir(const std::filesystem::path& path);
 
 // A directory written whole: fill(tmp) writes into temp_sibling_dir(path) (emptied first),
 // which is then fsynced and renamed over `path` (an existing `path` is removed just before).
-// On failure the temp directory is removed and `path` is untouched.
+// On failure the temp directory is removed and `path` is untouched; one left by a killed
+// writer is reused (emptied) by the next write. Whether `path` may be replaced at all is the
+// caller's question (io/output.h).
 void write_dir_atomic(const std::filesystem::path& path, const std::function<void(const std::filesystem::path& tmp)>& fill);
 
 }  // namespace ftrun::io

@@ -22,5 +22,10 @@ int cmd_eval(const std::vector<std::string>& argv);
 // ftrun chat PATH [--base DIR] [--system TEXT] [sampling options]: multi-turn chat on
 // stdin/stdout.
 int cmd_chat(const std::vector<std::string>& argv);
+// ftrun report OUTPUT_DIR: report.html and training_loss.png of a run (runtime/report.h).
+int cmd_report(const std::vector<std::string>& argv);
+// ftrun data CONFIG.yaml [--split train|val|test] [--show N] [--set KEY=VALUE]...: samples as
+// training renders them, loss tokens marked, and the data statistics (runtime/data_preview.h).
+int cmd_data(const std::vector<std::string>& argv);
 
 }  // namespace ftrun::launcher

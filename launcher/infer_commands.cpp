@@ -8,6 +8,7 @@
 #include <cmath>
 #include <filesystem>
 #include <iostream>
+#include <sstream>
 
 #include "data/prompt_fit.h"
 #include "launcher/commands.h"
@@ -43,12 +44,21 @@ void add_sampling_options(po::options_description& opts, runtime::GenerateOption
 void finish_sampling_options(const po::variables_map& vm, runtime::GenerateOptions& go) {
   go.do_sample = vm.count("do-sample") || vm.count("temperature") || vm.count("top-p") || vm.count("top-k");
   go.use_cache = !vm.count("no-cache");
-  if (go.max_new_tokens < 0) throw po::error("--max-new-tokens must be >= 0");
-  if (vm.count("temperature") && go.temperature <= 0)
-    throw po::error("--temperature must be > 0 (leave sampling options out for greedy decoding)");
-  if (vm.count("top-p") && (go.top_p <= 0 || go.top_p > 1)) throw po::error("--top-p must be in (0, 1]");
-  if (vm.count("top-k") && go.top_k < 0) throw po::error("--top-k must be >= 0");
-  if (go.repetition_penalty <= 0) throw po::error("--repetition-penalty must be > 0");
+  // Each test is written !(ok) so that NaN (which compares false with everything) fails it;
+  // the value given is echoed back.
+  auto got = [](double v) {
+    std::ostringstream os;
+    os << " (got " << v << ")";
+    return os.str();
+  };
+  if (go.max_new_tokens < 1)
+    throw po::error("--max-new-tokens must be >= 1 (got " + std::to_string(go.max_new_tokens) + ")");
+  if (vm.count("temperature") && !(go.temperature > 0 && std::isfinite(go.temperature)))
+    throw po::error("--temperature must be > 0 (leave sampling options out for greedy decoding)" + got(go.temperature));
+  if (vm.count("top-p") && !(go.top_p > 0 && go.top_p <= 1)) throw po::error("--top-p must be in (0, 1]" + got(go.top_p));
+  if (vm.count("top-k") && go.top_k < 0) throw po::error("--top-k must be >= 0" + got(double(go.top_k)));
+  if (!(go.repetition_penalty > 0 && std::isfinite(go.repetition_penalty)))
+    throw po::error("--repetition-penalty must be > 0" + got(go.repetition_penalty));
 }
 
 std::string strip(const std::string& s) {
@@ -85,11 +95,18 @@ int cmd_generate(const std::vector<std::string>& argv) {
     return vm.count("help") ? 0 : 2;
   }
   finish_sampling_options(vm, go);
-  auto inf = runtime::load_for_inference(path, base);
   std::vector<data::Message> msgs;
   if (!system.empty()) msgs.push_back({"system", system});
   msgs.push_back({"user", prompt});
-  auto ids = inf.chat_template->prompt(msgs, *inf.tokenizer);
+  // The prompt is tokenized, and refused when longer than the model's context, before any
+  // weight is loaded (generate refuses rather than cuts; chat drops old turns instead).
+  std::vector<int64_t> ids;
+  auto inf = runtime::load_for_inference(
+      path, base, "",
+      [&](const models::ModelConfig& config, const data::Tokenizer& tok, const data::ChatTemplate& tmpl) {
+        ids = tmpl.prompt(msgs, tok);
+        runtime::check_prompt_fits(config, int64_t(ids.size()));
+      });
   go.stop_ids = inf.chat_template->stop_ids(*inf.tokenizer);
   runtime::GenerateStats stats;
   auto out = runtime::generate(*inf.model, ids, go, &stats);

@@ -20,7 +20,7 @@
 #include "launcher/worker_link.h"
 #include "models/family.h"
 #include "models/tiny.h"
-#include "io/file.h"
+#include "io/output.h"
 #include "peft/adapter.h"
 #include "peft/merge.h"
 #include "runtime/checkpoint.h"
@@ -49,8 +49,11 @@ const char* kUsage =
     "                [--temperature T] [--top-p P] [--top-k K] [--repetition-penalty R] [--seed S] [--no-cache]\n"
     "  ftrun chat PATH [--base DIR] [--system TEXT] [--show-prompt] [sampling options as generate]\n"
     "  ftrun eval CONFIG.yaml [--checkpoint DIR] [--split val|test] [--set KEY=VALUE]... [--output FILE]\n"
-    "  ftrun merge ADAPTER_DIR OUT_DIR [--base DIR] [--max-shard-size BYTES]\n"
-    "  ftrun make-tiny-model OUT_DIR --corpus FILE [--vocab-size N] [--seed S] [--model-type llama|qwen2|chatglm3|glm4]\n";
+    "  ftrun data CONFIG.yaml [--split train|val|test] [--show N] [--tokens] [--set KEY=VALUE]...\n"
+    "  ftrun report OUTPUT_DIR\n"
+    "  ftrun merge ADAPTER_DIR OUT_DIR [--base DIR] [--max-shard-size BYTES] [--overwrite]\n"
+    "  ftrun make-tiny-model OUT_DIR --corpus FILE [--vocab-size N] [--seed S] [--model-type llama|qwen2|chatglm3|glm4]\n"
+    "                [--overwrite]\n";
 
 // This process's link to the agent that spawned it (inactive when there is none).
 std::unique_ptr<launcher::WorkerLink> g_link;
@@ -231,7 +234,8 @@ int cmd_merge(const std::vector<std::string>& argv) {
       "out", po::value(&out), "output directory for the merged HF model")(
       "base", po::value(&base), "base model directory (overrides the adapter's base_model_name_or_path)")(
       "max-shard-size", po::value(&max_shard)->default_value(max_shard),
-      "safetensors shard limit in bytes; past it the weights are sharded with an index");
+      "safetensors shard limit in bytes; past it the weights are sharded with an index")(
+      "overwrite", "replace OUT_DIR even when it is not an ftrun model directory");
   po::positional_options_description pos;
   pos.add("adapter", 1).add("out", 1);
   po::variables_map vm;
@@ -246,6 +250,12 @@ int cmd_merge(const std::vector<std::string>& argv) {
   base = peft::read_adapter_dir(adapter).base_dir(base);
   if (fs::weakly_canonical(out) == fs::weakly_canonical(base) || fs::weakly_canonical(out) == fs::weakly_canonical(adapter))
     throw std::runtime_error(out + ": the output directory must differ from the base and adapter directories");
+  // Replacing OUT_DIR removes what is in it: never the inputs, and only an earlier ftrun model
+  // unless --overwrite says so (checked before the minutes of loading and merging).
+  for (const auto& input : {base, adapter})
+    if (io::path_within(out, input) || io::path_within(input, out))
+      throw std::runtime_error(out + ": the output directory must not contain, or lie inside, " + input);
+  io::check_replaceable(out, "model", "an ftrun model directory", vm.count("overwrite") > 0, "pass --overwrite");
   // Merged in fp32 whatever the base's dtype, so W + s*B@A is not rounded to bf16 on the way.
   auto model = models::load_pretrained(base, at::kFloat);
   auto merged = peft::merge_lora(*model, adapter);
@@ -258,6 +268,7 @@ int cmd_merge(const std::vector<std::string>& argv) {
     if (fs::exists(fs::path(base) / "generation_config.json"))
       fs::copy_file(fs::path(base) / "generation_config.json", tmp / "generation_config.json",
                     fs::copy_options::overwrite_existing);
+    io::write_output_marker(tmp, "model", "ftrun merge");
   });
   std::cout << "ftrun: merged " << merged.size() << " LoRA layers of " << adapter << " into " << base << " -> "
             << out << "\n";
@@ -280,7 +291,8 @@ int cmd_make_tiny(const std::vector<std::string>& argv) {
       "vocab-size", po::value(&vocab), "sentencepiece vocabulary size (before specials)")(
       "seed", po::value(&seed), "weight seed")("model-type", po::value(&model_type), tiny_families.c_str())(
       "pretrain-steps", po::value(&pre.steps)->default_value(pre.steps),
-      "next-token pre-training steps on the corpus (0 = leave the weights random)");
+      "next-token pre-training steps on the corpus (0 = leave the weights random)")(
+      "overwrite", "replace OUT_DIR even when it is not an ftrun model directory");
   po::positional_options_description pos;
   pos.add("out", 1);
   po::variables_map vm;
@@ -295,41 +307,42 @@ int cmd_make_tiny(const std::vector<std::string>& argv) {
     return 2;
   }
   const models::TinyRecipe& fam = models::find_family(model_type)->tiny;
-  // Written beside the target and renamed, so an interrupted build never leaves half a model.
-  auto tmp = out + ".tmp";
-  fs::remove_all(tmp);
-  fs::create_directories(tmp);
-  // The family's special tokens (its entry's tiny recipe) go after the sentencepiece pieces.
-  data::train_tokenizer(corpus, tmp, vocab, fam.specials);
-  {
-    auto path = fs::path(tmp) / "tokenizer_config.json";
-    nlohmann::json tc = io::read_json_file(path);
-    for (const char* k : {"bos_token", "eos_token", "pad_token"}) tc.erase(k);
-    if (!fam.bos.empty()) tc["bos_token"] = fam.bos;
-    tc["eos_token"] = fam.eos;
-    tc["pad_token"] = fam.pad;
-    io::write_json_atomic(path, tc);
-  }
-  auto tok = data::load_tokenizer(tmp);
+  io::check_replaceable(out, "model", "an ftrun model directory", vm.count("overwrite") > 0, "pass --overwrite");
   models::TinySpec spec;
-  spec.model_type = model_type;
-  spec.vocab_size = tok->vocab_size();
-  spec.bos_token_id = fam.bos.empty() ? -1 : tok->bos_id();
-  spec.eos_token_id = tok->eos_id();
-  spec.pad_token_id = tok->pad_id();
-  for (const auto& e : fam.extra_eos) spec.extra_eos_token_ids.push_back(tok->special_id(e));
-  spec.seed = seed;
-  models::write_tiny_model(tmp, spec);
-  if (pre.steps > 0) {
-    // Pre-train so the demo fine-tunes a base that already models the text.
-    auto model = models::load_pretrained(tmp);
-    pre.seed = seed;
-    double loss = runtime::pretrain_on_text(*model, *tok, corpus, tok->special_id(fam.first), pre);
-    models::save_pretrained(*model, tmp);
-    std::cout << "ftrun: pre-trained the tiny model for " << pre.steps << " steps (final loss " << loss << ")\n";
-  }
-  fs::remove_all(out);
-  fs::rename(tmp, out);
+  // Written beside the target and renamed (io::write_dir_atomic), so an interrupted build never
+  // leaves half a model; a temp directory a killed build left is reused.
+  io::write_dir_atomic(out, [&](const fs::path& tmp_dir) {
+    const std::string tmp = tmp_dir.string();
+    // The family's special tokens (its entry's tiny recipe) go after the sentencepiece pieces.
+    data::train_tokenizer(corpus, tmp, vocab, fam.specials);
+    {
+      auto path = fs::path(tmp) / "tokenizer_config.json";
+      nlohmann::json tc = io::read_json_file(path);
+      for (const char* k : {"bos_token", "eos_token", "pad_token"}) tc.erase(k);
+      if (!fam.bos.empty()) tc["bos_token"] = fam.bos;
+      tc["eos_token"] = fam.eos;
+      tc["pad_token"] = fam.pad;
+      io::write_json_atomic(path, tc);
+    }
+    auto tok = data::load_tokenizer(tmp);
+    spec.model_type = model_type;
+    spec.vocab_size = tok->vocab_size();
+    spec.bos_token_id = fam.bos.empty() ? -1 : tok->bos_id();
+    spec.eos_token_id = tok->eos_id();
+    spec.pad_token_id = tok->pad_id();
+    for (const auto& e : fam.extra_eos) spec.extra_eos_token_ids.push_back(tok->special_id(e));
+    spec.seed = seed;
+    models::write_tiny_model(tmp, spec);
+    if (pre.steps > 0) {
+      // Pre-train so the demo fine-tunes a base that already models the text.
+      auto model = models::load_pretrained(tmp);
+      pre.seed = seed;
+      double loss = runtime::pretrain_on_text(*model, *tok, corpus, tok->special_id(fam.first), pre);
+      models::save_pretrained(*model, tmp);
+      std::cout << "ftrun: pre-trained the tiny model for " << pre.steps << " steps (final loss " << loss << ")\n";
+    }
+    io::write_output_marker(tmp_dir, "model", "ftrun make-tiny-model");
+  });
   std::cout << "ftrun: wrote tiny " << model_type << " model (vocab " << spec.vocab_size << ") to " << out << "\n";
   return 0;
 }
@@ -349,6 +362,8 @@ int main(int argc, char** argv) {
     if (sub == "generate") return launcher::cmd_generate(rest);
     if (sub == "eval") return launcher::cmd_eval(rest);
     if (sub == "chat") return launcher::cmd_chat(rest);
+    if (sub == "report") return launcher::cmd_report(rest);
+    if (sub == "data") return launcher::cmd_data(rest);
     if (sub == "make-tiny-model") return cmd_make_tiny(rest);
     if (sub == "merge") return cmd_merge(rest);
     if (sub == "train") return cmd_train(rest);

@@ -4,7 +4,12 @@
 // is its family entry's choice (models/family.h).
 #include "models/config.h"
 
+#include <unistd.h>
+
+#include <cstdio>
 #include <filesystem>
+#include <fstream>
+#include <sstream>
 #include <stdexcept>
 
 #include "io/file.h"
@@ -217,6 +222,63 @@ ModelConfig load_model_config(const std::string& dir_or_file) {
   if (fs::is_directory(p)) p /= "config.json";
   auto j = io::read_json_file(p, "(expected an HF model directory with config.json)");
   return parse_model_config(j, p.string());
+}
+
+std::string config_key(const ModelConfig& c, const std::string& field) {
+  // The ChatGLM key set names the shared fields differently (config.h, ChatGLMOptions).
+  // parse_chatglm is the only reader that sets rotary_dim (always > 0 there), so it tells
+  // which set this file was read with (a GLM file may carry num_hidden_layers beside
+  // num_layers, but num_layers is the one read).
+  const bool glm_keys = c.chatglm.rotary_dim > 0;
+  static const std::vector<std::pair<std::string, std::string>> glm = {
+      {"vocab_size", "padded_vocab_size"},         {"intermediate_size", "ffn_hidden_size"},
+      {"num_hidden_layers", "num_layers"},         {"num_key_value_heads", "multi_query_group_num"},
+      {"head_dim", "kv_channels"},                 {"max_position_embeddings", "seq_length"}};
+  for (const auto& [hf, other] : glm) {
+    if (field != hf) continue;
+    if (glm_keys) return other;
+  }
+  return field;
+}
+
+double estimate_parameters(const ModelConfig& c) {
+  const double V = double(c.vocab_size), H = double(c.hidden_size), I = double(c.intermediate_size);
+  const double L = double(c.num_hidden_layers), nh = double(c.num_attention_heads);
+  const double nkv = double(c.num_key_value_heads > 0 ? c.num_key_value_heads : c.num_attention_heads);
+  const double hd = double(c.head_dim > 0 ? c.head_dim : (c.num_attention_heads > 0 ? c.hidden_size / c.num_attention_heads : 0));
+  // q and o: H x nh*hd each; k and v: H x nkv*hd each; gate, up and down: H x I each.
+  const double per_layer = 2 * H * nh * hd + 2 * H * nkv * hd + 3 * H * I + 2 * H;
+  return V * H * (c.tie_word_embeddings ? 1 : 2) + L * per_layer + H;
+}
+
+double machine_memory_bytes() {
+  // /proc/meminfo's MemTotal + SwapTotal (kB); sysconf's physical pages when it is absent.
+  double total = 0;
+  std::ifstream in("/proc/meminfo");
+  std::string line;
+  while (std::getline(in, line)) {
+    std::istringstream is(line);
+    std::string key;
+    double kb = 0;
+    if (is >> key >> kb && (key == "MemTotal:" || key == "SwapTotal:")) total += kb * 1024.0;
+  }
+  if (total > 0) return total;
+  const long pages = ::sysconf(_SC_PHYS_PAGES), page = ::sysconf(_SC_PAGESIZE);
+  return pages > 0 && page > 0 ? double(pages) * double(page) : 0;
+}
+
+void check_model_fits_memory(const ModelConfig& c, int bytes_per_param, const std::string& dtype_name) {
+  const double params = estimate_parameters(c), needs = params * bytes_per_param, has = machine_memory_bytes();
+  if (has <= 0 || needs <= has) return;
+  char buf[512];
+  std::snprintf(buf, sizeof buf, "the model it describes has ~%.3g parameters and needs ~%.3g GB in %s; this machine has %.1f GB",
+                params, needs / 1e9, dtype_name.c_str(), has / 1e9);
+  std::ostringstream os;
+  os << buf << " (" << config_key(c, "hidden_size") << " " << c.hidden_size << ", " << config_key(c, "vocab_size")
+     << " " << c.vocab_size << ", " << config_key(c, "intermediate_size") << " " << c.intermediate_size << ", "
+     << config_key(c, "num_hidden_layers") << " " << c.num_hidden_layers << ", " << config_key(c, "num_attention_heads")
+     << " " << c.num_attention_heads << ")";
+  fail(c.path, os.str());
 }
 
 }  // namespace ftrun::models

@@ -65,4 +65,23 @@ struct ModelConfig {
 ModelConfig load_model_config(const std::string& dir_or_file);
 ModelConfig parse_model_config(const nlohmann::json& j, const std::string& path);
 
+// config.json's own name for a ModelConfig field ("vocab_size" or ChatGLM's
+// "padded_vocab_size", ...), for errors that must name the key the user would edit.
+// `field` is one of vocab_size, hidden_size, intermediate_size, num_hidden_layers,
+// num_attention_heads, num_key_value_heads, head_dim, max_position_embeddings.
+std::string config_key(const ModelConfig& c, const std::string& field);
+
+// The parameter count the family's model class will allocate for `c` (embeddings, lm_head
+// unless tied, per layer attention + gated MLP + norms), in double so absurd sizes do not
+// overflow. An estimate within a few percent, for the memory check below.
+double estimate_parameters(const ModelConfig& c);
+
+// Physical memory plus swap of this machine, in bytes (0 when unknown).
+double machine_memory_bytes();
+
+// Refuses, before anything is allocated, a model that cannot fit this machine: "<config.json>:
+// the model it describes has ~N parameters (hidden_size H, vocab_size V, ...) and needs ~X GB
+// in <dtype_name>; this machine has M GB". bytes_per_param: 4 for fp32, 2 for bf16/fp16.
+void check_model_fits_memory(const ModelConfig& c, int bytes_per_param, const std::string& dtype_name);
+
 }  // namespace ftrun::models

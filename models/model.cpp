@@ -5,7 +5,9 @@
 #include <ATen/CPUGeneratorImpl.h>
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <filesystem>
+#include <map>
 #include <mutex>
 #include <set>
 #include <sstream>
@@ -75,6 +77,9 @@ void CausalLM::record_base_parameters() {
 }
 
 std::shared_ptr<CausalLM> build_model(const ModelConfig& config) {
+  // No weights to compare config.json with here: an absurd size gets the memory estimate's
+  // error instead of an allocator's.
+  check_model_fits_memory(config, 4, "float32");
   std::shared_ptr<CausalLM> m = family_for(config).build(config);
   // HF _init_weights: normal(0, initializer_range) for linear and embedding weights, zero
   // biases; norms stay at one.
@@ -108,12 +113,73 @@ std::string list_names(const std::vector<std::string>& names) {
   return os.str();
 }
 
-}  // namespace
+using OpenFiles = std::map<std::string, std::shared_ptr<st::File>>;
 
-void load_weights(CausalLM& model, const std::string& dir) {
-  // Names and shapes come from the headers; each tensor's data is read (and cast) straight
-  // into its parameter, one at a time: no second copy of the weights is ever held.
-  auto tensors = st::open_all(dir);
+bool ends_with(const std::string& s, const std::string& tail) {
+  return s.size() >= tail.size() && s.compare(s.size() - tail.size(), tail.size(), tail) == 0;
+}
+
+// config.json against the safetensors headers, before the model is built: a size in
+// config.json that the weights contradict would otherwise be allocated first (hidden_size
+// 10^9 dies in the allocator with a libtorch trace). The tensors checked are the ones every
+// family has, told apart by their HF name's ending (Llama's / ChatGLM's): the embedding and
+// output tables [vocab, hidden], the norms [hidden], the MLP's down projection [hidden,
+// intermediate], and the number of layers. The remaining shapes are checked by load_weights
+// once the (then plausibly sized) model exists; absurd sizes there are caught by the memory
+// estimate (check_model_fits_memory).
+void check_config_against_weights(const ModelConfig& cfg, const OpenFiles& tensors, const std::string& dir) {
+  auto mismatch = [&](const std::string& name, const std::vector<int64_t>& shape, const std::string& field,
+                      int64_t value, const std::vector<int64_t>& expected) {
+    std::ostringstream os;
+    os << tensors.at(name)->path() << ": tensor '" << name << "' has shape " << c10::IntArrayRef(shape)
+       << " but config.json's " << config_key(cfg, field) << " " << value << " (" << cfg.path << ") expects "
+       << c10::IntArrayRef(expected);
+    throw std::runtime_error(os.str());
+  };
+  const int64_t V = cfg.vocab_size, H = cfg.hidden_size, I = cfg.intermediate_size;
+  int64_t layers = 0;
+  std::string layer_prefix;
+  // The input embedding is checked first: its error is the one to read (lm_head sorts first).
+  auto input_table = [](const std::string& n) {
+    return ends_with(n, "embed_tokens.weight") || ends_with(n, "word_embeddings.weight");
+  };
+  std::vector<std::string> order;
+  for (const auto& kv : tensors) order.push_back(kv.first);
+  std::stable_partition(order.begin(), order.end(), input_table);
+  for (const auto& name : order) {
+    const auto& shape = tensors.at(name)->info(name).shape;
+    const bool table = input_table(name) || name == "lm_head.weight" || ends_with(name, ".output_layer.weight");
+    if (table && shape.size() == 2) {
+      if (shape[0] != V) mismatch(name, shape, "vocab_size", V, {V, H});
+      if (shape[1] != H) mismatch(name, shape, "hidden_size", H, {V, H});
+    } else if (ends_with(name, "norm.weight") && shape.size() == 1) {
+      if (shape[0] != H) mismatch(name, shape, "hidden_size", H, {H});
+    } else if ((ends_with(name, "mlp.down_proj.weight") || ends_with(name, "mlp.dense_4h_to_h.weight")) &&
+               shape.size() == 2) {
+      if (shape[0] != H) mismatch(name, shape, "hidden_size", H, {H, I});
+      if (shape[1] != I) mismatch(name, shape, "intermediate_size", I, {H, I});
+    }
+    // "....layers.<i>....": the layer count the checkpoint holds.
+    const auto at = name.find("layers.");
+    if (at != std::string::npos) {
+      const auto from = at + 7, to = name.find('.', from);
+      const std::string digits = name.substr(from, to == std::string::npos ? std::string::npos : to - from);
+      if (!digits.empty() && digits.size() < 10 && digits.find_first_not_of("0123456789") == std::string::npos &&
+          std::stoll(digits) + 1 > layers) {
+        layers = std::stoll(digits) + 1;
+        layer_prefix = name.substr(0, from);
+      }
+    }
+  }
+  // More layers in the checkpoint than in config.json is load_weights' "unexpected tensors".
+  if (layers > 0 && cfg.num_hidden_layers > layers)
+    throw std::runtime_error(cfg.path + ": " + config_key(cfg, "num_hidden_layers") + " is " +
+                             std::to_string(cfg.num_hidden_layers) + " but the weights in " + dir + " hold " +
+                             std::to_string(layers) + " layers (" + layer_prefix + "0 to " + layer_prefix +
+                             std::to_string(layers - 1) + ")");
+}
+
+void load_opened_weights(CausalLM& model, const std::string& dir, const OpenFiles& tensors) {
   const auto& cfg = model.config();
   auto params = model.named_parameters();
   std::set<std::string> base(model.base_parameter_names().begin(), model.base_parameter_names().end());
@@ -139,8 +205,17 @@ void load_weights(CausalLM& model, const std::string& dir) {
          << cfg.path << ") expects " << dst.sizes();
       throw std::runtime_error(os.str());
     }
-    file.read_into(name, dst);
+    file.read_into(name, dst, /*require_finite=*/true);
   }
+}
+
+}  // namespace
+
+void load_weights(CausalLM& model, const std::string& dir) {
+  // Names and shapes come from the headers; each tensor's data is read (and cast) straight
+  // into its parameter, one at a time: no second copy of the weights is ever held. NaN or
+  // inf in a weight is an error naming the file and the tensor (checked chunk by chunk).
+  load_opened_weights(model, dir, st::open_all(dir));
 }
 
 namespace {
@@ -189,6 +264,11 @@ void advance_cpu_rng(uint64_t draws) {
 
 std::shared_ptr<CausalLM> load_pretrained(const std::string& dir, at::ScalarType dtype) {
   auto cfg = load_model_config(dir);
+  // Nothing is allocated before config.json has been checked against the weights' headers
+  // (no tensor data is read for that) and the model is known to fit this machine.
+  auto tensors = st::open_all(dir);
+  check_config_against_weights(cfg, tensors, dir);
+  check_model_fits_memory(cfg, int(c10::elementSize(dtype)), hf_dtype_name(dtype));
   // HF's low_cpu_mem_usage: the model is made in `dtype` without init and each checkpoint
   // tensor is read into its parameter (load_weights), so a bf16 checkpoint loads into bf16
   // without ever existing in fp32, and an fp32 one is cast a tensor at a time. The values
@@ -221,7 +301,7 @@ std::shared_ptr<CausalLM> load_pretrained(const std::string& dir, at::ScalarType
     }
   }
   advance_cpu_rng(draws);
-  load_weights(*m, dir);
+  load_opened_weights(*m, dir, tensors);
   return m;
 }
 

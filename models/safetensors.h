@@ -47,8 +47,10 @@ class File {
   // 64 MiB chunks: bytes are copied straight into a contiguous dst of the file's dtype, or
   // cast by copy_ through a chunk-sized temporary (the same values as get() + copy_). Each
   // chunk's pages of the mapping are dropped once copied (madvise), so loading a model this
-  // way holds the model plus about one chunk, never a second copy.
-  void read_into(const std::string& name, at::Tensor& dst) const;
+  // way holds the model plus about one chunk, never a second copy. require_finite: each chunk,
+  // once in dst, must hold no NaN or inf (one isfinite().all() per chunk of a floating dst),
+  // else an error naming the file, the tensor and the first bad element.
+  void read_into(const std::string& name, at::Tensor& dst, bool require_finite = false) const;
 
  private:
   File() = default;

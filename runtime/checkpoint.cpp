@@ -11,7 +11,9 @@
 #include <set>
 #include <sstream>
 
+#include "io/checksum.h"
 #include "io/file.h"
+#include "io/output.h"
 #include "models/safetensors.h"
 
 namespace ftrun::runtime {
@@ -20,6 +22,7 @@ namespace {
 
 constexpr const char* kStateFile = "trainer_state.json";
 constexpr const char* kCompleteFile = "COMPLETE";
+constexpr const char* kFinalTmp = ".final.tmp";  // save_final's temp directory in output_dir
 
 std::string rank_file(int rank) { return "rank-" + std::to_string(rank) + ".safetensors"; }
 
@@ -29,7 +32,26 @@ fs::path checkpoint_tmp_dir(const std::string& output_dir, int64_t step) {
   return fs::path(output_dir) / ("." + checkpoint_name(step) + ".tmp");
 }
 
+// COMPLETE's text: the step on line 1 (all that earlier versions wrote, and what they read),
+// then one line per file of the checkpoint, sorted by path:
+//   xxh64 <16 hex digits> <size in bytes> <path relative to the checkpoint>
+std::string complete_text(const fs::path& dir, int64_t step) {
+  std::vector<std::string> files;
+  for (const auto& e : fs::recursive_directory_iterator(dir))
+    if (e.is_regular_file() && e.path().filename() != kCompleteFile)
+      files.push_back(fs::relative(e.path(), dir).generic_string());
+  std::sort(files.begin(), files.end());
+  std::string text = std::to_string(step) + "\n";
+  for (const auto& f : files)
+    text += "xxh64 " + io::hex64(io::xxh64_file(dir / f)) + " " + std::to_string(fs::file_size(dir / f)) + " " + f + "\n";
+  return text;
+}
+
 }  // namespace
+
+void mark_complete(const fs::path& dir, int64_t step) {
+  io::write_file_atomic(dir / kCompleteFile, complete_text(dir, step));
+}
 
 nlohmann::json TrainerState::to_json() const {
   return {{"global_step", global_step}, {"position", position},         {"epoch", epoch},
@@ -127,7 +149,7 @@ fs::path finish_checkpoint(const Config& cfg, const fs::path& tmp, const Trainer
   auto final_dir = out / checkpoint_name(state.global_step);
   copy_tokenizer(cfg.model_dir, tmp);
   io::write_json_atomic(tmp / kStateFile, state.to_json());
-  io::write_file_atomic(tmp / kCompleteFile, std::to_string(state.global_step) + "\n");
+  mark_complete(tmp, state.global_step);
   io::fsync_tree(tmp);
   fs::remove_all(final_dir);
   fs::rename(tmp, final_dir);
@@ -215,11 +237,78 @@ fs::path save_checkpoint(const SaveContext& ctx, const TrainerState& state) {
 void save_final(const SaveContext& ctx) {
   const int rank = ctx.comm.rank();
   const fs::path dir(ctx.cfg.training_args.output_dir);
-  if (rank == 0) fs::create_directories(dir);
+  // Written whole into a temp directory beside the files it replaces (output_dir also holds the
+  // checkpoints, so it is not itself renamed), then each file renamed into place: a failed or
+  // killed save never leaves a half-written file there. A temp directory a killed save left is
+  // reused.
+  const fs::path tmp = dir / kFinalTmp;
+  if (rank == 0) {
+    fs::remove_all(tmp);
+    fs::create_directories(tmp);
+  }
   ctx.comm.barrier();
-  save_weights(ctx, dir);
-  if (rank == 0) copy_tokenizer(ctx.cfg.model_dir, dir);
+  save_weights(ctx, tmp);
+  if (rank == 0) {
+    copy_tokenizer(ctx.cfg.model_dir, tmp);
+    io::fsync_tree(tmp);
+    std::set<std::string> written;
+    for (const auto& e : fs::directory_iterator(tmp)) written.insert(e.path().filename().string());
+    // Weight files of an earlier final save that this one does not write (another sharding).
+    for (const auto& e : fs::directory_iterator(dir)) {
+      const auto name = e.path().filename().string();
+      const bool weights = name.rfind("model", 0) == 0 && (e.path().extension() == ".safetensors" ||
+                                                          name == "model.safetensors.index.json");
+      if (weights && e.is_regular_file() && !written.count(name)) fs::remove(e.path());
+    }
+    for (const auto& name : written) {
+      if (fs::is_directory(dir / name)) fs::remove_all(dir / name);
+      fs::rename(tmp / name, dir / name);
+    }
+    fs::remove_all(tmp);
+    io::fsync_dir(dir);
+  }
   ctx.comm.barrier();
+}
+
+namespace {
+
+// A training output_dir from before output markers: what ftrun itself puts there.
+bool legacy_training_output(const fs::path& dir) {
+  if (fs::exists(dir / "metrics.jsonl") || fs::is_directory(dir / ".ftrun_cache")) return true;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(dir, ec)) {
+    const auto name = e.path().filename().string();
+    if (e.is_directory() && name.rfind("checkpoint-", 0) == 0 && name.size() > 11 &&
+        std::all_of(name.begin() + 11, name.end(), ::isdigit))
+      return true;
+  }
+  return false;
+}
+
+}  // namespace
+
+void prepare_output_dir(const Config& cfg, comm::Comm& comm) {
+  const auto& out = cfg.training_args.output_dir;
+  if (out.empty())
+    throw std::runtime_error("training_args.output_dir is empty: set the directory the checkpoints and the result "
+                             "go to (nothing was written)");
+  const std::pair<std::string, std::string> inputs[] = {
+      {cfg.model_dir, "the base model directory (model_dir"},
+      {cfg.adapter_name_or_path, "the adapter being continued (adapter_name_or_path"}};
+  for (const auto& [input, what] : inputs) {
+    if (input.empty() || !io::path_within(out, input)) continue;
+    const bool same = io::path_within(input, out);
+    throw std::runtime_error("training_args.output_dir " + out + " is " + (same ? "" : "inside ") + what + " " + input +
+                             "): training would write over its files; choose another output_dir (nothing was written)");
+  }
+  io::check_replaceable(out, "training", "an ftrun training output", cfg.training_args.overwrite_output_dir,
+                        "set training_args.overwrite_output_dir: true", legacy_training_output);
+  comm.barrier();  // every rank has looked before rank 0 writes
+  if (comm.rank() == 0) {
+    fs::create_directories(out);
+    if (io::output_kind(out) != "training") io::write_output_marker(out, "training", "ftrun training");
+  }
+  comm.barrier();
 }
 
 std::vector<int64_t> complete_checkpoints(const std::string& output_dir) {
@@ -246,9 +335,188 @@ std::string listing(const std::string& output_dir) {
   return s;
 }
 
+bool all_digits(const std::string& s) {
+  return !s.empty() && s.size() <= 18 && std::all_of(s.begin(), s.end(), ::isdigit);
+}
+
+const char* const kChanged = " (the file changed after the checkpoint was written)";
+
+// COMPLETE's per-file checksums (complete_text) against the files: "" when every listed file
+// matches, else what is wrong, naming the file. *step is COMPLETE's line 1; *legacy is set when
+// no checksums are recorded (a checkpoint of an ftrun before them).
+std::string check_checksums(const fs::path& dir, int64_t* step, bool* legacy) {
+  const auto path = dir / kCompleteFile;
+  std::string text;
+  try {
+    text = io::read_text_file(path, "checkpoint marker");
+  } catch (const std::exception& e) {
+    return e.what();
+  }
+  std::istringstream in(text);
+  std::string line;
+  std::getline(in, line);
+  if (!all_digits(line)) return path.string() + ": line 1 must be the step number, got '" + line + "'";
+  *step = std::stoll(line);
+  std::set<std::string> listed;
+  int number = 1;
+  while (std::getline(in, line)) {
+    ++number;
+    if (line.empty()) continue;
+    std::istringstream ls(line);
+    std::string algo, hash, rel;
+    uint64_t size = 0;
+    ls >> algo >> hash >> size;
+    if (ls) ls.get();
+    if (ls) std::getline(ls, rel);
+    if (algo != "xxh64" || hash.size() != 16 || rel.empty())
+      return path.string() + ": line " + std::to_string(number) + " is not 'xxh64 <hash> <size> <file>': " + line;
+    listed.insert(rel);
+    const auto f = dir / rel;
+    std::error_code ec;
+    if (!fs::is_regular_file(f, ec)) return f.string() + ": missing (COMPLETE lists it)";
+    const auto actual = fs::file_size(f, ec);
+    if (actual != size)
+      return f.string() + ": " + std::to_string(actual) + " bytes, COMPLETE says " + std::to_string(size) + kChanged;
+    std::string now;
+    try {
+      now = io::hex64(io::xxh64_file(f));
+    } catch (const std::exception& e) {
+      return e.what();
+    }
+    if (now != hash) return f.string() + ": checksum xxh64 " + now + ", COMPLETE says " + hash + kChanged;
+  }
+  *legacy = listed.empty();
+  if (*legacy) return "";
+  // A resume loads every file of optimizer/ and rng/ it finds: one COMPLETE does not list (a
+  // shard copied in from another run) would be loaded, so it is damage too.
+  for (const char* sub : {"optimizer", "rng"}) {
+    if (!fs::is_directory(dir / sub)) continue;
+    for (const auto& e : fs::recursive_directory_iterator(dir / sub))
+      if (e.is_regular_file() && !listed.count(fs::relative(e.path(), dir).generic_string()))
+        return e.path().string() + ": not part of the checkpoint as written (COMPLETE does not list it)";
+  }
+  return "";
+}
+
+// The optimizer files against each other: layout.json, every writing rank's shard, each
+// shard's ranges within its unit and its tensors of the ranges' sizes, every unit covered.
+// `values` also reads the moments (finite, exp_avg_sq >= 0): for checkpoints without
+// checksums, whose bytes nothing else vouches for.
+std::string check_optimizer(const fs::path& dir, int world_size, bool values) {
+  const auto opt_dir = dir / "optimizer";
+  const auto layout_path = opt_dir / "layout.json";
+  if (!fs::exists(layout_path)) return layout_path.string() + ": missing (not an ftrun checkpoint?)";
+  std::map<int64_t, int64_t> numel;  // unit -> flat size
+  try {
+    const auto layout = io::read_json_file(layout_path);
+    for (const auto& u : layout.at("units")) numel[u.at("unit").get<int64_t>()] = u.at("numel").get<int64_t>();
+  } catch (const nlohmann::json::exception& e) {
+    return layout_path.string() + ": " + e.what();
+  } catch (const std::exception& e) {
+    return e.what();
+  }
+  for (int r = 0; r < world_size; ++r)
+    if (!fs::exists(opt_dir / rank_file(r)))
+      return (opt_dir / rank_file(r)).string() + ": missing (the checkpoint was written by " + std::to_string(world_size) +
+             " rank(s))";
+  std::map<int64_t, std::vector<std::pair<int64_t, int64_t>>> covered;
+  for (const auto& e : fs::directory_iterator(opt_dir)) {
+    if (e.path().extension() != ".safetensors") continue;
+    const auto file = e.path().string();
+    try {
+      auto f = st::File::open(file);
+      const auto& meta = f->metadata();
+      if (!meta.count("ftrun_ranges")) return file + ": no ftrun_ranges metadata";
+      const auto ranges = nlohmann::json::parse(meta.at("ftrun_ranges"));
+      for (const auto& kv : ranges.items()) {
+        const int64_t unit = std::stoll(kv.key());
+        const int64_t lo = kv.value().at(0).get<int64_t>(), hi = kv.value().at(1).get<int64_t>();
+        auto it = numel.find(unit);
+        if (it == numel.end()) return file + ": optimizer state for unit " + kv.key() + ", which layout.json does not have";
+        if (lo < 0 || lo > hi || hi > it->second)
+          return file + ": range [" + std::to_string(lo) + ", " + std::to_string(hi) + ") of unit " + kv.key() +
+                 " is outside the unit's " + std::to_string(it->second) + " elements in layout.json";
+        for (const char* which : {"exp_avg", "exp_avg_sq", "master"}) {
+          const std::string name = "unit." + kv.key() + "." + which;
+          if (std::string(which) == "master" && !f->contains(name)) continue;  // bf16 full fine-tuning only
+          const auto& info = f->info(name);
+          int64_t n = 1;
+          for (auto d : info.shape) n *= d;
+          if (info.dtype != "F32" || n != hi - lo)
+            return file + ": " + name + " is " + info.dtype + " with " + std::to_string(n) + " elements, its range [" +
+                   std::to_string(lo) + ", " + std::to_string(hi) + ") needs F32 with " + std::to_string(hi - lo);
+          if (values) {
+            const auto t = f->get(name);
+            if (!torch::isfinite(t).all().item<bool>()) return file + ": " + name + " holds NaN or infinite values";
+            if (std::string(which) == "exp_avg_sq" && (t < 0).any().item<bool>())
+              return file + ": " + name + " holds negative values";
+          }
+        }
+        covered[unit].push_back({lo, hi});
+      }
+    } catch (const nlohmann::json::exception& e) {
+      return file + ": " + e.what();
+    } catch (const std::exception& e) {
+      return e.what();
+    }
+  }
+  for (const auto& [unit, n] : numel) {
+    auto spans = covered[unit];
+    std::sort(spans.begin(), spans.end());
+    int64_t reached = 0;
+    for (const auto& [lo, hi] : spans)
+      if (lo <= reached) reached = std::max(reached, hi);
+    if (reached < n)
+      return opt_dir.string() + ": the optimizer state of unit " + std::to_string(unit) + " covers only [0, " +
+             std::to_string(reached) + ") of its " + std::to_string(n) + " elements (a shard is missing or from another run)";
+  }
+  return "";
+}
+
 }  // namespace
 
-std::optional<fs::path> resolve_resume(const std::string& arg, const std::string& output_dir, std::string* message) {
+std::string checkpoint_damage(const fs::path& dir, std::string* note) {
+  int64_t step = -1;
+  bool legacy = false;
+  auto bad = check_checksums(dir, &step, &legacy);
+  if (!bad.empty()) return bad;
+  if (legacy && note)
+    *note = dir.string() + " was written before checkpoints carried checksums (its COMPLETE holds only the step): "
+            "its files are checked for consistency, not byte for byte";
+  TrainerState state;
+  try {
+    state = read_trainer_state(dir);
+  } catch (const std::exception& e) {
+    return e.what();
+  }
+  const auto state_path = (dir / kStateFile).string();
+  const auto g = std::to_string(state.global_step);
+  if (state.global_step != step) return state_path + ": global_step " + g + ", but COMPLETE says " + std::to_string(step);
+  const auto clean = dir.lexically_normal();
+  const auto name = (clean.has_filename() ? clean : clean.parent_path()).filename().string();
+  if (name.rfind("checkpoint-", 0) == 0 && all_digits(name.substr(11)) && std::stoll(name.substr(11)) != state.global_step)
+    return state_path + ": global_step " + g + ", but the directory is " + name;
+  if (state.global_step < 1 || state.position < 0 || state.world_size < 1)
+    return state_path + ": global_step " + g + ", position " + std::to_string(state.position) + ", world_size " +
+           std::to_string(state.world_size) + " (expected at least 1, 0, 1)";
+  bad = check_optimizer(dir, state.world_size, legacy);
+  if (!bad.empty()) return bad;
+  for (int r = 0; r < state.world_size; ++r) {
+    const auto rng = dir / "rng" / rank_file(r);
+    if (!fs::exists(rng))
+      return rng.string() + ": missing (the checkpoint was written by " + std::to_string(state.world_size) +
+             " rank(s); each one's RNG state is needed to continue exactly)";
+    try {
+      if (!st::File::open(rng.string())->contains("cpu")) return rng.string() + ": no 'cpu' generator state";
+    } catch (const std::exception& e) {
+      return e.what();
+    }
+  }
+  return "";
+}
+
+std::optional<fs::path> resolve_resume(const std::string& arg, const std::string& output_dir, std::string* message,
+                                       std::vector<std::string>* warnings) {
   std::string lower = arg;
   std::transform(lower.begin(), lower.end(), lower.begin(), ::tolower);
   if (lower.empty() || lower == "no") return std::nullopt;
@@ -258,7 +526,31 @@ std::optional<fs::path> resolve_resume(const std::string& arg, const std::string
       if (message) *message = "--resume yes: no complete checkpoint in " + output_dir + "; starting fresh";
       return std::nullopt;
     }
-    return fs::path(output_dir) / checkpoint_name(found.back());
+    // Newest first; a damaged one is skipped with a warning naming the file and the fault.
+    std::vector<std::string> skipped;
+    for (auto it = found.rbegin(); it != found.rend(); ++it) {
+      const auto dir = fs::path(output_dir) / checkpoint_name(*it);
+      std::string note;
+      const auto damage = checkpoint_damage(dir, &note);
+      if (!damage.empty()) {
+        skipped.push_back("--resume yes: skipping damaged " + checkpoint_name(*it) + ": " + damage);
+        continue;
+      }
+      std::string m;
+      if (!skipped.empty()) m = "--resume yes: resuming from " + checkpoint_name(*it) + ", the newest intact checkpoint";
+      if (!note.empty()) m += (m.empty() ? "" : "; ") + note;
+      if (warnings) {
+        warnings->insert(warnings->end(), skipped.begin(), skipped.end());
+      } else {
+        for (auto w = skipped.rbegin(); w != skipped.rend(); ++w) m = *w + (m.empty() ? "" : "; ") + m;
+      }
+      if (message) *message = m;
+      return dir;
+    }
+    std::string all;
+    for (const auto& s : skipped) all += (all.empty() ? "" : "; ") + s.substr(std::string("--resume yes: ").size());
+    throw std::runtime_error("--resume yes: no intact checkpoint in " + output_dir + " (" + all +
+                             "); remove the damaged checkpoints, or run without --resume to start fresh");
   }
   fs::path dir;
   if (std::all_of(arg.begin(), arg.end(), ::isdigit)) {
@@ -274,7 +566,21 @@ std::optional<fs::path> resolve_resume(const std::string& arg, const std::string
   if (!fs::exists(dir / kCompleteFile))
     throw std::runtime_error("--resume " + arg + ": " + dir.string() + " is incomplete (no COMPLETE marker: "
                              "the save was interrupted); " + listing(output_dir));
+  std::string note;
+  const auto damage = checkpoint_damage(dir, &note);
+  if (!damage.empty())
+    throw std::runtime_error("--resume " + arg + ": " + dir.string() + " is damaged: " + damage +
+                             " (--resume yes takes the newest intact checkpoint)");
+  if (message) *message = note;
   return dir;
+}
+
+void check_resume_step(const fs::path& dir, const TrainerState& state, int64_t total_steps) {
+  if (state.global_step > total_steps)
+    throw std::runtime_error((dir / kStateFile).string() + ": global_step " + std::to_string(state.global_step) +
+                             " is beyond this run's " + std::to_string(total_steps) +
+                             " steps (max_steps / num_train_epochs): nothing would be trained; raise max_steps, or "
+                             "start fresh in another output_dir");
 }
 
 std::vector<std::string> check_resume_compatible(const Config& cfg, const peft::Strategy& strategy,
@@ -365,11 +671,16 @@ void load_rank_state(const fs::path& dir, sharding::ZeroEngine& engine, int64_t 
     return out;
   });
   auto rng_file = dir / "rng" / rank_file(rank);
-  if (fs::exists(rng_file)) {
-    auto f = st::File::open(rng_file.string());
-    auto gen = at::detail::getDefaultCPUGenerator();
-    gen.set_state(f->get("cpu"));
+  if (!fs::exists(rng_file)) {
+    const int writers = read_trainer_state(dir).world_size;
+    if (rank < writers)
+      throw std::runtime_error(rng_file.string() + ": missing (the checkpoint was written by " + std::to_string(writers) +
+                               " rank(s); each one's RNG state is needed to continue exactly)");
+    return;  // a rank the writing run did not have (the world grew): its generator keeps the seed's state
   }
+  auto f = st::File::open(rng_file.string());
+  auto gen = at::detail::getDefaultCPUGenerator();
+  gen.set_state(f->get("cpu"));
 }
 
 }  // namespace ftrun::runtime

@@ -14,13 +14,23 @@
 //     rng/rank-R.safetensors                            the rank's CPU generator state
 //     trainer_state.json                                TrainerState below
 //     tokenizer files                                   so the checkpoint is usable on its own
-//     COMPLETE                                          written last
+//     COMPLETE                                          written last: line 1 the step; then
+//                                                       per file "xxh64 <hash> <size> <path>"
 //
 // Written into output_dir/.checkpoint-N.tmp, fsynced, then renamed: a crash mid-save never
 // leaves a directory that looks complete, and earlier checkpoints are never touched.
 // Optimizer ranges are in flat coordinates independent of the world size, so a checkpoint
 // resumes under any world size and ZeRO stage. What must match for a resume is asked of the
 // Strategy (resume_keys), never named here.
+//
+// Integrity: before a checkpoint is used, checkpoint_damage() verifies COMPLETE's checksums
+// (XXH64, io/checksum.h) and that its files agree with each other (trainer_state.json against
+// COMPLETE and the directory's step, layout.json against every rank's optimizer shard, each
+// writing rank's RNG file present). `--resume yes` skips a damaged checkpoint with a warning
+// naming the file and takes the newest intact one; `--resume N` / PATH on a damaged one is an
+// error naming the file. Checkpoints of earlier versions (COMPLETE holding only the step) still
+// resume, with a note: their files get the consistency checks, and their optimizer moments are
+// read for finiteness, since no checksum vouches for their bytes.
 #pragma once
 #include <nlohmann/json.hpp>
 
@@ -84,16 +94,40 @@ struct SaveContext {
 // writing and COMPLETE at step N (the crash-safety test).
 fs::path save_checkpoint(const SaveContext& ctx, const TrainerState& state);
 
-// The final result in output_dir itself, like trainer.save_model(): weights and tokenizer.
+// Writes dir/COMPLETE for a checkpoint of `step` whose other files are all written: the step,
+// then every file's XXH64 checksum and size (what checkpoint_damage() verifies).
+void mark_complete(const fs::path& dir, int64_t step);
+
+// The final result in output_dir itself, like trainer.save_model(): weights and tokenizer,
+// written into output_dir/.final.tmp and each file renamed into place.
 void save_final(const SaveContext& ctx);
+
+// Collective, before a training run writes anything (the token cache included): output_dir is
+// set, is neither model_dir nor the adapter being continued nor inside them, and is new, empty
+// or ftrun's own training output (a .ftrun_output marker of kind "training"; from before
+// markers: metrics.jsonl, a checkpoint-N or the token cache), unless
+// training_args.overwrite_output_dir. Each failure is one line naming the directory. Rank 0
+// then creates it and marks it.
+void prepare_output_dir(const Config& cfg, comm::Comm& comm);
 
 // Step numbers of the COMPLETE checkpoints in output_dir, ascending.
 std::vector<int64_t> complete_checkpoints(const std::string& output_dir);
 
-// `--resume` values: "" or "no" = fresh; "yes" (any case) = newest COMPLETE checkpoint, or
-// fresh with a message when there is none; digits N = checkpoint-N; else a checkpoint path.
-// A missing or incomplete checkpoint is an error listing the complete ones.
-std::optional<fs::path> resolve_resume(const std::string& arg, const std::string& output_dir, std::string* message);
+// What is wrong with checkpoint dir as a resume point, naming the file ("" when intact); `note`
+// receives a line for a checkpoint written before checksums.
+std::string checkpoint_damage(const fs::path& dir, std::string* note = nullptr);
+
+// `--resume` values: "" or "no" = fresh; "yes" (any case) = newest intact COMPLETE checkpoint
+// (damaged newer ones skipped: one warning each, into `warnings`, or into `message` when it is
+// null; all damaged: an error), or fresh with a message when there is none; digits N =
+// checkpoint-N; else a checkpoint path. A missing, incomplete or damaged checkpoint is an error
+// naming it (and listing the complete ones where it is missing).
+std::optional<fs::path> resolve_resume(const std::string& arg, const std::string& output_dir, std::string* message,
+                                       std::vector<std::string>* warnings = nullptr);
+
+// A checkpoint beyond the run (global_step > total_steps) would train nothing: an error naming
+// its trainer_state.json. global_step == total_steps is a finished run (only the final save).
+void check_resume_step(const fs::path& dir, const TrainerState& state, int64_t total_steps);
 
 // Checks that the run described by cfg (with `strategy`) can continue from the checkpoint's
 // state: model, strategy and the strategy's resume_keys must match (error naming the
@@ -101,7 +135,8 @@ std::optional<fs::path> resolve_resume(const std::string& arg, const std::string
 std::vector<std::string> check_resume_compatible(const Config& cfg, const peft::Strategy& strategy,
                                                  const TrainerState& state, const nlohmann::json& model_config);
 
-// Each rank: optimizer moments (re-sharded from whatever world size wrote them) and RNG.
+// Each rank: optimizer moments (re-sharded from whatever world size wrote them) and RNG (its
+// file missing is an error for a rank the writing run had; a rank beyond it keeps the seed's).
 void load_rank_state(const fs::path& dir, sharding::ZeroEngine& engine, int64_t steps, int rank);
 
 }  // namespace ftrun::runtime

@@ -230,9 +230,9 @@ const std::vector<std::string> kDataKeys = {"train_file", "val_file", "test_file
 // (hub, reporting, device and dataloader knobs, ...), plus the demo's own `swanlab`. Rejecting
 // them would break configs written for the demo, so they pass with a warning.
 const std::vector<std::string> kIgnoredTrainingArgs = {
-    "overwrite_output_dir", "do_train", "do_eval", "do_predict", "prediction_loss_only",
+    "do_train", "do_eval", "do_predict", "prediction_loss_only",
     "eval_accumulation_steps", "eval_delay", "torch_empty_cache_steps", "log_level_replica",
-    "log_on_each_node", "logging_dir", "logging_first_step", "logging_nan_inf_filter",
+    "log_on_each_node", "logging_first_step", "logging_nan_inf_filter",
     "save_safetensors", "save_on_each_node", "save_only_model",
     "restore_callback_states_from_checkpoint", "no_cuda", "use_cpu", "use_mps_device",
     "data_seed", "jit_mode_eval", "use_ipex", "fp16_opt_level", "half_precision_backend",
@@ -241,7 +241,7 @@ const std::vector<std::string> kIgnoredTrainingArgs = {
     "past_index", "run_name", "disable_tqdm", "remove_unused_columns", "label_names",
     "load_best_model_at_end", "metric_for_best_model", "greater_is_better", "ignore_data_skip",
     "fsdp_min_num_params", "fsdp_config", "fsdp_transformer_layer_cls_to_wrap",
-    "accelerator_config", "optim_args", "group_by_length", "length_column_name", "report_to",
+    "accelerator_config", "optim_args", "group_by_length", "length_column_name",
     "ddp_find_unused_parameters", "ddp_bucket_cap_mb", "ddp_broadcast_buffers",
     "dataloader_pin_memory", "dataloader_persistent_workers", "skip_memory_metrics",
     "use_legacy_prediction_loop", "push_to_hub", "resume_from_checkpoint", "hub_model_id",
@@ -294,6 +294,11 @@ const std::vector<std::string> kSchedulers = {"linear", "constant", "constant_wi
 const std::vector<std::string> kHfOnlySchedulers = {
     "cosine_with_restarts", "polynomial", "inverse_sqrt", "reduce_lr_on_plateau",
     "cosine_with_min_lr", "warmup_stable_decay"};
+// HF's report_to integrations (transformers 4.49 INTEGRATION_TO_CALLBACK); ftrun has
+// tensorboard only, the others are accepted with a warning.
+const std::vector<std::string> kHfIntegrations = {
+    "azure_ml", "comet_ml", "mlflow", "neptune", "tensorboard", "wandb",
+    "codecarbon", "clearml", "dagshub", "flyte", "dvclive"};
 const std::vector<std::string> kLogLevels = {"debug", "info", "warning", "error", "critical",
                                              "passive"};
 
@@ -363,6 +368,7 @@ const std::vector<Classified>& classified_keys() {
       {"data_config", "test_file", K::kActed, "t3.jsonl"},
       {"data_config", "num_proc", K::kWarned, 4},
       {"training_args", "output_dir", K::kActed, "./out2"},
+      {"training_args", "overwrite_output_dir", K::kActed, true},
       {"training_args", "max_steps", K::kActed, 7},
       {"training_args", "num_train_epochs", K::kActed, 2.0},
       {"training_args", "learning_rate", K::kActed, 1e-4},
@@ -394,6 +400,8 @@ const std::vector<Classified>& classified_keys() {
       {"training_args", "bf16", K::kActed, true},
       {"training_args", "fp16", K::kRefused, true},
       {"training_args", "log_level", K::kActed, "warning"},
+      {"training_args", "report_to", K::kActed, "none"},
+      {"training_args", "logging_dir", K::kActed, "/tmp/tb"},
       {"training_args", "optim", K::kRefused, "sgd"},
       {"training_args", "label_smoothing_factor", K::kRefused, 0.1},
       {"training_args", "neftune_noise_alpha", K::kRefused, 5},
@@ -532,6 +540,7 @@ class Validator {
   void data_config(const json& v, const Path& p);
   void generation_config(const json& v, const Path& p);
   void peft_metadata(const json& v, const Path& p);
+  void report_to(const json& v, const Path& p, std::vector<std::string>& out);
   void training_args(const json& v, const Path& p);
   void check_training_args(const Path& p);
 
@@ -697,6 +706,56 @@ void Validator::peft_metadata(const json& v, const Path& p) {
   }
 }
 
+// HF's report_to: null or "all" = every integration installed (HF 4.x's default), which for
+// ftrun is tensorboard; "none" = nothing; else a name or a list of names. HF's other
+// integrations are accepted with a warning (ftrun has none of them); an unknown name is an
+// error, as in HF.
+void Validator::report_to(const json& v, const Path& p, std::vector<std::string>& out) {
+  std::vector<std::string> names;
+  if (v.is_null()) {
+    names = {"all"};
+  } else if (v.is_string()) {
+    names = {v.get<std::string>()};
+  } else if (v.is_array()) {
+    for (const auto& x : v) {
+      if (!x.is_string()) {
+        error(p, "expected integration names (all, none, tensorboard, ...), got " + describe(x) + " in the list");
+        return;
+      }
+      names.push_back(x.get<std::string>());
+    }
+  } else {
+    error(p, "expected all, none, an integration name or a list of them, got " + describe(v));
+    return;
+  }
+  out.clear();
+  if (names == std::vector<std::string>{"all"}) {
+    out = {"tensorboard"};
+    return;
+  }
+  if (names.empty() || names == std::vector<std::string>{"none"}) return;
+  std::vector<std::string> ignored;
+  for (const auto& n : names) {
+    if (n == "all" || n == "none") {  // HF takes them alone only
+      error(p, "'" + n + "' cannot be combined with other integrations; give it alone");
+      return;
+    }
+    if (std::find(kHfIntegrations.begin(), kHfIntegrations.end(), n) == kHfIntegrations.end()) {
+      std::vector<std::string> known = {"all", "none"};
+      known.insert(known.end(), kHfIntegrations.begin(), kHfIntegrations.end());
+      const std::string best = closest_key(n, known);
+      error(p, "'" + n + "' is not an integration HF knows (known: " + join(known, ", ") + ")" +
+                   (best.empty() ? "" : " (did you mean '" + best + "'?)"));
+      return;
+    }
+    if (n != "tensorboard") ignored.push_back(n);
+    else if (std::find(out.begin(), out.end(), n) == out.end()) out.push_back(n);
+  }
+  if (!ignored.empty())
+    warn(p, "accepted but ignored: " + join(ignored, ", ") +
+                " (ftrun reports to tensorboard only; metrics.jsonl and report.html are in output_dir)");
+}
+
 std::map<std::string, Validator::Setter> Validator::training_fields(TrainingArgs& t) {
   auto i64 = [this](int64_t& dst) {
     return Setter([this, &dst](const json& x, const Path& kp) { get_int(x, kp, dst); });
@@ -719,6 +778,7 @@ std::map<std::string, Validator::Setter> Validator::training_fields(TrainingArgs
   };
   return {
       {"output_dir", str(t.output_dir, false)},
+      {"overwrite_output_dir", boolean(t.overwrite_output_dir)},
       {"max_steps", i64(t.max_steps)},
       {"num_train_epochs", f64(t.num_train_epochs)},
       {"learning_rate", f64(t.learning_rate)},
@@ -763,6 +823,8 @@ std::map<std::string, Validator::Setter> Validator::training_fields(TrainingArgs
       {"bf16", boolean(t.bf16)},
       {"fp16", boolean(t.fp16)},
       {"log_level", str(t.log_level, false)},
+      {"report_to", [this, &t](const json& x, const Path& kp) { report_to(x, kp, t.report_to); }},
+      {"logging_dir", str(t.logging_dir, true)},
   };
 }
 
@@ -1054,6 +1116,7 @@ json config_to_json(const Config& c) {
       {"freezeV", c.freezeV},
       {"training_args",
        {{"output_dir", t.output_dir},
+        {"overwrite_output_dir", t.overwrite_output_dir},
         {"max_steps", t.max_steps},
         {"num_train_epochs", t.num_train_epochs},
         {"learning_rate", t.learning_rate},
@@ -1083,7 +1146,9 @@ json config_to_json(const Config& c) {
         {"gradient_checkpointing", t.gradient_checkpointing},
         {"bf16", t.bf16},
         {"fp16", t.fp16},
-        {"log_level", t.log_level}}},
+        {"log_level", t.log_level},
+        {"report_to", t.report_to},
+        {"logging_dir", t.logging_dir}}},
       {"peft_config", c.peft_config},
   };
 }

@@ -26,6 +26,7 @@ struct DataConfig {
 
 struct TrainingArgs {
   std::string output_dir = "./output";
+  bool overwrite_output_dir = false;  // HF's: write into an output_dir that is not ftrun's own
   int64_t max_steps = -1;           // > 0 overrides num_train_epochs
   double num_train_epochs = 3.0;
   double learning_rate = 5e-5;
@@ -53,6 +54,10 @@ struct TrainingArgs {
   bool gradient_checkpointing = false;
   bool bf16 = false, fp16 = false;         // fp16: true is refused (no loss scaling)
   std::string log_level = "passive";       // ftrun's own log lines on rank 0 (runtime/log.h)
+  // HF's integrations, resolved as HF resolves them: "all" (HF 4.x's default) = every one
+  // ftrun has = tensorboard (runtime/tensorboard.h); "none" = none.
+  std::vector<std::string> report_to = {"tensorboard"};
+  std::string logging_dir;                 // "" = output_dir/runs/<date>_<host>, as HF
 };
 
 struct Config {

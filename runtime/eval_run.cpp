@@ -4,11 +4,15 @@
 #include <cmath>
 #include <filesystem>
 #include <iostream>
+#include <sstream>
 
 #include "io/file.h"
+#include "io/output.h"
+#include "models/model.h"
 #include "peft/adapter.h"
 #include "runtime/evaluate.h"
 #include "runtime/generate.h"
+#include "runtime/precision.h"
 #include "runtime/run_setup.h"
 #include "sharding/zero.h"
 
@@ -24,6 +28,22 @@ const std::string& split_file(const Config& cfg, const EvalRequest& req) {
   return req.split == "val" ? cfg.data_config.val_file : cfg.data_config.test_file;
 }
 
+// A predictions JSONL as write_predictions() writes it (every line an object of exactly
+// prompt, reference and prediction), or an empty file: what --output may replace.
+bool is_predictions_file(const fs::path& path) {
+  std::error_code ec;
+  if (!fs::is_regular_file(path, ec)) return false;
+  std::istringstream in(io::read_text_file(path));
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.empty()) continue;
+    const auto j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+    if (!j.is_object() || j.size() != 3 || !j.contains("prompt") || !j.contains("reference") || !j.contains("prediction"))
+      return false;
+  }
+  return true;
+}
+
 }  // namespace
 
 void prepare_eval_request(const Config& cfg, EvalRequest& req) {
@@ -31,6 +51,10 @@ void prepare_eval_request(const Config& cfg, EvalRequest& req) {
     throw std::runtime_error("--split must be val or test (got '" + req.split + "')");
   if (split_file(cfg, req).empty())
     throw std::runtime_error(cfg.path + ": " + split_key(req) + " is not set (the --split " + req.split + " data)");
+  // Before any work: --output replaces only an earlier predictions file (never a user's file).
+  if (!req.output.empty())
+    io::check_replaceable(req.output, "predictions", "an ftrun predictions file", false, "delete it first",
+                          is_predictions_file);
   if (req.checkpoint.empty()) req.checkpoint = cfg.training_args.output_dir;
   if (!peft::is_adapter_dir(req.checkpoint) && !fs::exists(fs::path(req.checkpoint) / "config.json"))
     throw std::runtime_error(req.checkpoint + ": no trained model here (neither adapter_config.json nor config.json); " +
@@ -45,7 +69,13 @@ nlohmann::json evaluate_checkpoint(const Config& cfg, EvalRequest req, comm::Com
   const std::string& file = split_file(cfg, req);
   const int rank = comm.rank(), world = comm.world_size();
 
-  auto inf = load_for_inference(req.checkpoint, cfg.model_dir, cfg.chat_template);
+  // The run's precision, as training evaluated: torch_dtype for the base, and HF Trainer's
+  // bf16 autocast around the loss and the generation when training_args.bf16 is set.
+  auto inf = load_for_inference(req.checkpoint, cfg.model_dir, cfg.chat_template, nullptr, cfg.torch_dtype);
+  AutocastGuard autocast(args.bf16);
+  if (rank == 0 && (args.bf16 || inf.model->parameters().front().scalar_type() != at::kFloat))
+    std::cerr << "ftrun: evaluating with base weights " << models::hf_dtype_name(inf.model->parameters().front().scalar_type())
+              << (args.bf16 ? " under bf16 autocast" : "") << "\n";
   const auto setup = setup_run(cfg, world, inf);
   const bool sharded = world > 1 && setup.zero_stage == 3;
   std::unique_ptr<sharding::ZeroEngine> engine;

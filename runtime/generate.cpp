@@ -4,6 +4,8 @@
 #include <optional>
 
 #include "peft/adapter.h"
+#include "runtime/precision.h"
+#include "runtime/run_setup.h"
 
 #include <torch/torch.h>
 
@@ -11,6 +13,8 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
+#include <sstream>
 #include <limits>
 #include <set>
 #include <filesystem>
@@ -22,7 +26,8 @@ namespace fs = std::filesystem;
 namespace ftrun::runtime {
 
 Inference load_for_inference(const std::string& path, const std::string& base_override,
-                             const std::string& template_override) {
+                             const std::string& template_override, const BeforeWeights& before_weights,
+                             const std::string& torch_dtype) {
   Inference inf;
   const bool is_adapter = peft::is_adapter_dir(path);
   std::optional<peft::AdapterDir> adapter;
@@ -34,19 +39,49 @@ Inference load_for_inference(const std::string& path, const std::string& base_ov
     throw std::runtime_error(path + ": neither a model directory (config.json) nor an adapter "
                                     "directory (adapter_config.json)");
   }
-  inf.model = models::load_pretrained(inf.base_dir);
+  // config.json, the tokenizer and the template first (all small): the token ids and the
+  // caller's input are checked before the weights are allocated.
+  const auto config = models::load_model_config(inf.base_dir);
+  const bool own_tok = fs::exists(fs::path(path) / "tokenizer_config.json");
+  const std::string tok_dir = own_tok ? path : inf.base_dir;
+  inf.tokenizer = data::load_tokenizer(tok_dir);
+  inf.chat_template = data::make_template(template_override.empty()
+                                              ? data::template_for_model(config.model_type, *inf.tokenizer)
+                                              : template_override);
+  check_token_ids(config, *inf.tokenizer, tok_dir);
+  if (before_weights) before_weights(config, *inf.tokenizer, *inf.chat_template);
+  inf.model = models::load_pretrained(inf.base_dir, resolve_weights_dtype(torch_dtype, config, "torch_dtype", nullptr));
   if (is_adapter) {
     inf.strategy = peft::strategy_for_adapter(*adapter);
     inf.strategy->apply(*inf.model);
     inf.strategy->load(path);
   }
   inf.model->eval();
-  bool own_tok = fs::exists(fs::path(path) / "tokenizer_config.json");
-  inf.tokenizer = data::load_tokenizer(own_tok ? path : inf.base_dir);
-  inf.chat_template = data::make_template(template_override.empty()
-                                              ? data::template_for_model(inf.model->config().model_type, *inf.tokenizer)
-                                              : template_override);
   return inf;
+}
+
+void check_generate_options(const GenerateOptions& o) {
+  auto bad = [](const std::string& what, double v) {
+    std::ostringstream os;
+    os << "generate: " << what << " (got " << v << ")";
+    throw std::runtime_error(os.str());
+  };
+  // Written as !(x > 0) so that NaN, which compares false with everything, is refused too.
+  if (!(o.repetition_penalty > 0) || !std::isfinite(o.repetition_penalty))
+    bad("repetition_penalty must be a finite number > 0 (1 = off)", o.repetition_penalty);
+  if (!o.do_sample) return;
+  if (!(o.temperature > 0) || !std::isfinite(o.temperature))
+    bad("temperature must be a finite number > 0 when sampling", o.temperature);
+  if (!(o.top_p > 0 && o.top_p <= 1)) bad("top_p must be in (0, 1]", o.top_p);
+  if (o.top_k < 0) bad("top_k must be >= 0 (0 = off)", double(o.top_k));
+}
+
+void check_prompt_fits(const models::ModelConfig& config, int64_t prompt_tokens) {
+  const int64_t context = config.max_position_embeddings;
+  if (context <= 0 || prompt_tokens <= context) return;
+  throw std::runtime_error("the prompt is " + std::to_string(prompt_tokens) + " tokens, longer than the model's context of " +
+                           std::to_string(context) + " tokens (" + models::config_key(config, "max_position_embeddings") +
+                           " in " + config.path + "); generate refuses it rather than cutting it: shorten the prompt");
 }
 
 at::Tensor apply_repetition_penalty(const at::Tensor& logits, const std::vector<int64_t>& seen, double penalty) {
@@ -62,7 +97,7 @@ int64_t choose_next_token(const at::Tensor& logits_in, const std::vector<int64_t
                           at::Generator& gen) {
   auto logits = apply_repetition_penalty(logits_in.to(at::kFloat), seq, o.repetition_penalty);
   if (!o.do_sample) return logits.argmax().item<int64_t>();
-  if (o.temperature <= 0) throw std::runtime_error("temperature must be > 0 when sampling");
+  if (!(o.temperature > 0)) throw std::runtime_error("temperature must be > 0 when sampling");
   logits = logits / o.temperature;
   const float ninf = -std::numeric_limits<float>::infinity();
   auto V = logits.size(0);
@@ -89,6 +124,8 @@ int64_t choose_next_token(const at::Tensor& logits_in, const std::vector<int64_t
 std::vector<int64_t> generate(models::CausalLM& model, const std::vector<int64_t>& prompt,
                               const GenerateOptions& o, GenerateStats* stats) {
   if (prompt.empty()) throw std::runtime_error("generate: the prompt is empty");
+  check_generate_options(o);
+  check_prompt_fits(model.config(), int64_t(prompt.size()));
   torch::NoGradGuard ng;
   model.eval();
   auto gen = at::make_generator<at::CPUGeneratorImpl>(o.seed);

@@ -24,11 +24,23 @@ struct Inference {
   std::string base_dir;
 };
 
+// Called by load_for_inference once config.json, the tokenizer and the chat template are
+// read, before any weight is: a caller's checks of its input (generate's prompt length)
+// refuse it before the model is allocated.
+using BeforeWeights =
+    std::function<void(const models::ModelConfig&, const data::Tokenizer&, const data::ChatTemplate&)>;
+
 // `path` is an HF model directory, or a PEFT adapter directory whose
 // base_model_name_or_path (or `base_override`) names the base. The tokenizer comes from
-// `path` when it holds one (ftrun copies it into every output), else from the base.
+// `path` when it holds one (ftrun copies it into every output), else from the base. Special
+// token ids beyond config.json's vocabulary are an error (check_token_ids, run_setup.h)
+// before the weights are loaded.
+// `torch_dtype` is the training config's key (runtime/precision.h; `ftrun eval` passes it):
+// the base is held in that dtype, adapters stay fp32 as in training. generate and chat load in
+// float32, transformers 4.x's from_pretrained default.
 Inference load_for_inference(const std::string& path, const std::string& base_override = "",
-                             const std::string& template_override = "");
+                             const std::string& template_override = "", const BeforeWeights& before_weights = nullptr,
+                             const std::string& torch_dtype = "float32");
 
 // What HF's generate() calls GenerationConfig, with its defaults; do_sample=false is greedy.
 struct GenerateOptions {
@@ -43,6 +55,17 @@ struct GenerateOptions {
   bool use_cache = true;            // false: recompute the whole sequence every step
 };
 
+// Refuses options generation cannot use, naming the field and the value: repetition_penalty
+// not > 0 (or not finite); when sampling, temperature not > 0 (NaN included) or not finite,
+// top_p outside (0, 1], top_k < 0. The CLI checks its flags first (naming the flag); this
+// guards every other caller.
+void check_generate_options(const GenerateOptions& options);
+
+// ftrun generate refuses (does not cut) a prompt longer than the model's context:
+// "the prompt is N tokens, longer than the model's context of C tokens (<key> in
+// <config.json>)". A prompt of exactly C tokens is accepted (one new token fits).
+void check_prompt_fits(const models::ModelConfig& config, int64_t prompt_tokens);
+
 struct GenerateStats {
   double first_token_seconds = 0;  // prompt processing + first token
   double total_seconds = 0;
@@ -50,7 +73,8 @@ struct GenerateStats {
   double tokens_per_second() const { return total_seconds > 0 ? new_tokens / total_seconds : 0; }
 };
 
-// Continuation of `prompt` (batch of one); returns the new tokens only.
+// Continuation of `prompt` (batch of one); returns the new tokens only. The options and the
+// prompt's length are checked first (check_generate_options, check_prompt_fits).
 std::vector<int64_t> generate(models::CausalLM& model, const std::vector<int64_t>& prompt,
                               const GenerateOptions& options, GenerateStats* stats = nullptr);
 

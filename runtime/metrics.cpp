@@ -4,14 +4,30 @@
 #include <unistd.h>
 
 #include <cstring>
+#include <filesystem>
 #include <iomanip>
 #include <sstream>
 #include <stdexcept>
 
+#include "io/file.h"
+
 namespace ftrun::runtime {
 
-MetricsLog::MetricsLog(const std::string& path) : path_(path) {
-  f_ = std::fopen(path.c_str(), "w");
+MetricsLog::MetricsLog(const std::string& path, int64_t keep_through_step) : path_(path) {
+  std::string kept;
+  if (keep_through_step >= 0 && std::filesystem::exists(path)) {
+    std::istringstream in(io::read_text_file(path, "metrics file"));
+    std::string line;
+    while (std::getline(in, line)) {
+      // A torn last line (a killed run) parses as nothing and is dropped.
+      const auto r = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+      if (r.is_object() && r.contains("step") && r["step"].is_number_integer() &&
+          r["step"].get<int64_t>() <= keep_through_step)
+        kept += line + "\n";
+    }
+  }
+  io::write_file_atomic(path, kept);
+  f_ = std::fopen(path.c_str(), "a");
   if (!f_) throw std::runtime_error(path + ": cannot open metrics file: " + std::strerror(errno));
 }
 

@@ -13,7 +13,10 @@ namespace ftrun::runtime {
 
 class MetricsLog {
  public:
-  explicit MetricsLog(const std::string& path);  // truncates; error names the path
+  // A fresh file (keep_through_step < 0), or on resume from step S the existing file's
+  // records with step <= S (HF's log_history semantics: later ones are replaced by the resumed
+  // run's), rewritten atomically before anything is appended. Errors name the path.
+  explicit MetricsLog(const std::string& path, int64_t keep_through_step = -1);
   ~MetricsLog();
   void write(const nlohmann::json& record);      // one line, flushed
   const std::string& path() const { return path_; }

@@ -25,24 +25,28 @@ at::ScalarType parse_dtype(const std::string& name, const std::string& where) {
 
 }  // namespace
 
+at::ScalarType resolve_weights_dtype(const std::string& torch_dtype, const models::ModelConfig& mc,
+                                     const std::string& where, std::vector<std::string>* notes) {
+  if (torch_dtype.empty() || torch_dtype == "auto") {
+    auto dt = parse_dtype(mc.torch_dtype, mc.path);
+    if (dt != at::kHalf) return dt;
+    if (notes)
+      notes->push_back("torch_dtype auto: " + mc.path + " says float16; holding the weights in bfloat16 "
+                       "(ftrun has no fp16 loss scaling; bf16 has fp32's range at a coarser mantissa); set "
+                       "torch_dtype: float32 to train in full precision");
+    return at::kBFloat16;
+  }
+  auto dt = parse_dtype(torch_dtype, where);
+  if (dt == at::kHalf)
+    throw std::runtime_error(where + ": float16 is not supported (ftrun has no fp16 loss "
+                                     "scaling); use bfloat16, which has fp32's range, or float32");
+  return dt;
+}
+
 Precision resolve_precision(const Config& cfg, const models::ModelConfig& mc, const peft::Strategy& strategy) {
   Precision p;
   p.autocast_bf16 = cfg.training_args.bf16;
-  const bool is_auto = cfg.torch_dtype.empty() || cfg.torch_dtype == "auto";
-  if (is_auto) {
-    p.weights = parse_dtype(mc.torch_dtype, mc.path);
-    if (p.weights == at::kHalf) {
-      p.weights = at::kBFloat16;
-      p.notes.push_back("torch_dtype auto: " + mc.path + " says float16; holding the weights in bfloat16 "
-                        "(ftrun has no fp16 loss scaling; bf16 has fp32's range at a coarser mantissa); set "
-                        "torch_dtype: float32 to train in full precision");
-    }
-  } else {
-    p.weights = parse_dtype(cfg.torch_dtype, cfg.path + ": torch_dtype");
-    if (p.weights == at::kHalf)
-      throw std::runtime_error(cfg.path + ": torch_dtype: float16 is not supported (ftrun has no fp16 loss "
-                                          "scaling); use bfloat16, which has fp32's range, or float32");
-  }
+  p.weights = resolve_weights_dtype(cfg.torch_dtype, mc, cfg.path + ": torch_dtype", &p.notes);
   if (strategy.trains_all_weights() && p.weights == at::kBFloat16)
     p.notes.push_back("full fine-tuning in bfloat16 as DeepSpeed's bf16 mode: bf16 working weights, fp32 master "
                       "weights and AdamW state sharded by ZeRO, bf16 gradient communication; set "

@@ -30,6 +30,12 @@ struct Precision {
   std::string describe() const;         // "weights bfloat16, autocast bf16"
 };
 
+// The dtype a base model is held in for `torch_dtype` ("auto", "bfloat16", "float16",
+// "float32"; "" = auto) against config.json's, by the rules below; notes receive what to tell
+// the user. `where` names the setting in errors.
+at::ScalarType resolve_weights_dtype(const std::string& torch_dtype, const models::ModelConfig& model_config,
+                                     const std::string& where, std::vector<std::string>* notes);
+
 // `torch_dtype` ("auto", "bfloat16", "float16", "float32"; "" = auto) against config.json's.
 // float16 is refused (no fp16 loss scaling; CPU has no fast fp16 matmul); an `auto` that
 // resolves to float16 holds bfloat16 instead, with a note. A full fine-tune in bfloat16 gets

@@ -44,6 +44,15 @@ struct RunSetup {
 // The pad id of a model: pad_token_id, else the first eos id, else 0.
 int64_t pad_id_of(const models::ModelConfig& mc);
 
+// Every token id the tokenizer (read from tokenizer_dir) or config.json can produce must be a
+// row of the model's embedding (config.json's vocab_size / padded_vocab_size): otherwise the
+// first batch holding it fails mid-training with libtorch's "index out of range in self".
+// Throws naming the token and its id: "<tokenizer_dir>/tokenizer_config.json: special token
+// '<|eot_id|>' has id 4040, beyond the model's vocabulary of 405 (vocab_size in
+// <config.json>)"; config.json's bos/eos/pad ids likewise name their key. Called by
+// setup_run and load_for_inference, where both are known, before any weight is loaded.
+void check_token_ids(const models::ModelConfig& mc, const data::Tokenizer& tok, const std::string& tokenizer_dir);
+
 // For training: model_dir's config.json and tokenizer; the template is chat_template, else
 // the model family's. Errors when model_dir is not set.
 RunSetup setup_run(const Config& cfg, int world_size);

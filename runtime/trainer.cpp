@@ -18,7 +18,9 @@
 #include "runtime/log.h"
 #include "runtime/metrics.h"
 #include "runtime/precision.h"
+#include "runtime/report.h"
 #include "runtime/run_setup.h"
+#include "runtime/tensorboard.h"
 
 namespace fs = std::filesystem;
 
@@ -110,12 +112,14 @@ class TrainRun {
         world_(comm_->world_size()), verbose_(verbose && rank_ == 0) {}
 
   TrainSummary run(const std::string& resume) {
+    prepare_output_dir(cfg_, *comm_);  // checkpoint.h: before anything is written
     prepare_data();
     build_model(resume);
     plan_steps();
     start(resume);
     loop();
     finish();
+    if (rank_ == 0) write_report_after_training(args_.output_dir, verbose_ && info_enabled());  // report.h
     return summary_;
   }
 
@@ -154,7 +158,10 @@ class TrainRun {
     model_ = models::load_pretrained(cfg_.model_dir, precision_.weights);
     strategy_->apply(*model_);
     std::string message;
-    resume_dir_ = resolve_resume(resume, args_.output_dir, &message);
+    std::vector<std::string> skipped;  // damaged checkpoints --resume yes passed over
+    resume_dir_ = resolve_resume(resume, args_.output_dir, &message, &skipped);
+    for (const auto& w : skipped)
+      if (verbose_) std::cerr << "warning: " << w << "\n";
     if (verbose_ && info_enabled() && !message.empty()) std::printf("ftrun: %s\n", message.c_str());
     if (resume_dir_) {
       state_ = read_trainer_state(*resume_dir_);
@@ -192,6 +199,7 @@ class TrainRun {
     stepper_ = std::make_unique<Stepper>(*model_, trainable, args_, total_steps_, comm_, setup_.zero_stage,
                                          cfg_.zero3_keep_params);
     if (resume_dir_) {
+      check_resume_step(*resume_dir_, state_, total_steps_);
       start_step_ = state_.global_step;
       position_ = state_.position;
       history_ = state_.log_history;
@@ -202,7 +210,10 @@ class TrainRun {
     }
     if (rank_ == 0) {
       fs::create_directories(args_.output_dir);
-      metrics_ = std::make_unique<MetricsLog>((fs::path(args_.output_dir) / "metrics.jsonl").string());
+      metrics_ = std::make_unique<MetricsLog>((fs::path(args_.output_dir) / "metrics.jsonl").string(),
+                                              resume_dir_ ? start_step_ : -1);
+      tensorboard_ = open_tensorboard(cfg_, start_step_, resume_dir_.has_value());  // report_to
+      write_run_config(args_.output_dir, config_to_json(cfg_));                      // for report.html
     }
     progress_ = std::make_unique<Progress>(total_steps_, verbose_);
     if (verbose_ && info_enabled())
@@ -229,6 +240,7 @@ class TrainRun {
   void record(const nlohmann::json& rec) {
     if (rank_ != 0) return;
     metrics_->write(rec);
+    if (tensorboard_) tensorboard_->write(rec);
     history_.push_back(rec);
     progress_->log(rec);
   }
@@ -361,6 +373,7 @@ class TrainRun {
   int64_t bs_ = 0, accum_ = 0, global_bs_ = 0, n_ = 0, steps_per_epoch_ = 1, total_steps_ = 0;
   std::unique_ptr<Stepper> stepper_;
   std::unique_ptr<MetricsLog> metrics_;
+  std::unique_ptr<TensorBoardWriter> tensorboard_;  // rank 0, when report_to has tensorboard
   std::unique_ptr<Progress> progress_;
   TrainSummary summary_;
   nlohmann::json history_ = nlohmann::json::array();

@@ -61,6 +61,23 @@ saved = json.load(open(sys.argv[2].replace("metrics.jsonl", "test_results.json")
 assert saved == got, (saved, got)
 PY
 
+# The run's precision is the config's: a LoRA run on bf16-held weights under bf16 autocast,
+# evaluated by `ftrun eval` with the same config, gives the training run's test loss exactly
+# (the base is loaded in bf16 and the loss computed under autocast, as in training).
+"$FTRUN" configs/tiny/lora.yaml --set training_args.max_steps=10 --set torch_dtype=bfloat16 \
+  --set training_args.bf16=true --set training_args.output_dir="$T/bf16" > "$T/bf16.log" 2>&1 \
+  || { cat "$T/bf16.log"; fail "bf16 training"; }
+"$FTRUN" eval configs/tiny/lora.yaml --split test --set training_args.output_dir="$T/bf16" --set torch_dtype=bfloat16 \
+  --set training_args.bf16=true --output "$T/bf16_test.jsonl" > "$T/bf16_eval.json" 2> "$T/bf16_eval.log" \
+  || { cat "$T/bf16_eval.log"; fail "ftrun eval in bf16"; }
+grep -q "evaluating with base weights bfloat16 under bf16 autocast" "$T/bf16_eval.log" || { cat "$T/bf16_eval.log"; fail "eval precision line"; }
+python3 - "$T/bf16_eval.json" "$T/bf16/metrics.jsonl" <<'PY' || fail "bf16 ftrun eval loss differs from the training run's"
+import json, sys
+got = json.loads(open(sys.argv[1]).read())
+test = [json.loads(l) for l in open(sys.argv[2]) if "test_loss" in l][0]
+assert abs(got["test_loss"] - test["test_loss"]) <= 1e-6 * abs(test["test_loss"]), (got["test_loss"], test["test_loss"])
+PY
+
 # Two ranks under mpirun: ZeRO-3 training (every forward collective) and plain eval.
 timeout 240 "$MPIRUN" -np 2 --allow-run-as-root --oversubscribe --bind-to none \
   "$FTRUN" configs/tiny/lora.yaml "${common[@]}" --set training_args.per_device_train_batch_size=4 \

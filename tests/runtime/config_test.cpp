@@ -522,8 +522,10 @@ TEST_F(ConfigTest, IgnoredHfKeysWarn) {
                                      "  dataloader_num_workers: 4\n"   // stored, warned (issue 13)
                                      "  gradient_checkpointing: true\n"
                                      "  log_level: warning\n"));
-  EXPECT_EQ(c.warnings.size(), 5u);
-  EXPECT_TRUE(has_warning(c, file() + ":7: training_args.report_to: accepted but ignored"));
+  EXPECT_EQ(c.warnings.size(), 4u);
+  // Was a warning before issue 17: report_to acts now (runtime/tensorboard.h); none = off.
+  EXPECT_FALSE(has_warning(c, "training_args.report_to"));
+  EXPECT_TRUE(c.training_args.report_to.empty());
   EXPECT_TRUE(has_warning(c, ":8: training_args.run_name"));
   EXPECT_TRUE(has_warning(c, ":9: training_args.swanlab"));
   EXPECT_TRUE(has_warning(c, "training_args.resume_from_checkpoint: accepted but ignored"));
@@ -533,6 +535,48 @@ TEST_F(ConfigTest, IgnoredHfKeysWarn) {
   EXPECT_EQ(c.training_args.dataloader_num_workers, 4);
   EXPECT_TRUE(c.training_args.gradient_checkpointing);
   EXPECT_EQ(c.training_args.log_level, "warning");
+}
+
+// report_to and logging_dir as HF reads them (issue 17): "all" (HF 4.x's default) = every
+// integration ftrun has = tensorboard; other HF integrations warn; unknown names are errors.
+TEST_F(ConfigTest, ReportToAndLoggingDir) {
+  auto with_args = [&](const std::string& lines) {
+    return load_config(write(std::string(kBase) + "training_args:\n" + lines));
+  };
+  const std::vector<std::string> tb = {"tensorboard"};
+  const Config plain = load_config(write(kBase));
+  EXPECT_EQ(plain.training_args.report_to, tb);  // HF 4.x: None -> "all"
+  EXPECT_EQ(plain.training_args.logging_dir, "");
+  EXPECT_EQ(with_args("  report_to: all\n").training_args.report_to, tb);
+  EXPECT_EQ(with_args("  report_to: null\n").training_args.report_to, tb);
+  EXPECT_EQ(with_args("  report_to: [all]\n").training_args.report_to, tb);
+  EXPECT_EQ(with_args("  report_to: tensorboard\n").training_args.report_to, tb);
+  EXPECT_TRUE(with_args("  report_to: none\n").training_args.report_to.empty());
+  EXPECT_TRUE(with_args("  report_to: [none]\n").training_args.report_to.empty());
+  EXPECT_TRUE(with_args("  report_to: []\n").training_args.report_to.empty());
+  const Config both = with_args("  report_to: [tensorboard, wandb]\n");
+  EXPECT_EQ(both.training_args.report_to, tb);
+  EXPECT_TRUE(has_warning(both, ":7: training_args.report_to: accepted but ignored: wandb (ftrun reports to "
+                                "tensorboard only"));
+  const Config wandb = with_args("  report_to: wandb\n");
+  EXPECT_TRUE(wandb.training_args.report_to.empty());
+  EXPECT_TRUE(has_warning(wandb, "training_args.report_to: accepted but ignored: wandb"));
+  EXPECT_NE(error_of(std::string(kBase) + "training_args:\n  report_to: tensorbord\n")
+                .find(":7: training_args.report_to: 'tensorbord' is not an integration HF knows (known: all, "
+                      "none, azure_ml,"),
+            std::string::npos);
+  EXPECT_NE(error_of(std::string(kBase) + "training_args:\n  report_to: tensorbord\n")
+                .find("(did you mean 'tensorboard'?)"),
+            std::string::npos);
+  EXPECT_NE(error_of(std::string(kBase) + "training_args:\n  report_to: 3\n")
+                .find("training_args.report_to: expected all, none, an integration name or a list of them"),
+            std::string::npos);
+  EXPECT_NE(error_of(std::string(kBase) + "training_args:\n  report_to: [all, wandb]\n")
+                .find("training_args.report_to: 'all' cannot be combined with other integrations"),
+            std::string::npos);
+  const Config dir = with_args("  logging_dir: /tmp/tb-logs\n");
+  EXPECT_EQ(dir.training_args.logging_dir, "/tmp/tb-logs");
+  EXPECT_TRUE(dir.warnings.empty());
 }
 
 // ---- --set ---------------------------------------------------------------------------------
