@@ -21,6 +21,7 @@
 #include "runtime/data_preview.h"
 #include "runtime/run_setup.h"
 #include "testing/errors.h"
+#include "testing/glm4_tool_call.h"
 
 namespace ftrun::runtime {
 namespace {
@@ -33,40 +34,7 @@ const std::string kFtrun = FTRUN_BINARY_DIR "/ftrun";
 const std::string kGlm4Config = FTRUN_SOURCE_DIR "/configs/tiny/glm4-lora.yaml";
 const std::string kLlamaConfig = FTRUN_SOURCE_DIR "/configs/tiny/lora.yaml";
 
-// The GLM-4 demo's tool-call layout (as in tests/data/glm_template_test.cpp): tools on an empty
-// system message, the call as JSON in the assistant content, the result as an observation.
-const char* const kToolRecord =
-    R"({"messages": [)"
-    R"({"role": "system", "content": "", "tools": [{"type": "function", "function": {"name": "get_weather", "description": "查询城市天气", "parameters": {"type": "object", "properties": {"city": {"type": "string", "description": "城市名"}}, "required": ["city"]}}}]}, )"
-    R"({"role": "user", "content": "北京天气怎么样？", "tools": null}, )"
-    R"({"role": "assistant", "content": "{\"name\": \"get_weather\", \"arguments\": {\"city\": \"北京\"}}"}, )"
-    R"({"role": "observation", "content": "{\"temperature\": 25, \"weather\": \"晴\"}"}, )"
-    R"({"role": "assistant", "content": "北京今天晴，25度。"}]})";
-
-const char* const kToolsText =
-    "\n你是一个名为 GLM-4 的人工智能助手。你是基于智谱AI训练的语言模型 GLM-4 模型开发的，"
-    "你的任务是针对用户的问题和要求提供适当的答复和支持。\n\n# 可用工具"
-    "\n## get_weather\n\n"
-    "{\n"
-    "    \"name\": \"get_weather\",\n"
-    "    \"description\": \"查询城市天气\",\n"
-    "    \"parameters\": {\n"
-    "        \"type\": \"object\",\n"
-    "        \"properties\": {\n"
-    "            \"city\": {\n"
-    "                \"type\": \"string\",\n"
-    "                \"description\": \"城市名\"\n"
-    "            }\n"
-    "        },\n"
-    "        \"required\": [\n"
-    "            \"city\"\n"
-    "        ]\n"
-    "    }\n"
-    "}"
-    "\n在调用上述函数时，请使用 Json 格式表示调用的参数。";
-const char* const kCall = "{\"name\": \"get_weather\", \"arguments\": {\"city\": \"北京\"}}";
-const char* const kResult = "{\"temperature\": 25, \"weather\": \"晴\"}";
-const char* const kAnswer = "北京今天晴，25度。";
+using namespace ftrun::testing::glm4_tool_call;  // the demo tool-call record and its texts
 
 struct Ran {
   int status = -1;

@@ -13,6 +13,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 
 #include "comm/rank_info.h"
 #include "comm/rendezvous.h"
@@ -101,6 +102,17 @@ void write_result(const Result& r, const fs::path& dir) {
   torch::save(r.weights, (dir / "weights.pt").string());
 }
 
+// Runs body in `world` ranks: "gloo" started with the torchrun-style env, "mpi" under real
+// mpirun with OpenMPI's collectives.
+ftrun::testing::LaunchResult run_ranks(int world, const std::string& backend, const std::function<void()>& body,
+                                       const ftrun::testing::LaunchOptions& opts) {
+  if (backend == "mpi")
+    return ftrun::testing::run_wrapped(
+        {FTRUN_MPIRUN, "-np", std::to_string(world), "--allow-run-as-root", "--oversubscribe", "--bind-to", "none"},
+        body, opts);
+  return ftrun::testing::run_in_ranks(world, body, opts);
+}
+
 // backend "gloo": ranks started with the torchrun-style env; "mpi": under real mpirun with
 // OpenMPI's collectives.
 void check(int stage, int world, const std::string& backend = "gloo") {
@@ -115,11 +127,7 @@ void check(int stage, int world, const std::string& backend = "gloo") {
     auto r = run(stage, comm);
     if (comm->rank() == 0) write_result(r, dir);
   };
-  auto launched = backend == "mpi"
-                      ? ftrun::testing::run_wrapped({FTRUN_MPIRUN, "-np", std::to_string(world), "--allow-run-as-root",
-                                                     "--oversubscribe", "--bind-to", "none"},
-                                                    body, opts)
-                      : ftrun::testing::run_in_ranks(world, body, opts);
+  auto launched = run_ranks(world, backend, body, opts);
   ASSERT_TRUE(launched.ok()) << launched.report();
 
   auto ref = run(0, nullptr);
@@ -195,11 +203,7 @@ void check_bf16(int stage, int world, const std::string& backend = "gloo") {
     auto r = run(stage, comm, at::kBFloat16);
     if (comm->rank() == 0) write_result(r, dir);
   };
-  auto launched = backend == "mpi"
-                      ? ftrun::testing::run_wrapped({FTRUN_MPIRUN, "-np", std::to_string(world), "--allow-run-as-root",
-                                                     "--oversubscribe", "--bind-to", "none"},
-                                                    body, opts)
-                      : ftrun::testing::run_in_ranks(world, body, opts);
+  auto launched = run_ranks(world, backend, body, opts);
   ASSERT_TRUE(launched.ok()) << launched.report();
 
   auto ref = run(0, nullptr, at::kBFloat16);
