@@ -83,6 +83,11 @@ struct ZeroEngine::Impl {
     at::Tensor master;
     int64_t master_lo = 0;
     bool mixed() const { return master.defined(); }
+    // The working weights of the owned range [lo, hi) (stage 3: the local shard; stages 0-2:
+    // that range of the full flat), the values the masters mirror.
+    at::Tensor owned_working(int64_t lo, int64_t hi) const {
+      return stage == 3 ? train.local : train.full.narrow(0, lo, hi - lo);
+    }
     int pending = 0;        // stage 2 / keep_params: trainable grads still to arrive this micro-batch
     bool gathered = false;
   };
@@ -399,7 +404,7 @@ ZeroEngine::ZeroEngine(models::CausalLM& model, const std::vector<at::Tensor>& t
     int64_t hi = u.stage == 0 ? u.train.padded : lo + u.train.shard;
     if (u.train.dtype != at::kFloat) {
       // The masters start as the working weights' values (exactly representable in fp32).
-      u.master = (u.stage == 3 ? u.train.local : u.train.full.narrow(0, lo, hi - lo)).to(at::kFloat);
+      u.master = u.owned_working(lo, hi).to(at::kFloat);
       u.master_lo = lo;
     }
     for (const auto& s : u.train.slots) {
@@ -540,8 +545,7 @@ void ZeroEngine::step(double lr) {
   // Mixed precision: the working copy of the owned range is the updated master, rounded.
   for (auto& u : I.units) {
     if (!u.mixed()) continue;
-    auto& working = u.stage == 3 ? u.train.local : u.train.full;
-    working.narrow(0, u.stage == 3 ? 0 : u.master_lo, u.master.numel()).copy_(u.master);
+    u.owned_working(u.master_lo, u.master_lo + u.master.numel()).copy_(u.master);
   }
   {
     for (auto& u : I.units) {
@@ -671,8 +675,7 @@ void ZeroEngine::import_optimizer(int64_t steps, const Fetch& fetch) {
       auto t = fetch(unit, "master", seg.start, seg.start + seg.len);
       if (t.defined() && t.numel() == seg.len) {
         u.master.narrow(0, seg.start - u.master_lo, seg.len).copy_(t);
-        auto& working = u.stage == 3 ? u.train.local : u.train.full;
-        working.narrow(0, u.stage == 3 ? seg.start - u.master_lo : seg.start, seg.len).copy_(t);
+        u.owned_working(u.master_lo, u.master_lo + u.master.numel()).narrow(0, seg.start - u.master_lo, seg.len).copy_(t);
       } else if (t.defined() && t.numel() != 0) {
         throw std::runtime_error("ZeRO: saved master of unit " + std::to_string(unit) + " has " +
                                  std::to_string(t.numel()) + " values for elements [" + std::to_string(seg.start) +
