@@ -14,6 +14,16 @@ endif()
 add_library(ftrun_torch INTERFACE)
 target_link_libraries(ftrun_torch INTERFACE ${TORCH_LIBRARIES})
 target_include_directories(ftrun_torch SYSTEM INTERFACE ${TORCH_INCLUDE_DIRS})
+# The CUDA flavour (.ci/build-cuda) links against the PyPI torch wheel's libtorch_cuda.so,
+# which needs libraries that come as separate nvidia-* wheels on a GPU machine (cuSPARSELt,
+# NVSHMEM, ...) and are absent from a build box that has only the CUDA toolkit. With this
+# option the link still resolves every symbol of ftrun's own code and of libtorch's API, and
+# leaves the wheel libraries' own dependencies to the machine that runs the binary.
+option(FTRUN_LINK_WITHOUT_CUDA_RUNTIME_DEPS
+  "link against a CUDA libtorch whose own dependencies are not installed here" OFF)
+if(FTRUN_LINK_WITHOUT_CUDA_RUNTIME_DEPS)
+  target_link_options(ftrun_torch INTERFACE "LINKER:--unresolved-symbols=ignore-in-shared-libs")
+endif()
 
 find_package(PkgConfig QUIET)
 if(NOT PKG_CONFIG_FOUND)

@@ -6,6 +6,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -38,6 +39,49 @@ void check_root(const std::string& backend, int root, int n);
 
 // The message of a caught exception without libtorch's C++ backtrace.
 std::string short_what(const std::exception& e);
+
+// --- notices while waiting (issue 16) ---
+// A rendezvous or collective that has waited `first` (30 s) prints a line on stderr saying what
+// it waits for (which ranks, which endpoint or collective), then once every `every` (60 s)
+// until it completes or times out. FTRUN_WAIT_NOTICE="FIRST[,EVERY]" (seconds, decimals
+// allowed) overrides both, so tests see the notices in a second.
+struct NoticeTimes {
+  Ms first{30000};
+  Ms every{60000};
+};
+NoticeTimes notice_times();
+// For polling loops: due(elapsed) is true when a notice is owed now.
+class NoticeClock {
+ public:
+  NoticeClock() : t_(notice_times()), next_(t_.first) {}
+  bool due(Ms elapsed) {
+    if (elapsed < next_) return false;
+    next_ = elapsed + t_.every;
+    return true;
+  }
+  const NoticeTimes& times() const { return t_; }
+
+ private:
+  NoticeTimes t_;
+  Ms next_;
+};
+// How long something has waited: "45 s"; below 10 s with a decimal ("0.4 s").
+std::string waited_desc(Ms d);
+// "ftrun: <line>" on stderr, flushed.
+void print_notice(const std::string& line);
+// For a blocking call: while alive, a thread prints describe(elapsed) on NoticeClock's
+// schedule. describe runs on that thread and must not throw.
+class WaitWatch {
+ public:
+  explicit WaitWatch(std::function<std::string(Ms elapsed)> describe);
+  ~WaitWatch();
+  WaitWatch(const WaitWatch&) = delete;
+  WaitWatch& operator=(const WaitWatch&) = delete;
+
+ private:
+  struct State;
+  std::shared_ptr<State> state_;
+};
 
 std::shared_ptr<Comm> make_gloo_comm(const RankInfo& info, Ms rendezvous_timeout, Ms collective_timeout);
 std::shared_ptr<Comm> make_mpi_comm(const RankInfo& info, Ms collective_timeout);

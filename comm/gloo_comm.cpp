@@ -19,7 +19,9 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <condition_variable>
 #include <cstdlib>
+#include <mutex>
 #include <stdexcept>
 #include <thread>
 
@@ -56,15 +58,23 @@ c10::intrusive_ptr<c10d::TCPStore> open_server(const std::string& addr, int port
 // libtorch's TCPStore client sleeps a whole second between connection attempts, which made
 // every rank that started before rank 0's store cost a second; this polls faster. Errors are
 // left to the TCPStore client, which reports them.
-void wait_until_listening(const std::string& addr, int port, Ms timeout) {
+void wait_until_listening(const RankInfo& info, const std::string& addr, int port, Ms timeout) {
   addrinfo hints{};
   hints.ai_family = AF_UNSPEC;
   hints.ai_socktype = SOCK_STREAM;
   addrinfo* res = nullptr;
   if (getaddrinfo(addr.c_str(), std::to_string(port).c_str(), &hints, &res) != 0) return;
-  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  const auto start = std::chrono::steady_clock::now();
+  const auto deadline = start + timeout;
+  NoticeClock notices;
   bool up = false;
   while (!up && std::chrono::steady_clock::now() < deadline) {
+    const auto waited = std::chrono::duration_cast<Ms>(std::chrono::steady_clock::now() - start);
+    if (notices.due(waited))
+      print_notice("rendezvous: rank " + std::to_string(info.rank) + " of " + std::to_string(info.world_size) +
+                   " has waited " + waited_desc(waited) + " (timeout " +
+                   duration_desc(timeout) + ") for rank 0's TCPStore at " + endpoint_desc(addr, port) +
+                   " (MASTER_ADDR:MASTER_PORT): nothing listens there yet; is rank 0 started?");
     int fd = ::socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK, 0);
     if (fd < 0) break;
     if (::connect(fd, res->ai_addr, res->ai_addrlen) == 0) {
@@ -83,7 +93,7 @@ void wait_until_listening(const std::string& addr, int port, Ms timeout) {
 
 c10::intrusive_ptr<c10d::TCPStore> open_client(const RankInfo& info, const std::string& addr, int port, Ms timeout) {
   const auto start = std::chrono::steady_clock::now();
-  wait_until_listening(addr, port, timeout);
+  wait_until_listening(info, addr, port, timeout);
   // The client gets what is left of the timeout (at least a moment to say why it failed).
   const auto left = timeout - std::chrono::duration_cast<Ms>(std::chrono::steady_clock::now() - start);
   c10d::TCPStoreOptions o;
@@ -105,12 +115,32 @@ c10::intrusive_ptr<c10d::TCPStore> open_client(const RankInfo& info, const std::
 // here, by count and endpoint, rather than as a key timeout deep inside gloo.
 void wait_for_all(c10d::TCPStore& store, const RankInfo& info, const std::string& addr, int port, Ms timeout) {
   const std::string key = "ftrun/joined";
+  // Each rank's own key too, so that rank 0's notices can name the missing ones.
+  char hostbuf[256] = {0};
+  const std::string host = ::gethostname(hostbuf, sizeof hostbuf - 1) == 0 ? hostbuf : "?";
+  store.set("ftrun/rank/" + std::to_string(info.rank), std::vector<uint8_t>(host.begin(), host.end()));
   store.add(key, 1);
   if (info.rank != 0) return;
   const auto start = std::chrono::steady_clock::now();
+  NoticeClock notices;
   while (true) {
     const int64_t joined = store.add(key, 0);
     if (joined >= info.world_size) return;
+    const auto waited = std::chrono::duration_cast<Ms>(std::chrono::steady_clock::now() - start);
+    if (notices.due(waited)) {
+      std::string missing;
+      int listed = 0;
+      for (int r = 1; r < info.world_size && listed < 16; ++r)
+        if (!store.check({"ftrun/rank/" + std::to_string(r)})) {
+          missing += std::string(listed ? ", " : "") + std::to_string(r);
+          ++listed;
+        }
+      if (listed == 16) missing += ", ...";
+      print_notice("rendezvous: rank 0 has waited " + waited_desc(waited) + " (timeout " +
+                   duration_desc(timeout) + ") for the other ranks at its TCPStore " + endpoint_desc(addr, port) +
+                   ": " + std::to_string(joined) + " of " + std::to_string(info.world_size) +
+                   " joined; missing rank(s) " + missing);
+    }
     if (std::chrono::steady_clock::now() - start > timeout)
       throw std::runtime_error("rendezvous: only " + std::to_string(joined) + " of " +
                                std::to_string(info.world_size) + " ranks reached the TCPStore at " +
@@ -151,10 +181,126 @@ c10::intrusive_ptr<c10d::Store> connect_store(const RankInfo& info, Ms timeout) 
 
 namespace {
 
+// Notices for a collective that waits long (issue 16). The communicating thread marks each
+// collective's start and end (a lock and a few stores, nothing else); one thread per Comm
+// watches, and when a collective has waited a moment it posts "ftrun/wait/<rank>" = its
+// sequence number to the store, and at each notice reads the others' posts: a rank that has
+// not posted the same sequence number has not arrived (collectives are issued in the same
+// order on every rank, so the numbers match).
+class CollectiveWatch {
+ public:
+  CollectiveWatch(c10::intrusive_ptr<c10d::Store> store, int rank, int world, Ms timeout)
+      : store_(std::move(store)), rank_(rank), n_(world), timeout_(timeout) {
+    thread_ = std::thread([this] { loop(); });
+  }
+  ~CollectiveWatch() {
+    {
+      std::lock_guard<std::mutex> lk(m_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    thread_.join();
+  }
+  void begin(const char* op, const at::Tensor& t) {
+    std::lock_guard<std::mutex> lk(m_);
+    ++seq_;
+    op_ = op;
+    numel_ = t.defined() ? t.numel() : -1;
+    dtype_ = t.defined() ? t.scalar_type() : at::kFloat;
+    started_ = std::chrono::steady_clock::now();
+    active_ = true;
+  }
+  void end() {
+    std::lock_guard<std::mutex> lk(m_);
+    active_ = false;
+  }
+
+ private:
+  void loop() {
+    const NoticeTimes times = notice_times();
+    const Ms tick = std::clamp(std::min(times.first, times.every) / 4, Ms(10), Ms(1000));
+    const Ms post_after = std::min(times.first / 2, Ms(1000));
+    uint64_t seen = 0;
+    bool posted = false;
+    NoticeClock clock;
+    std::unique_lock<std::mutex> lk(m_);
+    while (!stop_) {
+      cv_.wait_for(lk, tick);
+      if (stop_ || !active_) continue;
+      if (seq_ != seen) {
+        seen = seq_;
+        posted = false;
+        clock = NoticeClock();
+      }
+      const auto elapsed = std::chrono::duration_cast<Ms>(std::chrono::steady_clock::now() - started_);
+      const bool post = !posted && elapsed >= post_after;
+      const bool notice = clock.due(elapsed);
+      if (!post && !notice) continue;
+      const uint64_t seq = seq_;
+      const std::string op = op_;
+      const std::string desc = numel_ < 0 ? "" : " (" + std::string(c10::toString(dtype_)) + " tensor of " +
+                                                      std::to_string(numel_) + " elements)";
+      lk.unlock();
+      try {
+        if (post) {
+          const std::string v = std::to_string(seq);
+          store_->set("ftrun/wait/" + std::to_string(rank_), std::vector<uint8_t>(v.begin(), v.end()));
+          posted = true;
+        }
+        if (notice)
+          print_notice("rank " + std::to_string(rank_) + " of " + std::to_string(n_) + " has waited " +
+                       waited_desc(elapsed) + " (collective_timeout " +
+                       duration_desc(timeout_) + ") in gloo " + op + " #" + std::to_string(seq) + desc +
+                       missing(seq));
+      } catch (...) {
+        // A notice is a courtesy: the collective's own timeout reports the failure.
+      }
+      lk.lock();
+    }
+  }
+
+  // "; not arrived: rank(s) 1, 3" from the others' posts; what is known when the store fails.
+  std::string missing(uint64_t seq) {
+    std::string out;
+    int listed = 0;
+    try {
+      for (int r = 0; r < n_ && listed < 16; ++r) {
+        if (r == rank_) continue;
+        const std::string key = "ftrun/wait/" + std::to_string(r);
+        bool there = false;
+        if (store_->check({key})) {
+          const auto v = store_->get(key);
+          there = std::string(v.begin(), v.end()) == std::to_string(seq);
+        }
+        if (!there) out += std::string(listed++ ? ", " : "") + std::to_string(r);
+      }
+    } catch (const std::exception& e) {
+      return "; cannot ask rank 0's TCPStore who is missing (" + short_what(e) + ")";
+    }
+    if (out.empty()) return "; every rank has arrived";
+    return "; not arrived: rank(s) " + out + (listed == 16 ? ", ..." : "");
+  }
+
+  c10::intrusive_ptr<c10d::Store> store_;
+  const int rank_, n_;
+  const Ms timeout_;
+  std::mutex m_;
+  std::condition_variable cv_;
+  bool stop_ = false, active_ = false;
+  uint64_t seq_ = 0;
+  const char* op_ = "";
+  int64_t numel_ = -1;
+  at::ScalarType dtype_ = at::kFloat;
+  std::chrono::steady_clock::time_point started_;
+  std::thread thread_;
+};
+
 class GlooComm : public Comm {
  public:
-  GlooComm(c10::intrusive_ptr<c10d::ProcessGroupGloo> pg, int rank, int world, Ms timeout)
-      : pg_(std::move(pg)), rank_(rank), n_(world), timeout_(timeout) {}
+  GlooComm(c10::intrusive_ptr<c10d::ProcessGroupGloo> pg, c10::intrusive_ptr<c10d::Store> store, int rank, int world,
+           Ms timeout)
+      : pg_(std::move(pg)), rank_(rank), n_(world), timeout_(timeout),
+        watch_(std::make_unique<CollectiveWatch>(std::move(store), rank, world, timeout)) {}
 
   int rank() const override { return rank_; }
   int world_size() const override { return n_; }
@@ -260,6 +406,11 @@ class GlooComm : public Comm {
 
   template <class F>
   void run(const char* op, const at::Tensor& t, F&& start) {
+    watch_->begin(op, t);
+    struct End {
+      CollectiveWatch& w;
+      ~End() { w.end(); }
+    } end{*watch_};
     try {
       start()->wait();
     } catch (const std::exception& e) {
@@ -278,6 +429,7 @@ class GlooComm : public Comm {
   c10::intrusive_ptr<c10d::ProcessGroupGloo> pg_;
   int rank_, n_;
   Ms timeout_;
+  std::unique_ptr<CollectiveWatch> watch_;  // destroyed first: its thread uses the store
 };
 
 std::shared_ptr<::gloo::transport::Device> make_device(const RankInfo& info) {
@@ -304,13 +456,23 @@ std::shared_ptr<Comm> make_gloo_comm(const RankInfo& info, Ms rendezvous_timeout
   opts->devices.push_back(make_device(info));
   c10::intrusive_ptr<c10d::ProcessGroupGloo> pg;
   try {
+    // Each rank connects to every other here; say so when it takes long (a peer that joined
+    // the store but has not reached this point, or an unreachable interface).
+    WaitWatch watch([&](Ms waited) {
+      return "gloo: rank " + std::to_string(info.rank) + " of " + std::to_string(info.world_size) + " has waited " +
+             waited_desc(waited) + " (timeout " + duration_desc(collective_timeout) +
+             ") connecting to its peers through " +
+             (info.master_addr.empty() ? std::string("rank 0's TCPStore") : "the TCPStore at " + endpoint_desc(info.master_addr, info.master_port)) +
+             " (" + std::to_string(store->add("ftrun/joined", 0)) + " of " + std::to_string(info.world_size) +
+             " ranks joined)";
+    });
     pg = c10::make_intrusive<c10d::ProcessGroupGloo>(store, info.rank, info.world_size, opts);
   } catch (const std::exception& e) {
     throw std::runtime_error("gloo: rank " + std::to_string(info.rank) + " of " + std::to_string(info.world_size) +
                              " could not connect to its peers within " + duration_desc(collective_timeout) + ": " +
                              short_what(e));
   }
-  return std::make_shared<GlooComm>(std::move(pg), info.rank, info.world_size, collective_timeout);
+  return std::make_shared<GlooComm>(std::move(pg), store, info.rank, info.world_size, collective_timeout);
 }
 
 }  // namespace ftrun::comm::detail

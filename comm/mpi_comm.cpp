@@ -67,6 +67,7 @@ std::string mpi_error(int rc) {
 // Polls a started request; `what` names it in the error.
 void wait_request(MPI_Request& req, const std::string& what, Ms timeout) {
   const auto start = std::chrono::steady_clock::now();
+  NoticeClock notices;  // issue 16: a long wait says what it waits for
   int done = 0;
   for (long spins = 0;; ++spins) {
     const int rc = MPI_Test(&req, &done, MPI_STATUS_IGNORE);
@@ -80,6 +81,12 @@ void wait_request(MPI_Request& req, const std::string& what, Ms timeout) {
                               "; a rank did not join this collective (it may have failed or be stuck)";
       mark_failed(msg);
       throw std::runtime_error(msg);
+    }
+    if (spins % 256 == 0) {
+      const auto waited = std::chrono::duration_cast<Ms>(std::chrono::steady_clock::now() - start);
+      if (notices.due(waited))
+        print_notice(what + " has waited " + waited_desc(waited) + " (timeout " + duration_desc(timeout) +
+                     ") for the other ranks of MPI_COMM_WORLD (MPI cannot tell which ones have not arrived)");
     }
     // Spin briefly for latency, then back off so a long wait does not burn a shared core.
     if (spins < 2000) std::this_thread::yield();

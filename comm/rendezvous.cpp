@@ -12,8 +12,12 @@
 #include <ATen/ATen.h>
 #include <algorithm>
 #include <cctype>
+#include <condition_variable>
+#include <cstdio>
 #include <cstdlib>
+#include <mutex>
 #include <stdexcept>
+#include <thread>
 
 #include "comm/comm_impl.h"
 
@@ -76,6 +80,78 @@ void check_root(const std::string& backend, int root, int n) {
 std::string short_what(const std::exception& e) {
   if (auto* c = dynamic_cast<const c10::Error*>(&e)) return c->what_without_backtrace();
   return e.what();
+}
+
+NoticeTimes notice_times() {
+  NoticeTimes t;
+  const char* env = std::getenv("FTRUN_WAIT_NOTICE");
+  if (!env || !*env) return t;
+  auto secs = [](const std::string& s, Ms fallback) {
+    try {
+      size_t used = 0;
+      const double v = std::stod(s, &used);
+      if (used == s.size() && v >= 0 && v < 1e9) return Ms(int64_t(v * 1000));
+    } catch (const std::exception&) {
+    }
+    return fallback;
+  };
+  const std::string v(env);
+  const auto comma = v.find(',');
+  t.first = secs(v.substr(0, comma), t.first);
+  if (comma != std::string::npos) t.every = secs(v.substr(comma + 1), t.every);
+  if (t.every.count() <= 0) t.every = Ms(1);
+  return t;
+}
+
+std::string waited_desc(Ms d) {
+  if (d.count() >= 10000) return std::to_string(d.count() / 1000) + " s";
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.1f s", double(d.count()) / 1000.0);
+  return buf;
+}
+
+void print_notice(const std::string& line) {
+  std::fprintf(stderr, "ftrun: %s\n", line.c_str());
+  std::fflush(stderr);
+}
+
+struct WaitWatch::State {
+  std::mutex m;
+  std::condition_variable cv;
+  bool stop = false;
+  std::thread thread;
+};
+
+WaitWatch::WaitWatch(std::function<std::string(Ms elapsed)> describe) : state_(std::make_shared<State>()) {
+  state_->thread = std::thread([st = state_, describe = std::move(describe)] {
+    NoticeClock clock;
+    const auto start = std::chrono::steady_clock::now();
+    const Ms tick = std::clamp(std::min(clock.times().first, clock.times().every) / 4, Ms(10), Ms(1000));
+    std::unique_lock<std::mutex> lk(st->m);
+    while (!st->stop) {
+      st->cv.wait_for(lk, tick);
+      if (st->stop) break;
+      const auto elapsed = std::chrono::duration_cast<Ms>(std::chrono::steady_clock::now() - start);
+      if (!clock.due(elapsed)) continue;
+      lk.unlock();
+      std::string line;
+      try {
+        line = describe(elapsed);
+      } catch (...) {
+      }
+      if (!line.empty()) print_notice(line);
+      lk.lock();
+    }
+  });
+}
+
+WaitWatch::~WaitWatch() {
+  {
+    std::lock_guard<std::mutex> lk(state_->m);
+    state_->stop = true;
+  }
+  state_->cv.notify_all();
+  state_->thread.join();
 }
 
 bool is_loopback(const std::string& host) {

@@ -373,6 +373,16 @@ class BpeImpl final : public WithAddedTokens<BpeTokenizer> {
     if (max_id >= std::numeric_limits<int32_t>::max())
       throw std::runtime_error("tokenizer (" + dir_ + "): token id " + std::to_string(max_id) +
                                " is too large");
+    // The tables below are indexed by id: a few tokens with a huge id would allocate
+    // gigabytes (fuzz find). Real vocabularies are dense (ids 0..N-1, added tokens right
+    // after), so the largest id may exceed the entry count only by a margin.
+    const int64_t entries = int64_t(spec.tokens.size() + added_.by_id().size());
+    const int64_t allowed = std::min<int64_t>(4 * entries + 65536, int64_t(1) << 24);
+    if (max_id >= allowed)
+      throw std::runtime_error("tokenizer (" + dir_ + "): token id " + std::to_string(max_id) +
+                               " is far beyond the " + std::to_string(entries) +
+                               " tokens listed (ids must be below " + std::to_string(allowed) +
+                               "): the vocabulary is not a dense id range");
     vocab_size_ = max_id + 1;
     tokens_.assign(static_cast<size_t>(vocab_size_), std::string());
     in_vocab_.assign(static_cast<size_t>(vocab_size_), 0);

@@ -351,6 +351,12 @@ BpeSpec load_tokenizer_json(const fs::path& dir, const json& tj) {
           !a.contains("content") || !a["content"].is_string())
         throw std::runtime_error("tokenizer: " + where +
                                  ": each added_tokens entry needs an id and a content");
+      // A negative id would become a special-token id no embedding row has (fuzz find).
+      if (a["id"].get<int64_t>() < 0)
+        throw std::runtime_error("tokenizer: " + where + ": added_tokens id " +
+                                 std::to_string(a["id"].get<int64_t>()) + " (\"" +
+                                 a["content"].get<std::string>() +
+                                 "\") must be a non-negative integer");
       AddedToken tok;
       tok.content = a["content"].get<std::string>();
       tok.special = json_true(a, "special", false);

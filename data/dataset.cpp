@@ -4,12 +4,16 @@
 #include "data/dataset.h"
 
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
 #include <cctype>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <stdexcept>
+
+#include "io/file.h"
 
 namespace ftrun::data {
 namespace {
@@ -57,6 +61,7 @@ json parse_tools(const json& v, const std::string& where, const std::string& fie
   if (allow_string && v.is_string()) {
     const std::string text = v.get<std::string>();
     if (text.find_first_not_of(" \t\r\n") == std::string::npos) return json();
+    io::check_json_shape(text, where + ": field '" + field + "'", io::kDataJsonLimits);
     try {
       tools = json::parse(text);
     } catch (const json::parse_error& e) {
@@ -214,6 +219,10 @@ void parse_pretokenized(const json& rec, const std::string& where, Example& ex) 
     fail(where, "field 'labels' must have the same length as 'input_ids' (" +
                     std::to_string(ex.labels.size()) + " vs " +
                     std::to_string(ex.input_ids.size()) + ")");
+  // Issue 16: a record with nothing to learn trained silently with loss 0; the chat forms
+  // refuse the same situation (no assistant turn), so this form does too.
+  if (std::all_of(ex.labels.begin(), ex.labels.end(), [](int64_t l) { return l == -100; }))
+    fail(where, "every entry of field 'labels' is -100 (no label tokens), so nothing would be trained");
 }
 
 Example parse_record(const json& rec, const std::string& where) {
@@ -251,6 +260,7 @@ std::vector<Example> read_jsonl(const std::string& path, const std::string& text
     if (blank(line)) continue;
     const std::string where = path + ":" + std::to_string(lineno);
     json rec;
+    io::check_json_shape(line, where, io::kDataJsonLimits);  // nesting bounded (issue 16)
     try {
       rec = json::parse(line);
     } catch (const json::parse_error& e) {
@@ -263,6 +273,7 @@ std::vector<Example> read_jsonl(const std::string& path, const std::string& text
 
 std::vector<Example> read_json_array(const std::string& path, const std::string& text) {
   json doc;
+  io::check_json_shape(text, path, io::kDataJsonLimits);  // nesting bounded (issue 16)
   try {
     doc = json::parse(text);
   } catch (const json::parse_error& e) {
@@ -285,8 +296,11 @@ std::vector<Example> read_dataset(const std::string& path) {
   const std::string ext = lower(std::filesystem::path(path).extension().string());
   if (ext != ".json" && ext != ".jsonl")
     fail(path, "unsupported dataset file type '" + ext + "' (expected .json or .jsonl)");
+  std::error_code dir_ec;
+  if (std::filesystem::is_directory(path, dir_ec))
+    fail(path, "is a directory, expected a dataset file (.json or .jsonl)");
   std::ifstream in(path, std::ios::binary);
-  if (!in) fail(path, "cannot open dataset file (does it exist?)");
+  if (!in) fail(path, "cannot open dataset file (does it exist?): " + std::string(std::strerror(errno)));
   std::ostringstream ss;
   ss << in.rdbuf();
   std::string text = ss.str();

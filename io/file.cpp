@@ -9,6 +9,7 @@
 #include <atomic>
 #include <cerrno>
 #include <cstdlib>
+#include <cstdio>
 #include <cstring>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -125,25 +126,112 @@ void write_json_atomic(const fs::path& path, const nlohmann::json& j, int indent
   write_file_atomic(path, j.dump(indent) + "\n");
 }
 
-std::string read_text_file(const fs::path& path, const std::string& what) {
+namespace {
+
+std::string human_bytes(uint64_t n) {
+  char buf[64];
+  if (n >= (1ull << 20)) std::snprintf(buf, sizeof buf, "%.1f MiB", double(n) / double(1ull << 20));
+  else std::snprintf(buf, sizeof buf, "%llu bytes", (unsigned long long)n);
+  return buf;
+}
+
+}  // namespace
+
+// One pass over the text before nlohmann builds anything: the nesting depth (with the line
+// where it is exceeded) and an upper bound of the values (containers + commas + 1), outside
+// strings. Cheap next to the parse, and it fails before any memory is spent on the tree.
+void check_json_shape(std::string_view text, const std::string& source, const ParseLimits& limits) {
+  if (limits.max_depth <= 0 && limits.max_values == 0) return;
+  bool in_string = false, escaped = false;
+  int depth = 0;
+  uint64_t values = 1, line = 1;
+  const bool multiline = text.find('\n') != std::string_view::npos;  // a line number only where it helps
+  for (char c : text) {
+    if (c == '\n') ++line;
+    if (in_string) {
+      if (escaped) escaped = false;
+      else if (c == '\\') escaped = true;
+      else if (c == '"') in_string = false;
+      continue;
+    }
+    switch (c) {
+      case '"': in_string = true; break;
+      case '[':
+      case '{':
+        ++values;
+        if (limits.max_depth > 0 && ++depth > limits.max_depth)
+          throw std::runtime_error(source + (multiline ? ":" + std::to_string(line) : std::string()) + ": JSON nested deeper than " +
+                                   std::to_string(limits.max_depth) + " levels (the limit for this kind of file)");
+        break;
+      case ']':
+      case '}': --depth; break;
+      case ',': ++values; break;
+      default: break;
+    }
+    if (limits.max_values > 0 && values > limits.max_values)
+      throw std::runtime_error(source + ": more than " + std::to_string(limits.max_values) +
+                               " JSON values (the limit for this kind of file)");
+  }
+}
+
+std::string read_text_file(const fs::path& path, const std::string& what, uint64_t max_bytes) {
   const std::string cannot = "cannot open" + (what.empty() ? std::string() : " " + what) + ": ";
   std::error_code ec;
   if (fs::is_directory(path, ec)) fail(path, cannot + "is a directory, expected a file");
   std::ifstream in(path, std::ios::binary);
   if (!in) fail(path, cannot + errno_text());
+  const std::string limit = "the " + human_bytes(max_bytes) + " limit for " +
+                            (what.empty() ? std::string("this kind of file") : what) + " (is it the right file?)";
+  if (max_bytes > 0) {
+    // A regular file's size is known up front; a pipe or a device is read up to the limit.
+    const auto size = fs::file_size(path, ec);
+    if (!ec && fs::is_regular_file(path, ec) && size > max_bytes)
+      fail(path, human_bytes(size) + ", more than " + limit);
+    std::string out;
+    char buf[1 << 16];
+    while (in.read(buf, sizeof buf) || in.gcount() > 0) {
+      out.append(buf, size_t(in.gcount()));
+      if (out.size() > max_bytes) fail(path, "longer than " + limit);
+    }
+    if (in.bad()) fail(path, "read error: " + errno_text());
+    return out;
+  }
   std::ostringstream ss;
   ss << in.rdbuf();
   if (in.bad()) fail(path, "read error: " + errno_text());
   return ss.str();
 }
 
-nlohmann::json read_json_file(const fs::path& path, const std::string& what) {
-  const std::string text = read_text_file(path, what);
+nlohmann::json parse_json(std::string_view text, const std::string& source, const ParseLimits& limits) {
+  if (limits.max_bytes > 0 && text.size() > limits.max_bytes)
+    throw std::runtime_error(source + ": " + human_bytes(text.size()) + ", more than the " + human_bytes(limits.max_bytes) +
+                             " limit for this kind of JSON");
+  if (text.find_first_not_of(" \t\r\n") == std::string_view::npos)
+    throw std::runtime_error(source + ": invalid JSON: the file is empty (expected a JSON document)");
+  check_json_shape(text, source, limits);
   try {
     return nlohmann::json::parse(text);
   } catch (const nlohmann::json::parse_error& e) {
-    fail(path, std::string("invalid JSON: ") + e.what());
+    throw std::runtime_error(source + ": invalid JSON: " + e.what());
   }
+}
+
+std::string json_error_text(const std::exception& e) {
+  std::string w = e.what();
+  if (w.rfind("[json.exception.", 0) == 0) {
+    const auto close = w.find("] ");
+    if (close != std::string::npos) w.erase(0, close + 2);
+  }
+  return w;
+}
+
+nlohmann::json read_json_file(const fs::path& path, const std::string& what) {
+  // trainer_state.json holds the whole log_history, which grows with the run.
+  return read_json_file(path, what, path.filename() == "trainer_state.json" ? kLogJsonLimits : kSmallJsonLimits);
+}
+
+nlohmann::json read_json_file(const fs::path& path, const std::string& what, const ParseLimits& limits) {
+  return parse_json(read_text_file(path, what, limits.max_bytes), path.string(), limits);
 }
 
 fs::path temp_sibling_dir(const fs::path& path) {

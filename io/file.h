@@ -10,7 +10,9 @@
 #include <nlohmann/json_fwd.hpp>
 
 #include <cstddef>
+#include <cstdint>
 #include <filesystem>
+#include <exception>
 #include <functional>
 #include <string>
 #include <string_view>
@@ -33,10 +35,47 @@ void write_all(int fd, const void* data, size_t n, const std::filesystem::path& 
 
 // The whole file. Throws "<path>: cannot open[ <what>]: <reason>" (a directory too). `what`
 // says what the file was expected to be, e.g. "DeepSpeed config (training_args.deepspeed)".
-std::string read_text_file(const std::filesystem::path& path, const std::string& what = "");
+// max_bytes (0: none) bounds what is read, also from a pipe or a device such as /dev/zero:
+// "<path>: N MiB, more than the M MiB limit for <what> ...".
+std::string read_text_file(const std::filesystem::path& path, const std::string& what = "",
+                           uint64_t max_bytes = 0);
 
-// The parsed file. Throws as read_text_file, or "<path>: invalid JSON: <parser message>".
+// Bounds a JSON input is parsed under (issue 16, "bounded parsing"), so a hostile or mistaken
+// file fails at once with its name instead of exhausting memory or the stack. 0 = no bound.
+// Values counts every object, array and scalar (an upper bound: members plus containers).
+struct ParseLimits {
+  uint64_t max_bytes;
+  uint64_t max_values;
+  int max_depth;
+};
+// Files of a few KB by nature: config.json, adapter_config.json, layout.json, DeepSpeed JSON,
+// tokenizer_config.json, output markers. A few MB and 200k values are far above any real one.
+inline constexpr ParseLimits kSmallJsonLimits{8ull << 20, 200'000, 64};
+// trainer_state.json: its log_history grows with the run (HF's too: ~150 bytes a record).
+inline constexpr ParseLimits kLogJsonLimits{256ull << 20, 20'000'000, 64};
+// Data records and whole data files: as large as the data set is; only the nesting is bounded
+// (tool schemas nest a dozen levels; deep nesting would exhaust the stack of code that walks it).
+inline constexpr ParseLimits kDataJsonLimits{0, 0, 128};
+
+// Parses `text` under `limits`. Throws "<source>: invalid JSON: <parser message>",
+// "<source>: invalid JSON: the file is empty ...", "<source>:<line>: JSON nested deeper than N levels" or
+// "<source>: more than N JSON values". `source` names the input (a path, or "path:line").
+nlohmann::json parse_json(std::string_view text, const std::string& source, const ParseLimits& limits);
+
+// parse_json's depth and value-count checks alone, without parsing (for callers that parse
+// themselves and keep their own syntax-error wording). Text of several lines is located as
+// `source:<line>` (from 1).
+void check_json_shape(std::string_view text, const std::string& source, const ParseLimits& limits);
+
+// A nlohmann exception's message without its "[json.exception.type_error.302] " prefix, for
+// errors that name the file and key themselves: "key 'units' not found".
+std::string json_error_text(const std::exception& e);
+
+// The parsed file. Throws as read_text_file, or as parse_json. Without `limits`: those of a
+// small file, trainer_state.json's of a log.
 nlohmann::json read_json_file(const std::filesystem::path& path, const std::string& what = "");
+nlohmann::json read_json_file(const std::filesystem::path& path, const std::string& what,
+                              const ParseLimits& limits);
 
 // fsync of one file or directory (throws "<path>: fsync failed: <reason>"), and of every
 // file below `dir` and `dir` itself (what a renamed directory needs to be durable).

@@ -8,6 +8,10 @@
 #include <string>
 #include <vector>
 
+namespace ftrun::runtime {
+struct Config;
+}
+
 namespace ftrun::launcher {
 
 // "rank R: " once a multi-process subcommand knows its rank, so main()'s error line says
@@ -27,5 +31,9 @@ int cmd_report(const std::vector<std::string>& argv);
 // ftrun data CONFIG.yaml [--split train|val|test] [--show N] [--set KEY=VALUE]...: samples as
 // training renders them, loss tokens marked, and the data statistics (runtime/data_preview.h).
 int cmd_data(const std::vector<std::string>& argv);
+
+// Refuses a data_config train/val/test file that is a directory, naming the key (issue 16: it
+// used to fail as "read error" while its tokens were hashed). Defined in main.cpp.
+void check_data_files(const runtime::Config& cfg);
 
 }  // namespace ftrun::launcher

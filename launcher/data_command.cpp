@@ -55,6 +55,7 @@ int cmd_data(const std::vector<std::string>& argv) {
   if (!data_dir.empty()) sets.push_back("data_dir=" + data_dir);
 
   auto cfg = runtime::load_config(config, sets);
+  check_data_files(cfg);
   auto setup = runtime::setup_run(cfg, 1);
   for (const auto& w : setup.warnings) std::cerr << "warning: " << w << "\n";  // as training prints them
   auto single = comm::make_single_comm();

@@ -148,6 +148,7 @@ int cmd_eval(const std::vector<std::string>& argv) {
   auto info = comm::detect_rank_info();
   if (info.world_size > 1) g_rank_prefix = "rank " + std::to_string(info.rank) + ": ";
   auto cfg = runtime::load_config(config, sets);
+  check_data_files(cfg);
   runtime::EvalRequest req;
   req.checkpoint = checkpoint;
   req.split = split;

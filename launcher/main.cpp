@@ -6,11 +6,17 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
+#include <cerrno>
+#include <cmath>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <sstream>
 
 #include "data/tokenizer.h"
 #include "io/file.h"
@@ -18,6 +24,7 @@
 #include "launcher/commands.h"
 #include "launcher/control.h"
 #include "launcher/worker_link.h"
+#include "models/config.h"
 #include "models/family.h"
 #include "models/tiny.h"
 #include "io/output.h"
@@ -37,6 +44,22 @@ namespace po = boost::program_options;
 namespace fs = std::filesystem;
 using namespace ftrun;
 
+namespace ftrun::launcher {
+
+// A data file that is a directory used to fail as "read error" when its tokens were hashed.
+void check_data_files(const runtime::Config& cfg) {
+  const std::pair<const char*, const std::string*> files[] = {{"data_config.train_file", &cfg.data_config.train_file},
+                                                              {"data_config.val_file", &cfg.data_config.val_file},
+                                                              {"data_config.test_file", &cfg.data_config.test_file}};
+  for (const auto& [key, file] : files) {
+    std::error_code ec;
+    if (!file->empty() && fs::is_directory(*file, ec))
+      throw std::runtime_error(*file + ": is a directory, expected a .json or .jsonl data file (" + cfg.path + ": " + key + ")");
+  }
+}
+
+}  // namespace ftrun::launcher
+
 namespace {
 
 const char* kUsage =
@@ -53,10 +76,137 @@ const char* kUsage =
     "  ftrun report OUTPUT_DIR\n"
     "  ftrun merge ADAPTER_DIR OUT_DIR [--base DIR] [--max-shard-size BYTES] [--overwrite]\n"
     "  ftrun make-tiny-model OUT_DIR --corpus FILE [--vocab-size N] [--seed S] [--model-type llama|qwen2|chatglm3|glm4]\n"
-    "                [--overwrite]\n";
+    "                [--overwrite]\n"
+    "  any command: --debug (or FTRUN_DEBUG=1) keeps libraries' full error text (stack frames)\n";
 
 // This process's link to the agent that spawned it (inactive when there is none).
 std::unique_ptr<launcher::WorkerLink> g_link;
+
+// --debug / FTRUN_DEBUG=1: errors keep the libraries' full text (libtorch's stack frames).
+bool g_debug = false;
+
+double gb(double bytes) { return bytes / 1e9; }
+
+// A message without the lines of a libtorch backtrace ("frame #3: ..." and "Exception raised
+// from ..."), which a message wrapped by another layer may still carry.
+std::string without_frames(const std::string& msg) {
+  std::string out, line;
+  std::istringstream in(msg);
+  while (std::getline(in, line)) {
+    if (line.rfind("frame #", 0) == 0 || line.rfind("Exception raised from ", 0) == 0) continue;
+    out += (out.empty() ? "" : "\n") + line;
+  }
+  while (!out.empty() && (out.back() == '\n' || out.back() == ' ')) out.pop_back();
+  return out;
+}
+
+// Issue 16: what reaches the user is ftrun's one-line form, never a library's raw text with
+// 16-32 stack frames. Errors ftrun raises itself already say what and where; the libraries'
+// own exceptions (libtorch, nlohmann, the allocator) get here only when no layer below knew
+// the file or key, so they are named as what they are, with how to see the full text.
+std::string user_message(const std::exception& e) {
+  if (g_debug) return e.what();
+  const std::string full = " (run with --debug or FTRUN_DEBUG=1 for the full text)";
+  if (const auto* c = dynamic_cast<const c10::Error*>(&e)) {
+    const std::string msg = without_frames(c->what_without_backtrace());
+    // The CPU allocator's "you tried to allocate N bytes": say it as a memory estimate.
+    const std::string tried = "you tried to allocate ";
+    if (const auto at = msg.find(tried); at != std::string::npos) {
+      const double bytes = std::atof(msg.c_str() + at + tried.size());
+      char buf[256];
+      std::snprintf(buf, sizeof buf, "out of memory: one allocation needs ~%.3g GB; this machine has %.1f GB", gb(bytes),
+                    gb(models::machine_memory_bytes()));
+      return buf + std::string(" (a size in the config, config.json or the data is too large?)");
+    }
+    const std::string first = msg.substr(0, msg.find('\n'));
+    return "libtorch: " + first + full;
+  }
+  if (dynamic_cast<const nlohmann::json::exception*>(&e))
+    return "unexpected JSON content: " + io::json_error_text(e) + full;
+  if (dynamic_cast<const std::bad_alloc*>(&e)) {
+    char buf[256];
+    std::snprintf(buf, sizeof buf, "out of memory (std::bad_alloc); this machine has %.1f GB", gb(models::machine_memory_bytes()));
+    return buf + std::string(" (a size in the config, config.json or the data is too large?)");
+  }
+  return without_frames(e.what());
+}
+
+// Issue 16: peft_config.r or per_device_train_batch_size of 10^9 died in the allocator (30
+// lines of libtorch frames, or std::bad_alloc after 20 s). Before anything loads, lower bounds
+// of what one rank needs are held against this machine's memory: one targeted module's LoRA
+// matrices (r x (in + out) >= r x hidden_size fp32 values), and a micro-batch's activations (a
+// micro-batch always holds per_device_train_batch_size samples, cycling the data; at least one
+// token a sample, whose hidden state every layer keeps for the backward pass, in 2 bytes).
+// Lower bounds: a run that could fit is never refused.
+void check_run_fits_memory(const runtime::Config& cfg) {
+  const double has = models::machine_memory_bytes();
+  if (has <= 0 || cfg.model_dir.empty()) return;
+  models::ModelConfig mc;
+  try {
+    mc = models::load_model_config(cfg.model_dir);
+  } catch (const std::exception&) {
+    return;  // loading the model reports what is wrong with it
+  }
+  // A config.json whose sizes could not fit at all is the loader's to report (against the
+  // weights' shapes, naming the key): its sizes are not to be trusted for these estimates.
+  if (models::estimate_parameters(mc) * 2 > has) return;
+  const double H = double(mc.hidden_size), L = double(std::max<int64_t>(1, mc.num_hidden_layers));
+  auto refuse = [&](const std::string& key, const std::string& value, double needs, const std::string& what) {
+    if (!(needs > has)) return;
+    char buf[160];
+    std::snprintf(buf, sizeof buf, " at least ~%.3g GB; this machine has %.1f GB", gb(needs), gb(has));
+    throw std::runtime_error(cfg.path + ": " + key + " " + value + ": " + what + buf + " (hidden_size " +
+                             std::to_string(mc.hidden_size) + ", " + std::to_string(mc.num_hidden_layers) + " layers in " +
+                             mc.path + ")");
+  };
+  const auto& peft = cfg.peft_config;
+  if (peft.is_object() && peft.value("peft_type", "") == "LORA" && peft.contains("r") && peft["r"].is_number()) {
+    const double r = peft["r"].get<double>();
+    refuse("peft_config.r", peft["r"].dump(), r * H * 4, "one module's LoRA matrices alone need");
+  }
+  const double bs = double(cfg.training_args.per_device_train_batch_size);
+  refuse("training_args.per_device_train_batch_size", std::to_string(cfg.training_args.per_device_train_batch_size),
+         bs * H * (L + 1) * 2, "a micro-batch of that many samples, at one token each, needs");
+}
+
+// sentencepiece's trainer fails with its internal assertion text ("Internal:
+// ./src/trainer_interface.cc(580) [(static_cast<int>(...)) <= (...)] Vocabulary size is smaller
+// than required_chars. 8 vs 316. ..."): said in make-tiny-model's terms, the assertion dropped.
+std::string tokenizer_training_error(const std::string& what, const std::string& corpus, int vocab) {
+  const std::string small = "Vocabulary size is smaller than required_chars. ";
+  if (const auto at = what.find(small); at != std::string::npos) {
+    long asked = 0, needed = 0;
+    if (std::sscanf(what.c_str() + at + small.size(), "%ld vs %ld", &asked, &needed) == 2)
+      return "--vocab-size " + std::to_string(vocab) + " is too small for " + corpus + ": its characters and " +
+             "sentencepiece's own pieces need " + std::to_string(needed) + "; pass --vocab-size " + std::to_string(needed) +
+             " or more";
+  }
+  std::string out = what;
+  const auto internal = out.find("Internal: ");
+  const auto close = internal == std::string::npos ? std::string::npos : out.find("] ", internal);
+  if (close != std::string::npos) out.erase(internal, close + 2 - internal);
+  return out;
+}
+
+// --max-shard-size: bytes, or transformers' "5GB" / "500MiB" form; never 0 or negative.
+uint64_t parse_shard_size(const std::string& text) {
+  const std::string bad = "--max-shard-size must be a positive number of bytes (e.g. 5000000000 or 5GB), got '" + text + "'";
+  size_t digits = 0;
+  while (digits < text.size() && std::isdigit(static_cast<unsigned char>(text[digits]))) ++digits;
+  if (digits == 0 || digits > 15) throw po::error(bad);
+  const uint64_t n = std::stoull(text.substr(0, digits));
+  std::string unit = text.substr(digits);
+  for (auto& ch : unit) ch = char(std::toupper(static_cast<unsigned char>(ch)));
+  static const std::pair<const char*, uint64_t> units[] = {{"", 1},        {"B", 1},          {"KB", 1000},
+                                                           {"MB", 1000000}, {"GB", 1000000000}, {"KIB", 1ull << 10},
+                                                           {"MIB", 1ull << 20}, {"GIB", 1ull << 30}};
+  for (const auto& [name, mult] : units)
+    if (unit == name) {
+      if (n == 0) throw po::error(bad);
+      return n * mult;
+    }
+  throw po::error(bad);
+}
 
 // Thread and allocator settings ftrun chooses itself (README, "Environment defaults";
 // bench/env_defaults.sh measures them). On 2 cores ATen's OpenMP pool and OpenBLAS's own
@@ -173,6 +323,8 @@ int cmd_train(const std::vector<std::string>& argv) {
     g_link = launcher::WorkerLink::from_env(info.rank);
   }
   auto cfg = runtime::load_config(config, sets);
+  launcher::check_data_files(cfg);
+  check_run_fits_memory(cfg);
   runtime::set_log_level(cfg.training_args.log_level);
   if (!spawn && info.rank == 0 && runtime::debug_enabled()) print_debug_settings(cfg);
   if (spawn) {
@@ -218,7 +370,7 @@ int cmd_train(const std::vector<std::string>& argv) {
     // Report while this rank's connections are still open: once they close, the other ranks'
     // collectives fail and their "another rank exited" errors must not reach the agent first.
     if (g_link) {
-      g_link->error(e.what());
+      g_link->error(user_message(e));
       g_link.reset();
     }
     throw;
@@ -229,12 +381,12 @@ int cmd_train(const std::vector<std::string>& argv) {
 int cmd_merge(const std::vector<std::string>& argv) {
   po::options_description opts("merge options");
   std::string adapter, out, base;
-  uint64_t max_shard = 5'000'000'000ull;  // transformers' default max_shard_size (5GB)
+  std::string max_shard_text = "5000000000";  // transformers' default max_shard_size (5GB)
   opts.add_options()("help,h", "show help")("adapter", po::value(&adapter), "LoRA adapter directory")(
       "out", po::value(&out), "output directory for the merged HF model")(
       "base", po::value(&base), "base model directory (overrides the adapter's base_model_name_or_path)")(
-      "max-shard-size", po::value(&max_shard)->default_value(max_shard),
-      "safetensors shard limit in bytes; past it the weights are sharded with an index")(
+      "max-shard-size", po::value(&max_shard_text)->default_value(max_shard_text),
+      "safetensors shard limit in bytes (or 5GB, 500MiB); past it the weights are sharded with an index")(
       "overwrite", "replace OUT_DIR even when it is not an ftrun model directory");
   po::positional_options_description pos;
   pos.add("adapter", 1).add("out", 1);
@@ -245,6 +397,7 @@ int cmd_merge(const std::vector<std::string>& argv) {
     std::cout << kUsage << opts;
     return vm.count("help") ? 0 : 2;
   }
+  const uint64_t max_shard = parse_shard_size(max_shard_text);
   if (!peft::is_adapter_dir(adapter))
     throw std::runtime_error(adapter + ": not an adapter directory (no adapter_config.json)");
   base = peft::read_adapter_dir(adapter).base_dir(base);
@@ -278,7 +431,7 @@ int cmd_merge(const std::vector<std::string>& argv) {
 int cmd_make_tiny(const std::vector<std::string>& argv) {
   po::options_description opts("make-tiny-model options");
   std::string out, corpus, model_type = "llama";
-  int vocab = 512;
+  std::string vocab_text = "512";
   uint64_t seed = 42;
   runtime::PretrainOptions pre;
   // The families whose entry has a tiny recipe: "llama, qwen2, chatglm3 or glm4".
@@ -288,7 +441,7 @@ int cmd_make_tiny(const std::vector<std::string>& argv) {
     tiny_families += (i == 0 ? "" : i + 1 == names.size() ? " or " : ", ") + names[i];
   opts.add_options()("help,h", "show help")("out", po::value(&out), "output directory")(
       "corpus", po::value(&corpus), "text file the tokenizer is trained on")(
-      "vocab-size", po::value(&vocab), "sentencepiece vocabulary size (before specials)")(
+      "vocab-size", po::value(&vocab_text), "sentencepiece vocabulary size (before specials)")(
       "seed", po::value(&seed), "weight seed")("model-type", po::value(&model_type), tiny_families.c_str())(
       "pretrain-steps", po::value(&pre.steps)->default_value(pre.steps),
       "next-token pre-training steps on the corpus (0 = leave the weights random)")(
@@ -306,6 +459,21 @@ int cmd_make_tiny(const std::vector<std::string>& argv) {
     std::cerr << "ftrun: --model-type must be " << tiny_families << " (got '" << model_type << "')\n";
     return 2;
   }
+  // sentencepiece needs room for its own pieces (<unk>, <s>, </s>) and at least one more; with
+  // a size it cannot reach it used to fail with its raw internal message (--vocab-size 1).
+  constexpr int kMinVocab = 4, kMaxVocab = 1'000'000;
+  int vocab = 0;
+  if (vocab_text.empty() || vocab_text.size() > 9 || vocab_text.find_first_not_of("0123456789") != std::string::npos ||
+      (vocab = std::stoi(vocab_text)) < kMinVocab || vocab > kMaxVocab)
+    throw po::error("--vocab-size must be a whole number from " + std::to_string(kMinVocab) + " to " +
+                    std::to_string(kMaxVocab) + ", got '" + vocab_text + "'");
+  {
+    // Checked here with the OS's reason: the trainer says only "not found", also for a directory.
+    std::error_code ec;
+    if (fs::is_directory(corpus, ec)) throw po::error("--corpus " + corpus + ": is a directory, expected a text file");
+    std::ifstream probe(corpus);
+    if (!probe) throw po::error("--corpus " + corpus + ": cannot open: " + std::strerror(errno));
+  }
   const models::TinyRecipe& fam = models::find_family(model_type)->tiny;
   io::check_replaceable(out, "model", "an ftrun model directory", vm.count("overwrite") > 0, "pass --overwrite");
   models::TinySpec spec;
@@ -314,7 +482,11 @@ int cmd_make_tiny(const std::vector<std::string>& argv) {
   io::write_dir_atomic(out, [&](const fs::path& tmp_dir) {
     const std::string tmp = tmp_dir.string();
     // The family's special tokens (its entry's tiny recipe) go after the sentencepiece pieces.
-    data::train_tokenizer(corpus, tmp, vocab, fam.specials);
+    try {
+      data::train_tokenizer(corpus, tmp, vocab, fam.specials);
+    } catch (const std::runtime_error& e) {
+      throw std::runtime_error(tokenizer_training_error(e.what(), corpus, vocab));
+    }
     {
       auto path = fs::path(tmp) / "tokenizer_config.json";
       nlohmann::json tc = io::read_json_file(path);
@@ -325,6 +497,12 @@ int cmd_make_tiny(const std::vector<std::string>& argv) {
       io::write_json_atomic(path, tc);
     }
     auto tok = data::load_tokenizer(tmp);
+    // A corpus too small for the size asked for yields fewer pieces (hard_vocab_limit=false):
+    // said, not silent.
+    const int64_t pieces = tok->vocab_size() - int64_t(fam.specials.size());
+    if (vm.count("vocab-size") && pieces < vocab)
+      std::cerr << "ftrun: note: " << corpus << " yields only " << pieces << " sentencepiece pieces, fewer than --vocab-size "
+                << vocab << "\n";
     spec.model_type = model_type;
     spec.vocab_size = tok->vocab_size();
     spec.bos_token_id = fam.bos.empty() ? -1 : tok->bos_id();
@@ -351,7 +529,16 @@ int cmd_make_tiny(const std::vector<std::string>& argv) {
 
 int main(int argc, char** argv) {
   apply_env_defaults(argv);
-  std::vector<std::string> args(argv + 1, argv + argc);
+  std::vector<std::string> args;
+  for (int i = 1; i < argc; ++i) {
+    if (std::string(argv[i]) == "--debug") {
+      g_debug = true;
+      continue;
+    }
+    args.push_back(argv[i]);
+  }
+  if (const char* d = std::getenv("FTRUN_DEBUG"); d && *d && std::string(d) != "0") g_debug = true;
+  if (g_debug) ::setenv("FTRUN_DEBUG", "1", 1);  // ranks an agent spawns keep it
   if (args.empty() || args[0] == "--help" || args[0] == "-h") {
     std::cout << kUsage;
     return args.empty() ? 2 : 0;
@@ -372,9 +559,10 @@ int main(int argc, char** argv) {
     std::cerr << "ftrun: " << e.what() << "\n" << kUsage;
     return 2;
   } catch (const std::exception& e) {
-    std::cerr << "ftrun: " << launcher::g_rank_prefix << "error: " << e.what() << "\n";
+    const std::string msg = user_message(e);
+    std::cerr << "ftrun: " << launcher::g_rank_prefix << "error: " << msg << "\n";
     if (g_link) {
-      g_link->error(e.what());
+      g_link->error(msg);
       g_link.reset();  // delivers the report before the process ends
     }
     return 1;

@@ -255,12 +255,17 @@ class ChatGLMForConditionalGeneration : public CausalLM {
       TORCH_CHECK(attention_mask.dim() == 2 && attention_mask.size(0) == B && attention_mask.size(1) == T,
                   "attention_mask must be [batch, seq] like input_ids");
     auto embed = transformer->embedding->word_embeddings;
-    auto h = run_unit(0, [embed](const at::Tensor& ids) mutable { return embed(ids); }, input_ids);
+    auto h = embedding_output(run_unit(0, [embed](const at::Tensor& ids) mutable { return embed(ids); }, input_ids));  // + NEFTune noise in training
     auto dtype = h.scalar_type();
 
     // Built on the input's device so the model also runs where its weights were moved.
     auto device = input_ids.device();
-    auto positions = chatglm_position_ids(attention_mask, B, T).to(device);
+    // Packed rows (models/model.h packed_layout): positions restart at 0 for each sample and
+    // attention is block-diagonal; a 0/1 mask takes the code below unchanged.
+    const bool packed = is_packed_mask(attention_mask);
+    PackedLayout layout;
+    if (packed) layout = packed_layout(attention_mask, device);
+    auto positions = packed ? layout.positions : chatglm_position_ids(attention_mask, B, T).to(device);
     auto cache = chatglm_rope_cache(config_, positions);
     // THUDM keeps the table in the checkpoint's dtype when that is half precision.
     if (dtype == at::kBFloat16 || dtype == at::kHalf) cache = cache.to(dtype);
@@ -268,7 +273,9 @@ class ChatGLMForConditionalGeneration : public CausalLM {
     // allowed[b, i, j]: query i may attend key j (see the file comment).
     auto causal = torch::ones({T, T}, torch::TensorOptions().dtype(at::kBool).device(device)).tril().view({1, 1, T, T});
     at::Tensor allowed = causal.expand({B, 1, T, T});
-    if (attention_mask.defined()) {
+    if (packed) {
+      allowed = layout.allowed;
+    } else if (attention_mask.defined()) {
       auto real = attention_mask.to(device).to(at::kBool);
       allowed = causal.logical_and(real.view({B, 1, 1, T})).logical_or(real.logical_not().view({B, 1, T, 1}));
     }

@@ -6,6 +6,7 @@
 
 #include <unistd.h>
 
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -169,6 +170,9 @@ void read_llama_config(const nlohmann::json& j, const std::string& path, ModelCo
   c.max_position_embeddings = get_int(j, path, "max_position_embeddings", 2048);
   c.rms_norm_eps = get_double(j, path, "rms_norm_eps", 1e-6);
   c.rope_theta = get_double(j, path, "rope_theta", 10000.0);
+  // The rotary base: zero, negative or inf makes NaN angles and a NaN loss from step 1 (issue 16).
+  if (!(c.rope_theta > 0) || !std::isfinite(c.rope_theta))
+    fail(path, "'rope_theta' must be a positive number (the rotary base), got " + j["rope_theta"].dump());
   c.tie_word_embeddings = get_bool(j, path, "tie_word_embeddings", false);
   c.attention_bias = get_bool(j, path, "attention_bias", false);
   c.mlp_bias = get_bool(j, path, "mlp_bias", false);

@@ -65,8 +65,9 @@ at::Tensor LinearImpl::forward(const at::Tensor& x) {
   // PEFT >= 0.12: adapter terms may come back in their own (fp32) dtype; the sum is taken in
   // the promoted dtype and cast back to the base layer's result dtype once.
   const auto dtype = y.scalar_type();
-  for (const auto& d : deltas_) y = y + d(x);
-  return y.to(dtype);
+  auto out = y;
+  for (const auto& d : deltas_) out = out + d(x, y);
+  return out.to(dtype);
 }
 
 }  // namespace ftrun::models

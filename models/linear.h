@@ -1,7 +1,7 @@
 // The Linear layer every model family builds its projections from. It is plain y = xW^T + b
-// with one extension point: adapters (LoRA) may add terms computed from the same input. A
-// term may be in another dtype (fp32 adapters on a bf16 base): the sum is cast back to the
-// base result's dtype, as PEFT's LoRA layer does.
+// with one extension point: adapters (LoRA) may add terms computed from the same input (and,
+// for DoRA, from the base result y itself). A term may be in another dtype (fp32 adapters on
+// a bf16 base): the sum is cast back to the base result's dtype, as PEFT's LoRA layer does.
 // The model itself never installs one; peft/ does, from outside (torchtitan's rule).
 //
 // It also says how every model class allocates its parameters (param_empty/zeros/ones,
@@ -61,7 +61,14 @@ class LinearImpl : public torch::nn::Module {
   at::Tensor forward(const at::Tensor& x);
 
   using Delta = std::function<at::Tensor(const at::Tensor& x)>;
-  void add_delta(Delta d) { deltas_.push_back(std::move(d)); }
+  // A term that also reads the base result y = xW^T + b (in the base dtype, before any term
+  // is added): PEFT's DoRA rescales it, (m / ||W + sBA|| - 1) * (y - b), instead of
+  // recomputing xW^T.
+  using BaseDelta = std::function<at::Tensor(const at::Tensor& x, const at::Tensor& base)>;
+  void add_delta(Delta d) {
+    deltas_.push_back([d = std::move(d)](const at::Tensor& x, const at::Tensor&) { return d(x); });
+  }
+  void add_base_delta(BaseDelta d) { deltas_.push_back(std::move(d)); }
   void clear_deltas() { deltas_.clear(); }
   bool has_deltas() const { return !deltas_.empty(); }
 
@@ -70,7 +77,7 @@ class LinearImpl : public torch::nn::Module {
   at::Tensor bias;    // [out] or undefined
 
  private:
-  std::vector<Delta> deltas_;
+  std::vector<BaseDelta> deltas_;
 };
 TORCH_MODULE(Linear);
 

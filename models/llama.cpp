@@ -194,23 +194,37 @@ class LlamaForCausalLM : public CausalLM {
     TORCH_CHECK(input_ids.dim() == 2, "input_ids must be [batch, seq]");
     auto B = input_ids.size(0), T = input_ids.size(1);
     auto embed = model->embed_tokens;
-    auto h = run_unit(0, [embed](const at::Tensor& ids) mutable { return embed(ids); }, input_ids);
+    auto h = embedding_output(run_unit(0, [embed](const at::Tensor& ids) mutable { return embed(ids); }, input_ids));  // + NEFTune noise in training
     auto dtype = h.scalar_type();
 
-    // Positions 0..T-1 (right padding keeps them valid, as in HF without position_ids).
-    auto pos = torch::arange(T, torch::TensorOptions().dtype(at::kFloat));
-    auto freqs = torch::outer(pos, inv_freq_);
-    auto emb = torch::cat({freqs, freqs}, -1);
-    auto cos = emb.cos().to(dtype), sin = emb.sin().to(dtype);
+    at::Tensor cos, sin, mask;
+    if (is_packed_mask(attention_mask)) {
+      // Packed rows (models/model.h packed_layout): each sample at its own positions from 0
+      // (HF's position_ids) under a block-diagonal causal mask.
+      auto packed = packed_layout(attention_mask, input_ids.device());
+      auto freqs = packed.positions.to(at::kFloat).unsqueeze(-1) * inv_freq_.to(input_ids.device());  // [B, T, D/2]
+      auto emb = torch::cat({freqs, freqs}, -1).unsqueeze(1);                                           // [B, 1, T, D]
+      cos = emb.cos().to(dtype);
+      sin = emb.sin().to(dtype);
+      mask = torch::zeros({B, 1, T, T}, torch::TensorOptions().dtype(dtype).device(input_ids.device()))
+                 .masked_fill(packed.allowed.logical_not(), lowest_of(dtype));
+    } else {
+      // Positions 0..T-1 (right padding keeps them valid, as in HF without position_ids).
+      auto pos = torch::arange(T, torch::TensorOptions().dtype(at::kFloat));
+      auto freqs = torch::outer(pos, inv_freq_);
+      auto emb = torch::cat({freqs, freqs}, -1);
+      cos = emb.cos().to(dtype);
+      sin = emb.sin().to(dtype);
 
-    // Additive mask with the dtype's lowest value where attention is not allowed (HF eager).
-    auto allowed = torch::ones({T, T}, torch::TensorOptions().dtype(at::kBool)).tril();
-    auto allowed4 = allowed.view({1, 1, T, T}).expand({B, 1, T, T});
-    if (attention_mask.defined())
-      allowed4 = allowed4.logical_and(attention_mask.to(at::kBool).view({B, 1, 1, T}));
-    auto lowest = lowest_of(dtype);
-    auto mask = torch::zeros({B, 1, T, T}, torch::TensorOptions().dtype(dtype))
-                    .masked_fill(allowed4.logical_not(), lowest);
+      // Additive mask with the dtype's lowest value where attention is not allowed (HF eager).
+      auto allowed = torch::ones({T, T}, torch::TensorOptions().dtype(at::kBool)).tril();
+      auto allowed4 = allowed.view({1, 1, T, T}).expand({B, 1, T, T});
+      if (attention_mask.defined())
+        allowed4 = allowed4.logical_and(attention_mask.to(at::kBool).view({B, 1, 1, T}));
+      auto lowest = lowest_of(dtype);
+      mask = torch::zeros({B, 1, T, T}, torch::TensorOptions().dtype(dtype))
+                 .masked_fill(allowed4.logical_not(), lowest);
+    }
 
     int64_t unit = 1;
     auto prefix = prefix_;

@@ -39,6 +39,40 @@ at::Tensor CausalLM::forward_loss(const at::Tensor& input_ids, const at::Tensor&
   return causal_lm_loss_sum(forward(input_ids, attention_mask), labels, count);
 }
 
+bool is_packed_mask(const at::Tensor& attention_mask) {
+  return attention_mask.defined() && attention_mask.numel() > 0 && attention_mask.max().item<int64_t>() > 1;
+}
+
+PackedLayout packed_layout(const at::Tensor& attention_mask, const c10::Device& device) {
+  TORCH_CHECK(attention_mask.dim() == 2, "packed attention_mask must be [batch, seq]");
+  const auto seg = attention_mask.to(at::kCPU).to(at::kLong).contiguous();
+  const int64_t B = seg.size(0), T = seg.size(1);
+  auto pos = torch::zeros({B, T}, torch::TensorOptions().dtype(at::kLong));
+  const int64_t* s = seg.data_ptr<int64_t>();
+  int64_t* p = pos.data_ptr<int64_t>();
+  for (int64_t b = 0; b < B; ++b) {
+    int64_t last = 0, start = 0;  // the previous real token's sample index; where its run began
+    for (int64_t t = 0; t < T; ++t) {
+      const int64_t v = s[b * T + t];
+      TORCH_CHECK(v >= 0, "packed attention_mask: negative sample index ", v);
+      if (v == 0) continue;
+      if (v != last) {
+        TORCH_CHECK(v > last, "packed attention_mask: row ", b, " returns to sample ", v, " at position ", t,
+                    " (a sample's tokens must be one run, in increasing order)");
+        last = v;
+        start = t;
+      }
+      p[b * T + t] = t - start;
+    }
+  }
+  auto segd = seg.to(device);
+  auto real = segd != 0;
+  auto same = segd.view({B, 1, T, 1}) == segd.view({B, 1, 1, T});
+  auto causal = torch::ones({T, T}, torch::TensorOptions().dtype(at::kBool).device(device)).tril().view({1, 1, T, T});
+  auto allowed = same.logical_and(causal).logical_and(real.view({B, 1, 1, T})).logical_or(real.logical_not().view({B, 1, T, 1}));
+  return {pos.to(device), allowed};
+}
+
 CachedStep advance_cache(KVCache& cache, const at::Tensor& attention_mask, int64_t B, int64_t T,
                          const c10::Device& device) {
   const int64_t P = cache.length;

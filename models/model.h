@@ -47,6 +47,23 @@ struct CachedStep {
 CachedStep advance_cache(KVCache& cache, const at::Tensor& attention_mask, int64_t batch, int64_t new_tokens,
                          const c10::Device& device);
 
+// Packed rows (data/packing.h, `packing: true`): attention_mask [B, T] holds each token's
+// sample index within its row (1, 1, 1, 2, 2, 0 = padding) instead of 0/1. The families turn
+// it into what unpacked samples would see: `allowed` [B, 1, T, T] bool, query i may attend key
+// j when both belong to the same sample and j <= i (a padding query sees every key, which
+// keeps its softmax finite; its output reaches nothing), and `positions` [B, T] int64, each
+// token's index within its own sample (padding 0), for rotary embeddings. Prefix-tuning slots
+// are added in front by the families as for an unpacked batch (visible to every position).
+struct PackedLayout {
+  at::Tensor positions, allowed;
+};
+// Whether attention_mask carries sample indices (some value above 1). A 0/1 or undefined
+// mask is not packed: the families then run exactly their unpacked code.
+bool is_packed_mask(const at::Tensor& attention_mask);
+// The layout of a packed mask, on `device`. A sample's tokens must be one run and the
+// indices must grow along the row (what data::collate_packed writes); otherwise an error.
+PackedLayout packed_layout(const at::Tensor& attention_mask, const c10::Device& device);
+
 class CausalLM : public torch::nn::Module {
  public:
   // input_ids [B, T] int64; attention_mask [B, T] (1 = token, 0 = padding) or undefined.
@@ -96,6 +113,13 @@ class CausalLM : public torch::nn::Module {
   // from outside (peft/); called inside each layer's unit, so it must be cheap.
   using PrefixKV = std::function<std::pair<at::Tensor, at::Tensor>(int64_t layer, int64_t batch)>;
   void set_prefix_provider(PrefixKV provider) { prefix_ = std::move(provider); }
+  // A transform of the token embeddings [B, T, H] (the embedding unit's output) before the
+  // first layer, in forward() and forward_loss() only (never forward_cached): NEFTune's
+  // training noise, installed by the trainer around its training forwards (HF's forward
+  // hook on get_input_embeddings()). It runs outside the embedding unit, so a unit that is
+  // recomputed in backward never draws it twice. Unset (the default): nothing happens.
+  using EmbeddingHook = std::function<at::Tensor(const at::Tensor& embeddings)>;
+  void set_embedding_hook(EmbeddingHook hook) { embedding_hook_ = std::move(hook); }
 
   // The parameter-name prefixes of each unit, in forward order. A parameter belongs to the
   // first unit with a prefix it starts with; parameters of no unit (adapter modules added
@@ -108,6 +132,10 @@ class CausalLM : public torch::nn::Module {
   at::Tensor run_unit(int64_t unit, const UnitFn& fn, const at::Tensor& input) {
     return runner_ ? runner_(unit, fn, input) : fn(input);
   }
+  at::Tensor embedding_output(const at::Tensor& embeddings) {
+    return embedding_hook_ ? embedding_hook_(embeddings) : embeddings;
+  }
+  EmbeddingHook embedding_hook_;
 
  private:
   std::vector<std::string> base_names_;

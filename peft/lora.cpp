@@ -30,7 +30,9 @@ const std::set<std::string> kKnownKeys = {
     "loftq_config", "layer_replication", "runtime_config", "lora_bias", "exclude_modules",
     "eva_config", "corda_config", "trainable_token_indices", "auto_mapping", "revision",
     "peft_version", "target_parameters", "use_qalora", "qalora_group_size",
-    "ensure_weight_tying"};
+    "ensure_weight_tying",
+    // LoRA+ (an optimizer setting, not a LoraConfig field: kept out of adapter_config.json)
+    "loraplus_lr_ratio", "loraplus_lr_embedding"};
 
 bool is_default(const nlohmann::json& v) {
   if (v.is_null()) return true;
@@ -73,6 +75,10 @@ LoraConfig parse_lora_config(const nlohmann::json& j) {
     if (!j["use_rslora"].is_boolean()) bad("use_rslora", "expected true or false");
     c.use_rslora = j["use_rslora"].get<bool>();
   }
+  if (j.contains("use_dora") && !j["use_dora"].is_null()) {
+    if (!j["use_dora"].is_boolean()) bad("use_dora", "expected true or false");
+    c.use_dora = j["use_dora"].get<bool>();
+  }
   if (j.contains("target_modules") && !j["target_modules"].is_null()) {
     const auto& t = j["target_modules"];
     if (t.is_string()) {
@@ -95,14 +101,26 @@ LoraConfig parse_lora_config(const nlohmann::json& j) {
   if (j.contains("bias") && j["bias"] != "none") bad("bias", "only \"none\" is supported");
   if (j.contains("init_lora_weights") && j["init_lora_weights"] != true)
     bad("init_lora_weights", "only true (kaiming-uniform A, zero B) is supported");
-  for (const char* k : {"use_dora", "modules_to_save", "fan_in_fan_out", "layers_to_transform",
+  for (const char* k : {"modules_to_save", "fan_in_fan_out", "layers_to_transform",
                         "rank_pattern", "alpha_pattern", "lora_bias", "exclude_modules",
                         "layer_replication", "trainable_token_indices", "target_parameters",
                         "use_qalora"})
     if (j.contains(k) && !is_default(j[k])) bad(k, "is not supported by ftrun yet (leave it unset)");
+  // LoRA+ is read by the trainer (runtime/config.cpp resolves it); here only checked.
+  if (j.contains("loraplus_lr_ratio") && !j["loraplus_lr_ratio"].is_null() &&
+      (!j["loraplus_lr_ratio"].is_number() || !(j["loraplus_lr_ratio"].get<double>() > 0)))
+    bad("loraplus_lr_ratio", "expected a positive number");
+  if (j.contains("loraplus_lr_embedding") && !j["loraplus_lr_embedding"].is_null())
+    bad("loraplus_lr_embedding", "is for LoRA on embedding layers, which ftrun does not have (leave it unset)");
   if (j.contains("task_type") && !j["task_type"].is_null() && j["task_type"] != "CAUSAL_LM")
     bad("task_type", "only CAUSAL_LM is supported");
   return c;
+}
+
+at::Tensor dora_weight_norm(const at::Tensor& weight, const at::Tensor& lora_weight, double scaling) {
+  // torch.linalg.norm(weight, dim=1).to(weight.dtype), as dora.py writes it.
+  auto w = weight + scaling * lora_weight;
+  return at::linalg_norm(w, c10::nullopt, at::IntArrayRef{1}, false, c10::nullopt).to(w.scalar_type());
 }
 
 std::vector<std::string> lora_targets(const LoraConfig& cfg, models::CausalLM& model) {
@@ -139,7 +157,9 @@ class Lora : public Strategy {
  public:
   explicit Lora(LoraConfig cfg) : cfg_(std::move(cfg)) {}
   std::string name() const override { return "LORA"; }
-  std::vector<std::string> resume_keys() const override { return {"r", "lora_alpha", "target_modules", "use_rslora"}; }
+  std::vector<std::string> resume_keys() const override {
+    return {"r", "lora_alpha", "target_modules", "use_rslora", "use_dora"};
+  }
 
   void apply(models::CausalLM& model) override {
     for (auto& p : model.parameters()) p.set_requires_grad(false);
@@ -158,6 +178,10 @@ class Lora : public Strategy {
       }
       double p = cfg_.lora_dropout;
       auto* owner = lin.get();
+      if (cfg_.use_dora) {
+        modules_.push_back({path, A, B, add_dora(lin, A, B, scale, p)});
+        continue;
+      }
       // PEFT >= 0.12's order: the input cast to the adapter's dtype (fp32), dropout, B(A(x)) *
       // scale in that dtype; Linear adds it to the base result and casts the sum back once.
       lin->add_delta([A, B, scale, p, owner](const at::Tensor& x) mutable {
@@ -165,8 +189,51 @@ class Lora : public Strategy {
         if (p > 0) h = torch::dropout(h, p, owner->is_training());
         return B->forward(A->forward(h)) * scale;
       });
-      modules_.push_back({path, A, B});
+      modules_.push_back({path, A, B, {}});
     }
+  }
+
+  // DoRA on one target (PEFT 0.14's LoraLayer.dora_init + DoraLinearLayer; see lora.h).
+  // Returns the magnitude vector, registered on the Linear as `lora_magnitude_vector` so that
+  // ZeRO finds it in its layer's unit like lora_A/lora_B.
+  static at::Tensor add_dora(models::Linear lin, torch::nn::Linear A, torch::nn::Linear B, double scale, double p) {
+    at::Tensor init;
+    {
+      torch::NoGradGuard ng;
+      // PEFT moves the new adapter to the base weight's dtype before dora_init and upcasts it
+      // to fp32 only afterwards (autocast_adapter_dtype): on a bf16 base the norm is taken,
+      // and rounded, in bf16.
+      const auto wt = lin->weight.scalar_type();
+      auto lora_weight = torch::matmul(B->weight.to(wt), A->weight.to(wt));
+      init = dora_weight_norm(lin->weight, lora_weight, scale).to(at::kFloat);
+    }
+    auto m = lin->register_parameter("lora_magnitude_vector", init);
+    auto* owner = lin.get();
+    lin->add_base_delta([A, B, m, scale, p, owner](const at::Tensor& x, const at::Tensor& base) mutable {
+      // PEFT 0.14 LoraLayer.forward + DoraLinearLayer.forward: x in the adapter dtype (fp32).
+      auto h = x.to(A->weight.scalar_type());
+      auto weight = owner->weight.to(h.scalar_type());
+      at::Tensor norm;
+      {
+        // ||W + s BA|| is a constant for autograd (DoRA paper 4.3; PEFT detaches it). PEFT
+        // forms BA as B(A(I)).T; B @ A is the same product without an [in, in] identity.
+        torch::NoGradGuard ng;
+        norm = dora_weight_norm(weight, torch::matmul(B->weight, A->weight).to(weight.scalar_type()), scale);
+      }
+      auto mag_norm_scale = (m / norm).view({1, -1});
+      at::Tensor base_result;
+      if (p > 0 && owner->is_training()) {
+        // With an active dropout PEFT drops x for the whole DoRA term and recomputes W x'
+        // (no bias) in the adapter dtype; the base result keeps the undropped x.
+        h = torch::dropout(h, p, true);
+        base_result = torch::nn::functional::linear(h, weight);
+      } else {
+        base_result = owner->bias.defined() ? base - owner->bias : base;
+      }
+      auto lora_result = B->forward(A->forward(h));
+      return (mag_norm_scale - 1) * base_result + mag_norm_scale * lora_result * scale;
+    });
+    return m;
   }
 
   NamedTensors trainable() const override {
@@ -174,12 +241,16 @@ class Lora : public Strategy {
     for (const auto& m : modules_) {
       out.emplace_back(kPrefix + m.path + ".lora_A.weight", m.A->weight);
       out.emplace_back(kPrefix + m.path + ".lora_B.weight", m.B->weight);
+      if (m.magnitude.defined()) out.emplace_back(kPrefix + m.path + ".lora_magnitude_vector", m.magnitude);
     }
     return out;
   }
 
   void save(const std::string& dir, const std::string& base_model_path) const override {
     auto j = cfg_.raw;
+    // Not LoraConfig fields: PEFT's LoraConfig(**json) would fail on them.
+    j.erase("loraplus_lr_ratio");
+    j.erase("loraplus_lr_embedding");
     j["peft_type"] = "LORA";
     j["task_type"] = "CAUSAL_LM";
     j["r"] = cfg_.r;
@@ -195,7 +266,7 @@ class Lora : public Strategy {
     j["base_model_name_or_path"] = base_model_path;
     j["bias"] = "none";
     j["use_rslora"] = cfg_.use_rslora;
-    j["use_dora"] = false;
+    j["use_dora"] = cfg_.use_dora;
     j["modules_to_save"] = nullptr;
     j["fan_in_fan_out"] = false;
     j["inference_mode"] = true;
@@ -210,10 +281,17 @@ class Lora : public Strategy {
     torch::NoGradGuard ng;
     for (const auto& kv : trainable()) {
       expected.insert(kv.first);
-      // PEFT strips the adapter name on save; accept files that kept ".default".
+      // PEFT strips the adapter name on save; accept files that kept ".default" (the
+      // magnitude vector's in-memory name is lora_magnitude_vector.default.weight).
       std::string alt = kv.first;
-      alt.replace(alt.rfind(".weight"), 7, ".default.weight");
+      if (alt.size() > 7 && alt.compare(alt.size() - 7, 7, ".weight") == 0)
+        alt.replace(alt.rfind(".weight"), 7, ".default.weight");
+      else
+        alt += ".default.weight";
       std::string name = f->contains(kv.first) ? kv.first : (f->contains(alt) ? alt : "");
+      if (name.empty() && kv.first.find(".lora_magnitude_vector") != std::string::npos)
+        throw std::runtime_error(file + ": missing DoRA tensor " + kv.first +
+                                 " (use_dora is true here; was the adapter trained without DoRA?)");
       if (name.empty())
         throw std::runtime_error(file + ": missing LoRA tensor " + kv.first +
                                  " (was the adapter trained with other target_modules?)");
@@ -227,16 +305,21 @@ class Lora : public Strategy {
       kv.second.copy_(t);
       expected.insert(name);
     }
-    for (const auto& info : f->tensors())
-      if (!expected.count(info.name))
+    for (const auto& info : f->tensors()) {
+      if (expected.count(info.name)) continue;
+      if (!cfg_.use_dora && info.name.find(".lora_magnitude_vector") != std::string::npos)
         throw std::runtime_error(file + ": unexpected tensor " + info.name +
-                                 " (the adapter targets modules this configuration does not)");
+                                 " (a DoRA adapter: this configuration has use_dora false)");
+      throw std::runtime_error(file + ": unexpected tensor " + info.name +
+                               " (the adapter targets modules this configuration does not)");
+    }
   }
 
  private:
   struct Module {
     std::string path;
     torch::nn::Linear A, B;
+    at::Tensor magnitude;  // DoRA's lora_magnitude_vector [out]; undefined for plain LoRA
   };
   LoraConfig cfg_;
   std::vector<Module> modules_;

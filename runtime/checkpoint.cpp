@@ -54,10 +54,12 @@ void mark_complete(const fs::path& dir, int64_t step) {
 }
 
 nlohmann::json TrainerState::to_json() const {
-  return {{"global_step", global_step}, {"position", position},         {"epoch", epoch},
+  nlohmann::json j = {{"global_step", global_step}, {"position", position},         {"epoch", epoch},
           {"log_history", log_history}, {"world_size", world_size},     {"zero_stage", zero_stage},
           {"strategy", strategy},       {"peft_config", peft_config},   {"model_config", model_config},
           {"training_args", training_args}, {"seed", seed}};
+  if (packing) j["packing"] = true;
+  return j;
 }
 
 TrainerState TrainerState::from_json(const nlohmann::json& j, const std::string& path) {
@@ -80,13 +82,25 @@ TrainerState TrainerState::from_json(const nlohmann::json& j, const std::string&
     if (!j["log_history"].is_array()) throw std::runtime_error(path + ": 'log_history' must be an array");
     s.log_history = j["log_history"];
   }
-  if (j.contains("world_size")) s.world_size = int(integer("world_size", j["world_size"]));
-  if (j.contains("zero_stage")) s.zero_stage = int(integer("zero_stage", j["zero_stage"]));
+  // Range-checked before narrowing: int(4294967297) would read as 1 (fuzz find).
+  auto small = [&](const char* key, int64_t lo, int64_t hi) {
+    int64_t v = integer(key, j[key]);
+    if (v < lo || v > hi)
+      throw std::runtime_error(path + ": '" + key + "' must be from " + std::to_string(lo) + " to " +
+                               std::to_string(hi) + ", got " + std::to_string(v));
+    return int(v);
+  };
+  if (j.contains("world_size")) s.world_size = small("world_size", 1, 1 << 20);
+  if (j.contains("zero_stage")) s.zero_stage = small("zero_stage", 0, 3);
   if (j.contains("strategy") && j["strategy"].is_string()) s.strategy = j["strategy"].get<std::string>();
   s.peft_config = opt("peft_config");
   s.model_config = opt("model_config");
   if (j.contains("training_args") && j["training_args"].is_object()) s.training_args = j["training_args"];
   if (j.contains("seed")) s.seed = integer("seed", j["seed"]);
+  if (j.contains("packing")) {
+    if (!j["packing"].is_boolean()) throw std::runtime_error(path + ": 'packing' must be true or false, got " + j["packing"].dump());
+    s.packing = j["packing"].get<bool>();
+  }
   return s;
 }
 
@@ -411,7 +425,7 @@ std::string check_optimizer(const fs::path& dir, int world_size, bool values) {
     const auto layout = io::read_json_file(layout_path);
     for (const auto& u : layout.at("units")) numel[u.at("unit").get<int64_t>()] = u.at("numel").get<int64_t>();
   } catch (const nlohmann::json::exception& e) {
-    return layout_path.string() + ": " + e.what();
+    return layout_path.string() + ": " + io::json_error_text(e) + " (expected {\"units\": [{\"unit\": N, \"numel\": N, ...}, ...]})";
   } catch (const std::exception& e) {
     return e.what();
   }
@@ -427,8 +441,10 @@ std::string check_optimizer(const fs::path& dir, int world_size, bool values) {
       auto f = st::File::open(file);
       const auto& meta = f->metadata();
       if (!meta.count("ftrun_ranges")) return file + ": no ftrun_ranges metadata";
-      const auto ranges = nlohmann::json::parse(meta.at("ftrun_ranges"));
+      const auto ranges = io::parse_json(meta.at("ftrun_ranges"), file + ": ftrun_ranges metadata", io::kSmallJsonLimits);
       for (const auto& kv : ranges.items()) {
+        if (kv.key().empty() || kv.key().find_first_not_of("0123456789") != std::string::npos || kv.key().size() > 18)
+          return file + ": ftrun_ranges metadata: unit '" + kv.key() + "' is not a unit number";
         const int64_t unit = std::stoll(kv.key());
         const int64_t lo = kv.value().at(0).get<int64_t>(), hi = kv.value().at(1).get<int64_t>();
         auto it = numel.find(unit);
@@ -455,7 +471,7 @@ std::string check_optimizer(const fs::path& dir, int world_size, bool values) {
         covered[unit].push_back({lo, hi});
       }
     } catch (const nlohmann::json::exception& e) {
-      return file + ": " + e.what();
+      return file + ": ftrun_ranges metadata: " + io::json_error_text(e) + " (expected {\"UNIT\": [lo, hi], ...})";
     } catch (const std::exception& e) {
       return e.what();
     }
@@ -602,6 +618,8 @@ std::vector<std::string> check_resume_compatible(const Config& cfg, const peft::
     auto b = new_peft.is_object() && new_peft.contains(k) ? new_peft[k] : nlohmann::json();
     if (a != b) differ("peft_config." + k, a, b);
   }
+  // The stream position counts packed rows with packing and samples without: it cannot carry over.
+  if (state.packing != cfg.packing) differ("packing", state.packing, cfg.packing);
   const auto now_args = resume_training_args(cfg.training_args);
   for (const auto& kv : state.training_args.items()) {
     if (!now_args.contains(kv.key())) continue;
@@ -616,21 +634,26 @@ void load_rank_state(const fs::path& dir, sharding::ZeroEngine& engine, int64_t 
   if (!fs::exists(opt_dir / "layout.json"))
     throw std::runtime_error((opt_dir / "layout.json").string() + ": missing (not an ftrun checkpoint?)");
   const nlohmann::json layout = io::read_json_file(opt_dir / "layout.json");
-  // The saved parameter layout must be the one this run builds, unit by unit.
-  std::map<int64_t, nlohmann::json> saved;
-  for (const auto& u : layout["units"]) saved[u["unit"].get<int64_t>()] = u;
-  for (const auto& l : engine.layout()) {
-    auto it = saved.find(l.unit);
-    if (it == saved.end())
-      throw std::runtime_error((opt_dir / "layout.json").string() + ": no optimizer state for unit " + std::to_string(l.unit));
-    const auto& params = it->second["params"];
-    if (params.size() != l.params.size())
-      throw std::runtime_error((opt_dir / "layout.json").string() + ": unit " + std::to_string(l.unit) + " has " +
-                               std::to_string(params.size()) + " trainable tensors, this run " + std::to_string(l.params.size()));
-    for (size_t i = 0; i < l.params.size(); ++i)
-      if (params[i]["name"] != std::get<0>(l.params[i]) || params[i]["numel"] != std::get<2>(l.params[i]))
-        throw std::runtime_error((opt_dir / "layout.json").string() + ": trainable tensor " + params[i]["name"].get<std::string>() +
-                                 " does not match this run's " + std::get<0>(l.params[i]));
+  // The saved parameter layout must be the one this run builds, unit by unit. Keys through
+  // at(): a damaged file is an error naming it and the key, never a failed assertion.
+  try {
+    std::map<int64_t, nlohmann::json> saved;
+    for (const auto& u : layout.at("units")) saved[u.at("unit").get<int64_t>()] = u;
+    for (const auto& l : engine.layout()) {
+      auto it = saved.find(l.unit);
+      if (it == saved.end())
+        throw std::runtime_error((opt_dir / "layout.json").string() + ": no optimizer state for unit " + std::to_string(l.unit));
+      const auto& params = it->second.at("params");
+      if (params.size() != l.params.size())
+        throw std::runtime_error((opt_dir / "layout.json").string() + ": unit " + std::to_string(l.unit) + " has " +
+                                 std::to_string(params.size()) + " trainable tensors, this run " + std::to_string(l.params.size()));
+      for (size_t i = 0; i < l.params.size(); ++i)
+        if (params.at(i).at("name") != std::get<0>(l.params[i]) || params.at(i).at("numel") != std::get<2>(l.params[i]))
+          throw std::runtime_error((opt_dir / "layout.json").string() + ": trainable tensor " + params.at(i).at("name").get<std::string>() +
+                                   " does not match this run's " + std::get<0>(l.params[i]));
+    }
+  } catch (const nlohmann::json::exception& e) {
+    throw std::runtime_error((opt_dir / "layout.json").string() + ": " + io::json_error_text(e));
   }
   struct Source {
     std::shared_ptr<st::File> file;
@@ -643,9 +666,14 @@ void load_rank_state(const fs::path& dir, sharding::ZeroEngine& engine, int64_t 
     s.file = st::File::open(e.path().string());
     auto meta = s.file->metadata();
     if (!meta.count("ftrun_ranges")) throw std::runtime_error(e.path().string() + ": no ftrun_ranges metadata");
-    auto ranges = nlohmann::json::parse(meta.at("ftrun_ranges"));
-    for (const auto& kv : ranges.items())
-      s.ranges[std::stoll(kv.key())] = {kv.value()[0].get<int64_t>(), kv.value()[1].get<int64_t>()};
+    auto ranges = io::parse_json(meta.at("ftrun_ranges"), e.path().string() + ": ftrun_ranges metadata", io::kSmallJsonLimits);
+    try {
+      for (const auto& kv : ranges.items())
+        s.ranges[std::stoll(kv.key())] = {kv.value().at(0).get<int64_t>(), kv.value().at(1).get<int64_t>()};
+    } catch (const std::exception& x) {  // nlohmann's, or stoll's on a key that is no number
+      throw std::runtime_error(e.path().string() + ": ftrun_ranges metadata: " + io::json_error_text(x) +
+                               " (expected {\"UNIT\": [lo, hi], ...})");
+    }
     sources.push_back(s);
   }
   engine.import_optimizer(steps, [&](int64_t unit, const std::string& which, int64_t lo, int64_t hi) {

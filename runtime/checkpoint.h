@@ -53,7 +53,7 @@ namespace fs = std::filesystem;
 // file and the key.
 struct TrainerState {
   int64_t global_step = 0;
-  int64_t position = 0;  // samples of the global stream consumed
+  int64_t position = 0;  // samples of the global stream consumed (packed rows with packing)
   double epoch = 0;
   nlohmann::json log_history = nlohmann::json::array();  // the metrics records so far
   int world_size = 1;
@@ -63,6 +63,9 @@ struct TrainerState {
   nlohmann::json model_config;                              // the base's config.json
   nlohmann::json training_args = nlohmann::json::object();  // resume_training_args()
   int64_t seed = 0;
+  // packing: true (data/packing.h): the stream is of packed rows, so `position` counts rows.
+  // Written only when true, so unpacked checkpoints stay as they were.
+  bool packing = false;
 
   nlohmann::json to_json() const;
   static TrainerState from_json(const nlohmann::json& j, const std::string& path);

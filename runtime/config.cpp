@@ -4,6 +4,8 @@
 // and the side table lets every error point at the file line (or the --set) it came from.
 #include "runtime/config.h"
 
+#include <yaml-cpp/depthguard.h>
+#include <yaml-cpp/eventhandler.h>
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
@@ -108,10 +110,19 @@ std::string describe(const json& v) {
 
 // ---- YAML -> JSON -------------------------------------------------------------------------
 
+// Bounds on a config (issue 16, "bounded parsing"): a real one is a few KB, nests 3-4 levels and
+// has a few hundred nodes. YAML aliases are expanded by the conversion below each time they are
+// used, so a nine-line "billion laughs" document would otherwise grow to 10^9 nodes.
+constexpr size_t kMaxConfigBytes = 4u << 20;
+constexpr size_t kMaxConfigNodes = 20000;  // after alias expansion
+constexpr int kMaxConfigDepth = 64;
+
 struct Converter {
   const std::string& file;
   Origins& origins;
   const std::string* set_expr;  // non-null while converting a --set value
+  mutable size_t nodes = 0;     // converted so far, aliases counted each time (kMaxConfigNodes)
+  mutable int depth = 0;
 
   Origin origin(int line) const { return set_expr ? Origin{0, *set_expr} : Origin{line, ""}; }
 
@@ -134,6 +145,16 @@ struct Converter {
   }
 
   json convert(const YAML::Node& n, const Path& p, int line) const {
+    if (++nodes > kMaxConfigNodes)
+      fail(p, line, "the document expands to more than " + std::to_string(kMaxConfigNodes) +
+                        " nodes (a config has a few hundred; YAML aliases (*name) count each time they are used)");
+    struct Level {  // nesting depth, undone on every way out
+      int& d;
+      explicit Level(int& d_) : d(++d_) {}
+      ~Level() { --d; }
+    } level(depth);
+    if (depth > kMaxConfigDepth)
+      fail(p, line, "nested deeper than " + std::to_string(kMaxConfigDepth) + " levels (a config nests a few)");
     origins.erase_below(p.pointer);
     origins.set(p.pointer, origin(line));
     switch (n.Type()) {
@@ -195,6 +216,8 @@ void apply_override(json& root, const std::string& expr, const std::string& file
   YAML::Node value;
   try {
     value = YAML::Load(text);
+  } catch (const YAML::DeepRecursion& e) {  // yaml-cpp's own limit; its message is "bad file"
+    throw std::runtime_error(head + "value nested deeper than " + std::to_string(kMaxConfigDepth) + " levels");
   } catch (const YAML::Exception& e) {
     throw std::runtime_error(head + "value is not valid YAML (" + e.msg +
                              "); quote it, e.g. " + key + "='...'");
@@ -223,7 +246,7 @@ const std::vector<std::string> kTopKeys = {
     "data_config", "max_input_length", "max_output_length", "combine", "freezeV",
     "training_args", "peft_config", "model_dir", "data_dir", "chat_template",
     "zero_stage", "zero3_keep_params", "comm_backend", "collective_timeout", "adapter_name_or_path",
-    "torch_dtype"};
+    "torch_dtype", "nonfinite", "packing", "loraplus_lr_ratio", "loraplus_lr_embedding"};
 const std::vector<std::string> kDataKeys = {"train_file", "val_file", "test_file", "num_proc"};
 
 // HF TrainingArguments / Seq2SeqTrainingArguments options that change nothing ftrun computes
@@ -274,8 +297,6 @@ const std::vector<DefaultOnly>& default_only_args() {
        "ftrun's optimizer is AdamW ('adamw_torch'); other optimizers are not implemented"},
       {"label_smoothing_factor", [](const json& v) { return v.is_number() && v == 0; },
        "label smoothing is not implemented; use 0"},
-      {"neftune_noise_alpha", [](const json& v) { return v.is_null(); },
-       "NEFTune is not implemented; remove the key"},
       {"fsdp", null_or_empty,
        "FSDP is not supported; use deepspeed: configs/ds_zero_3.json (ZeRO-3)"},
       {"lr_scheduler_kwargs", null_or_empty, "scheduler kwargs are not supported"},
@@ -363,6 +384,11 @@ const std::vector<Classified>& classified_keys() {
       {"", "collective_timeout", K::kActed, 60},
       {"", "adapter_name_or_path", K::kActed, "/adapters/a"},
       {"", "torch_dtype", K::kActed, "bfloat16"},
+      {"", "packing", K::kActed, true},
+      {"", "nonfinite", K::kActed, "skip"},
+      // LoRA+ (LLaMA-Factory writes it at the top level; folded into peft_config).
+      {"", "loraplus_lr_ratio", K::kActed, 16},
+      {"", "loraplus_lr_embedding", K::kRefused, 1e-6},
       {"data_config", "train_file", K::kActed, "t2.jsonl"},
       {"data_config", "val_file", K::kActed, "v2.jsonl"},
       {"data_config", "test_file", K::kActed, "t3.jsonl"},
@@ -404,7 +430,7 @@ const std::vector<Classified>& classified_keys() {
       {"training_args", "logging_dir", K::kActed, "/tmp/tb"},
       {"training_args", "optim", K::kRefused, "sgd"},
       {"training_args", "label_smoothing_factor", K::kRefused, 0.1},
-      {"training_args", "neftune_noise_alpha", K::kRefused, 5},
+      {"training_args", "neftune_noise_alpha", K::kActed, 5},
       {"training_args", "fsdp", K::kRefused, "full_shard"},
       {"training_args", "lr_scheduler_kwargs", K::kRefused, {{"num_cycles", 2}}},
       {"training_args", "adafactor", K::kRefused, true},
@@ -413,6 +439,8 @@ const std::vector<Classified>& classified_keys() {
       {"training_args.generation_config", "max_new_tokens", K::kActed, 16},
       {"peft_config", "peft_type", K::kActed, "PREFIX_TUNING"},
       {"peft_config", "task_type", K::kRefused, "SEQ_2_SEQ_LM"},
+      {"peft_config", "loraplus_lr_ratio", K::kActed, 16},
+      {"peft_config", "loraplus_lr_embedding", K::kRefused, 1e-6},
   };
   return list;
 }
@@ -543,6 +571,13 @@ class Validator {
   void report_to(const json& v, const Path& p, std::vector<std::string>& out);
   void training_args(const json& v, const Path& p);
   void check_training_args(const Path& p);
+  void loraplus();
+  struct GivenKey {
+    Path path;
+    std::string key;
+    json value;
+  };
+  std::vector<GivenKey> loraplus_keys_;  // top-level LoRA+ keys (LLaMA-Factory's spelling)
 
   const std::string& file_;
   const Origins& origins_;
@@ -601,6 +636,8 @@ void Validator::run(const json& root) {
         error(p, "expected 0, 1, 2 or 3, got " + std::to_string(cfg_.zero_stage));
     } else if (key == "zero3_keep_params") {
       get_bool(v, p, cfg_.zero3_keep_params);
+    } else if (key == "packing") {
+      get_bool(v, p, cfg_.packing);
     } else if (key == "torch_dtype") {
       // from_pretrained's torch_dtype; also accepts torch's spellings (torch.bfloat16, bf16).
       if (get_string(v, p, cfg_.torch_dtype, true)) {
@@ -620,6 +657,11 @@ void Validator::run(const json& root) {
     } else if (key == "collective_timeout") {
       if (!v.is_number() || v.get<double>() <= 0) error(p, "expected a positive number of seconds, got " + describe(v));
       else cfg_.collective_timeout = v.get<double>();
+    } else if (key == "loraplus_lr_ratio" || key == "loraplus_lr_embedding") {
+      loraplus_keys_.push_back({p, key, v});  // resolved with peft_config's after the loop
+    } else if (key == "nonfinite") {
+      if (get_string(v, p, cfg_.nonfinite, false) && cfg_.nonfinite != "stop" && cfg_.nonfinite != "skip")
+        error(p, "expected stop or skip, got '" + cfg_.nonfinite + "'");
     } else {
       // A data or training key written at the top level is a common slip; say where it goes.
       std::string hint;
@@ -634,6 +676,10 @@ void Validator::run(const json& root) {
   if (!have_data) error(top.key("data_config"), "required key missing");
   if (!have_in) error(top.key("max_input_length"), "required key missing");
   if (!have_out) error(top.key("max_output_length"), "required key missing");
+  loraplus();
+  // Packed rows are max_input_length + max_output_length tokens long (data/packing.h).
+  if (cfg_.packing && have_in && have_out && cfg_.max_input_length + cfg_.max_output_length <= 0)
+    error(top.key("packing"), "packing: true needs a row length, but max_input_length + max_output_length is 0");
 
   // Relative data paths are relative to data_dir, as the demo joins them to its DATA_DIR.
   if (!cfg_.data_dir.empty()) {
@@ -643,6 +689,51 @@ void Validator::run(const json& root) {
         *f = (std::filesystem::path(cfg_.data_dir) / *f).string();
     }
   }
+}
+
+// LoRA+ (PEFT's create_loraplus_optimizer): loraplus_lr_ratio multiplies the learning rate
+// of LoRA's B matrices. It may be written in peft_config (ftrun's place) or at the top level
+// (LLaMA-Factory's); the value ends up in peft_config (so the checkpoint records it; the LoRA
+// plug-in leaves it out of adapter_config.json) and in training_args.loraplus_lr_ratio (what
+// the Stepper reads). It must never do nothing: without a LoRA peft_config it is an error,
+// and so is loraplus_lr_embedding (ftrun has no LoRA on embedding layers).
+void Validator::loraplus() {
+  const bool lora = cfg_.peft_config.is_object() && cfg_.peft_config.value("peft_type", "") == "LORA";
+  const std::string what = cfg_.peft_config.is_object()
+                               ? "peft_type is " + cfg_.peft_config.value("peft_type", "") + ", which has none"
+                               : "full fine-tuning (no peft_config) has none";
+  std::vector<GivenKey> given = loraplus_keys_;
+  const Path peft = Path{}.key("peft_config");
+  if (cfg_.peft_config.is_object())
+    for (const char* k : {"loraplus_lr_ratio", "loraplus_lr_embedding"})
+      if (cfg_.peft_config.contains(k)) given.push_back({peft.key(k), k, cfg_.peft_config.at(k)});
+  double ratio = 0;
+  bool have = false;
+  for (const auto& g : given) {
+    const Path& p = g.path;
+    const json& v = g.value;
+    if (v.is_null()) continue;  // LLaMA-Factory's default: off
+    if (g.key == "loraplus_lr_embedding") {
+      error(p, "LoRA+'s embedding learning rate is for LoRA on embedding layers, which ftrun does not "
+               "have (LoRA targets linear layers only); remove the key");
+      continue;
+    }
+    double r = 0;
+    if (!get_double(v, p, r)) continue;
+    if (!(r > 0) || !std::isfinite(r)) {
+      error(p, "expected a positive number (the B matrices' learning rate over A's), got " + describe(v));
+    } else if (!lora) {
+      error(p, "LoRA+ scales the learning rate of LoRA's B matrices, but " + what + "; remove the key");
+    } else if (have && r != ratio) {
+      error(p, "given twice with different values (" + describe(json(ratio)) + " and " + describe(v) + ")");
+    } else {
+      ratio = r;
+      have = true;
+    }
+  }
+  if (!have) return;
+  cfg_.peft_config["loraplus_lr_ratio"] = ratio;
+  cfg_.training_args.loraplus_lr_ratio = ratio;
 }
 
 void Validator::data_config(const json& v, const Path& p) {
@@ -825,6 +916,14 @@ std::map<std::string, Validator::Setter> Validator::training_fields(TrainingArgs
       {"log_level", str(t.log_level, false)},
       {"report_to", [this, &t](const json& x, const Path& kp) { report_to(x, kp, t.report_to); }},
       {"logging_dir", str(t.logging_dir, true)},
+      // HF's NEFTune (None = off): noise on the token embeddings while training.
+      {"neftune_noise_alpha",
+       [this, &t](const json& x, const Path& kp) {
+         if (x.is_null()) t.neftune_noise_alpha = 0;
+         else if (get_double(x, kp, t.neftune_noise_alpha) &&
+                  (!std::isfinite(t.neftune_noise_alpha) || t.neftune_noise_alpha < 0))
+           error(kp, "expected a number >= 0 or null (off), got " + describe(x));
+       }},
   };
 }
 
@@ -923,6 +1022,12 @@ void Validator::check_training_args(const Path& p) {
        "must be > 0, or -1 to train num_train_epochs, got " + std::to_string(t.max_steps));
   need(t.max_steps > 0 || t.num_train_epochs > 0, "num_train_epochs",
        "must be > 0 when max_steps is not set, got " + num(t.num_train_epochs));
+  // The step count (epochs x steps per epoch) is an int64: 1e30 epochs used to wrap to
+  // -9223372036854775808 steps and train nothing. 1e9 epochs keep it in range for any data set
+  // below 9e9 samples, and are far beyond any real run.
+  need(t.max_steps > 0 || (std::isfinite(t.num_train_epochs) && t.num_train_epochs <= 1e9), "num_train_epochs",
+       "must be at most 1e9 (the step count, epochs x steps per epoch, is a 64-bit integer), got " +
+           num(t.num_train_epochs));
   need(t.weight_decay >= 0, "weight_decay", "must be >= 0, got " + num(t.weight_decay));
   need(t.adam_beta1 >= 0 && t.adam_beta1 < 1, "adam_beta1",
        "must be in [0, 1), got " + num(t.adam_beta1));
@@ -1054,6 +1159,8 @@ const std::vector<AcceptedKey>& accepted_keys() {
     dispatched.push_back({"training_args.generation_config", "max_new_tokens"});
     dispatched.push_back({"peft_config", "peft_type"});
     dispatched.push_back({"peft_config", "task_type"});
+    dispatched.push_back({"peft_config", "loraplus_lr_ratio"});
+    dispatched.push_back({"peft_config", "loraplus_lr_embedding"});
 
     std::vector<AcceptedKey> out;
     std::set<std::pair<std::string, std::string>> seen;
@@ -1103,8 +1210,10 @@ json config_to_json(const Config& c) {
       {"zero_stage", c.zero_stage},
       {"zero3_keep_params", c.zero3_keep_params},
       {"torch_dtype", c.torch_dtype},
+      {"packing", c.packing},
       {"comm_backend", c.comm_backend},
       {"collective_timeout", c.collective_timeout},
+      {"nonfinite", c.nonfinite},
       {"data_config",
        {{"train_file", c.data_config.train_file},
         {"val_file", c.data_config.val_file},
@@ -1148,7 +1257,8 @@ json config_to_json(const Config& c) {
         {"fp16", t.fp16},
         {"log_level", t.log_level},
         {"report_to", t.report_to},
-        {"logging_dir", t.logging_dir}}},
+        {"logging_dir", t.logging_dir},
+        {"neftune_noise_alpha", t.neftune_noise_alpha}}},
       {"peft_config", c.peft_config},
   };
 }
@@ -1162,27 +1272,71 @@ Config load_config(const std::string& yaml_path, const std::vector<std::string>&
   if (!in)
     throw std::runtime_error(yaml_path + ": cannot open config file (" + std::strerror(errno) +
                              ")");
-  std::stringstream text;
-  text << in.rdbuf();
+  // Read up to the limit, also from a pipe or a device such as /dev/zero.
+  std::string text;
+  {
+    char buf[1 << 16];
+    while (in.read(buf, sizeof buf) || in.gcount() > 0) {
+      text.append(buf, size_t(in.gcount()));
+      if (text.size() > kMaxConfigBytes)
+        throw std::runtime_error(yaml_path + ": longer than " + std::to_string(kMaxConfigBytes >> 20) +
+                                 " MiB, the limit for a config file (a real one is a few KB; is it the right file?)");
+    }
+  }
 
-  std::vector<YAML::Node> docs;
+  // Not YAML::LoadAll: Debian 12's yaml-cpp 0.7 loops forever, allocating, when a document's
+  // first token starts no value (a stray ","; jbeder/yaml-cpp#1040; found by the config fuzz
+  // target). The first document is loaded alone; a second one is looked for with at most two
+  // parser steps, and a step that does not move is that bug's token.
+  YAML::Node doc;
+  int second_doc_line = -1;  // 0-based line of a second document, when there is one
   try {
-    docs = YAML::LoadAll(text.str());
+    doc = YAML::Load(text);
+    struct DocumentStarts : YAML::EventHandler {
+      std::vector<YAML::Mark> marks;
+      void OnDocumentStart(const YAML::Mark& m) override { marks.push_back(m); }
+      void OnDocumentEnd() override {}
+      void OnNull(const YAML::Mark&, YAML::anchor_t) override {}
+      void OnAlias(const YAML::Mark&, YAML::anchor_t) override {}
+      void OnScalar(const YAML::Mark&, const std::string&, YAML::anchor_t, const std::string&) override {}
+      void OnSequenceStart(const YAML::Mark&, const std::string&, YAML::anchor_t,
+                           YAML::EmitterStyle::value) override {}
+      void OnSequenceEnd() override {}
+      void OnMapStart(const YAML::Mark&, const std::string&, YAML::anchor_t, YAML::EmitterStyle::value) override {}
+      void OnMapEnd() override {}
+    } starts;
+    std::istringstream stream(text);
+    YAML::Parser parser(stream);
+    for (int i = 0; i < 2 && parser.HandleNextDocument(starts); ++i) {
+    }
+    if (starts.marks.size() >= 2) {
+      const YAML::Mark& second = starts.marks[1];
+      if (second.pos == starts.marks[0].pos)
+        throw std::runtime_error(yaml_path + ":" + std::to_string(second.line + 1) + ":" +
+                                 std::to_string(second.column + 1) +
+                                 ": YAML syntax error: a token that starts no value (a config is a mapping of keys)");
+      second_doc_line = second.line;
+    }
+  } catch (const YAML::DeepRecursion& e) {  // yaml-cpp's own limit; its message is "bad file"
+    std::string at = yaml_path;
+    if (e.mark.line >= 0) at += ":" + std::to_string(e.mark.line + 1);
+    throw std::runtime_error(at + ": nested deeper than " + std::to_string(kMaxConfigDepth) +
+                             " levels (a config nests a few)");
   } catch (const YAML::Exception& e) {
     std::string at = yaml_path;
     if (e.mark.line >= 0)
       at += ":" + std::to_string(e.mark.line + 1) + ":" + std::to_string(e.mark.column + 1);
     throw std::runtime_error(at + ": YAML syntax error: " + e.msg);
   }
-  if (docs.empty() || docs[0].IsNull())
+  if (doc.IsNull())
     throw std::runtime_error(yaml_path + ": empty config file");
-  if (docs.size() > 1)
-    throw std::runtime_error(yaml_path + ":" + std::to_string(docs[1].Mark().line + 1) +
+  if (second_doc_line >= 0)
+    throw std::runtime_error(yaml_path + ":" + std::to_string(second_doc_line + 1) +
                              ": more than one YAML document; a config is a single document");
 
   Origins origins;
   Converter conv{yaml_path, origins, nullptr};
-  json root = conv.convert(docs[0], Path{}, 1);
+  json root = conv.convert(doc, Path{}, 1);
   for (const auto& expr : overrides) apply_override(root, expr, yaml_path, origins);
 
   Config cfg;

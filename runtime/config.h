@@ -58,6 +58,12 @@ struct TrainingArgs {
   // ftrun has = tensorboard (runtime/tensorboard.h); "none" = none.
   std::vector<std::string> report_to = {"tensorboard"};
   std::string logging_dir;                 // "" = output_dir/runs/<date>_<host>, as HF
+  // NEFTune (HF's key; None = 0 = off): uniform noise in [-m, m], m = alpha / sqrt(T * H),
+  // on the token embeddings of every training forward (runtime/trainer.cpp).
+  double neftune_noise_alpha = 0.0;
+  // LoRA+ (not an HF key: resolved from peft_config.loraplus_lr_ratio or the top-level
+  // LLaMA-Factory spelling; 0 = off): LoRA's B matrices train at learning_rate * ratio.
+  double loraplus_lr_ratio = 0.0;
 };
 
 struct Config {
@@ -74,6 +80,14 @@ struct Config {
   std::string torch_dtype = "auto";
   std::string comm_backend = "auto";  // auto (gloo; mpi collectives only when asked), gloo, mpi, nccl
   double collective_timeout = 600;    // seconds before a collective that never completes fails
+  // Several samples per row of max_input_length + max_output_length tokens, block-diagonal
+  // attention, positions restarting per sample (LLaMA-Factory's neat_packing; data/packing.h).
+  bool packing = false;
+  // A step whose loss or grad norm is NaN/inf (issue 16): "stop" (the default) ends training
+  // with an error naming the step and the first module that produced it; "skip" drops the
+  // update (DeepSpeed's fp16 overflow rule: no optimizer or LR step, grads zeroed), warns,
+  // and counts it in metrics.jsonl.
+  std::string nonfinite = "stop";
   // the demo's keys
   DataConfig data_config;
   int64_t max_input_length = 0;

@@ -26,6 +26,7 @@ struct StepStats {
   double lr = 0;         // learning rate this step used
   int64_t label_tokens = 0;
   int64_t input_tokens = 0;  // non-padding tokens
+  bool nonfinite = false;    // loss or grad norm NaN/inf: no update was applied (grads zeroed)
 };
 
 // One optimizer step across all ranks: the trainable tensors go to a ZeRO engine of the
@@ -40,6 +41,8 @@ class Stepper {
   int64_t steps_done() const { return engine_->steps(); }
   const Schedule& schedule() const { return schedule_; }
   sharding::ZeroEngine& engine() { return *engine_; }
+  // Tests only (FTRUN_TEST_NAN_LOSS_AT_STEP): the next step's local loss on this rank is NaN.
+  void poison_next_loss() { poison_loss_ = true; }
 
  private:
   models::CausalLM& model_;
@@ -48,7 +51,16 @@ class Stepper {
   Schedule schedule_;
   double max_grad_norm_;
   bool autocast_ = false;  // training_args.bf16: forwards under CPU bf16 autocast
+  bool poison_loss_ = false;  // see poison_next_loss()
+  double neftune_alpha_ = 0;  // training_args.neftune_noise_alpha (0 = off)
+  int64_t seed_ = 42;         // training_args.seed: NEFTune's noise is drawn from it
 };
+
+// NEFTune's generator seed for one training forward: a splitmix64 chain over (seed, the
+// optimizer step about to be taken, the micro-batch's index in it, rank), shifted to 63 bits.
+// A fresh CPU mt19937 generator seeded with it draws the noise (as torch.manual_seed(S) would
+// on the default one; mt19937 keys on S's low 32 bits), so a resumed run draws the same noise.
+uint64_t neftune_seed(int64_t seed, int64_t step, int64_t micro, int64_t rank);
 
 // Mean token loss of `samples` under `model` (no grad), in batches of batch_size.
 double evaluate_loss(models::CausalLM& model, const std::vector<data::Sample>& samples,

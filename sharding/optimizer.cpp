@@ -7,9 +7,12 @@
 
 namespace ftrun::sharding {
 
-AdamW::AdamW(std::vector<at::Tensor> params, std::vector<bool> decay, AdamWOptions opts)
-    : params_(std::move(params)), decay_(std::move(decay)), o_(opts) {
+AdamW::AdamW(std::vector<at::Tensor> params, std::vector<bool> decay, AdamWOptions opts,
+             std::vector<double> lr_scale)
+    : params_(std::move(params)), decay_(std::move(decay)), lr_scale_(std::move(lr_scale)), o_(opts) {
   TORCH_CHECK(decay_.size() == params_.size(), "AdamW: one decay flag per parameter");
+  if (lr_scale_.empty()) lr_scale_.assign(params_.size(), 1.0);
+  TORCH_CHECK(lr_scale_.size() == params_.size(), "AdamW: one learning-rate scale per parameter");
   for (const auto& p : params_) {
     m_.push_back(torch::zeros_like(p, at::MemoryFormat::Preserve));
     v_.push_back(torch::zeros_like(p, at::MemoryFormat::Preserve));
@@ -28,13 +31,15 @@ void AdamW::step(double lr, const std::vector<at::Tensor>& grads) {
   ++step_;
   double bc1 = 1.0 - std::pow(o_.beta1, double(step_));
   double bc2 = 1.0 - std::pow(o_.beta2, double(step_));
-  double step_size = lr / bc1;
   double bc2_sqrt = std::sqrt(bc2);
   for (size_t i = 0; i < params_.size(); ++i) {
     auto& p = params_[i];
     const auto& g = grads[i];
     if (!g.defined()) continue;
-    if (decay_[i] && o_.weight_decay != 0) p.mul_(1.0 - lr * o_.weight_decay);
+    // This tensor's group lr (lr * 1.0 == lr exactly, so unscaled tensors step as before).
+    const double lr_i = lr * lr_scale_[i];
+    const double step_size = lr_i / bc1;
+    if (decay_[i] && o_.weight_decay != 0) p.mul_(1.0 - lr_i * o_.weight_decay);
     m_[i].lerp_(g, 1.0 - o_.beta1);
     v_[i].mul_(o_.beta2).addcmul_(g, g, 1.0 - o_.beta2);
     auto denom = (v_[i].sqrt() / bc2_sqrt).add_(o_.eps);

@@ -1,6 +1,11 @@
 // AdamW with decoupled weight decay, the math of torch.optim.AdamW (amsgrad off), and
 // global-norm gradient clipping as torch.nn.utils.clip_grad_norm_. Single-process form;
 // the ZeRO engine runs it on flat shards.
+//
+// Per-tensor learning-rate multipliers (LoRA+, PEFT's create_loraplus_optimizer): tensor i
+// steps with lr * lr_scale[i], as if it were in a torch param group of its own whose lr the
+// scheduler scales the same way. The decoupled decay uses that same lr (torch multiplies a
+// group's weight decay by the group's lr).
 #pragma once
 #include <ATen/core/Tensor.h>
 
@@ -17,7 +22,9 @@ struct AdamWOptions {
 class AdamW {
  public:
   // decay[i] says whether params[i] gets weight decay (HF exempts biases and norm weights).
-  AdamW(std::vector<at::Tensor> params, std::vector<bool> decay, AdamWOptions opts);
+  // lr_scale[i] multiplies params[i]'s learning rate (empty: 1 for all).
+  AdamW(std::vector<at::Tensor> params, std::vector<bool> decay, AdamWOptions opts,
+        std::vector<double> lr_scale = {});
   void step(double lr);  // uses each param's .grad(); undefined grads are skipped
   // The same with gradients given explicitly (flat shards have no .grad()).
   void step(double lr, const std::vector<at::Tensor>& grads);
@@ -33,6 +40,7 @@ class AdamW {
  private:
   std::vector<at::Tensor> params_, m_, v_;
   std::vector<bool> decay_;
+  std::vector<double> lr_scale_;
   AdamWOptions o_;
   int64_t step_ = 0;
 };

@@ -26,6 +26,7 @@ struct Slot {
   std::vector<int64_t> shape;
   int64_t offset = 0, numel = 0;
   bool decay = false;
+  double lr_scale = 1.0;  // learning-rate multiplier of this tensor (LoRA+)
 };
 
 // One flat buffer: slots packed in model order, padded to a multiple of the world size.
@@ -36,14 +37,14 @@ struct Flat {
   at::Tensor full;   // [padded] when present (always for trainable under stages 0-2)
   at::Tensor local;  // [shard] the owned slice (stage 3's persistent storage)
 
-  void add(const std::string& name, const at::Tensor& p, bool decay) {
+  void add(const std::string& name, const at::Tensor& p, bool decay, double lr_scale = 1.0) {
     if (!slots.empty() && p.scalar_type() != dtype) {
       throw std::runtime_error("ZeRO: parameter " + name + " has dtype " + std::string(c10::toString(p.scalar_type())) +
                                " but its unit's other parameters are " + c10::toString(dtype) +
                                " (one dtype per unit is supported)");
     }
     dtype = p.scalar_type();
-    slots.push_back({name, p, p.sizes().vec(), numel, p.numel(), decay});
+    slots.push_back({name, p, p.sizes().vec(), numel, p.numel(), decay, lr_scale});
     numel += p.numel();
   }
   void finish(int world) {
@@ -332,10 +333,13 @@ struct UnitFunction : public torch::autograd::Function<UnitFunction> {
 }  // namespace
 
 ZeroEngine::ZeroEngine(models::CausalLM& model, const std::vector<at::Tensor>& trainable,
-                       const std::vector<bool>& decay, std::shared_ptr<comm::Comm> comm, ZeroConfig cfg)
+                       const std::vector<bool>& decay, std::shared_ptr<comm::Comm> comm, ZeroConfig cfg,
+                       const std::vector<double>& lr_scale)
     : cfg_(cfg), comm_(std::move(comm)) {
   if (cfg.stage < 0 || cfg.stage > 3) throw std::invalid_argument("ZeRO stage must be 0, 1, 2 or 3");
   if (decay.size() != trainable.size()) throw std::invalid_argument("ZeRO: one decay flag per trainable tensor");
+  if (!lr_scale.empty() && lr_scale.size() != trainable.size())
+    throw std::invalid_argument("ZeRO: one learning-rate scale per trainable tensor");
   impl_ = std::make_unique<Impl>(model, *comm_, cfg);
   auto& I = *impl_;
 
@@ -367,7 +371,8 @@ ZeroEngine::ZeroEngine(models::CausalLM& model, const std::vector<at::Tensor>& t
         }
     auto it = train_index.find(item.value().unsafeGetTensorImpl());
     if (it != train_index.end()) {
-      I.units[unit].train.add(name, item.value(), decay[it->second]);
+      I.units[unit].train.add(name, item.value(), decay[it->second],
+                              lr_scale.empty() ? 1.0 : lr_scale[it->second]);
       ++matched;
     } else if (I.units[unit].stage == 3) {
       I.units[unit].frozen.add(name, item.value(), false);
@@ -384,6 +389,7 @@ ZeroEngine::ZeroEngine(models::CausalLM& model, const std::vector<at::Tensor>& t
   // Buffers, bindings and the optimizer's segments (the owned part of each slot).
   std::vector<at::Tensor> seg_params;
   std::vector<bool> seg_decay;
+  std::vector<double> seg_lr_scale;  // each segment steps with its tensor's scale
   for (auto& u : I.units) {
     u.train.finish(I.world);
     u.frozen.finish(I.world);
@@ -414,12 +420,13 @@ ZeroEngine::ZeroEngine(models::CausalLM& model, const std::vector<at::Tensor>& t
                            : u.stage == 3 ? u.train.local.narrow(0, a - lo, b - a)
                                           : u.train.full.narrow(0, a, b - a));
       seg_decay.push_back(s.decay);
+      seg_lr_scale.push_back(s.lr_scale);
       I.opt_grads.push_back(u.stage == 0 ? u.grad_full.narrow(0, a, b - a) : u.grad_shard.narrow(0, a - lo, b - a));
       I.opt_replicated.push_back(u.stage == 0);
       I.segments.push_back({size_t(u.index), a, b - a});
     }
   }
-  I.optimizer = std::make_unique<AdamW>(seg_params, seg_decay, cfg.adam);
+  I.optimizer = std::make_unique<AdamW>(seg_params, seg_decay, cfg.adam, seg_lr_scale);
 
   // Which units are recomputed. Units are (embedding, each decoder layer, final norm + head)
   // when a model has three or more; checkpointing takes the decoder layers only.

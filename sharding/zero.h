@@ -72,9 +72,12 @@ struct MemoryStats {
 class ZeroEngine {
  public:
   // `trainable` are the tensors to train (each a parameter of `model`), decay[i] whether
-  // trainable[i] gets weight decay.
+  // trainable[i] gets weight decay, lr_scale[i] its learning-rate multiplier (LoRA+; empty =
+  // 1 for all). A flat shard concatenates several tensors, so the optimizer steps each
+  // tensor's owned segment with its own scale, at every stage and world size.
   ZeroEngine(models::CausalLM& model, const std::vector<at::Tensor>& trainable,
-             const std::vector<bool>& decay, std::shared_ptr<comm::Comm> comm, ZeroConfig cfg);
+             const std::vector<bool>& decay, std::shared_ptr<comm::Comm> comm, ZeroConfig cfg,
+             const std::vector<double>& lr_scale = {});
   ~ZeroEngine();
   ZeroEngine(const ZeroEngine&) = delete;
   ZeroEngine& operator=(const ZeroEngine&) = delete;

@@ -23,7 +23,11 @@ void release(void* ctx) {
 
 }  // namespace
 
+#if TORCH_VERSION_MAJOR >= 2
+c10::DataPtr AllocationCounter::allocate(size_t n) {
+#else
 c10::DataPtr AllocationCounter::allocate(size_t n) const {
+#endif
   auto* rec = new Record{inner_->allocate(n), n};
   int64_t now = (g_live += int64_t(n));
   int64_t seen = g_peak.load();

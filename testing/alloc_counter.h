@@ -4,6 +4,7 @@
 // byte counts where RSS would be noise.
 #pragma once
 #include <c10/core/Allocator.h>
+#include <torch/version.h>
 
 #include <cstdint>
 #include <functional>
@@ -13,7 +14,15 @@ namespace ftrun::testing {
 class AllocationCounter final : public c10::Allocator {
  public:
   explicit AllocationCounter(c10::Allocator* inner) : inner_(inner) {}
+  // libtorch 2.x made allocate() non-const and added copy_data(); 1.13 has the const form.
+#if TORCH_VERSION_MAJOR >= 2
+  c10::DataPtr allocate(size_t n) override;
+  void copy_data(void* dest, const void* src, std::size_t count) const override {
+    default_copy_data(dest, src, count);
+  }
+#else
   c10::DataPtr allocate(size_t n) const override;
+#endif
   // No raw allocations: the context carries the wrapped allocation.
   c10::DeleterFnPtr raw_deleter() const override { return nullptr; }
 

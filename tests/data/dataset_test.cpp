@@ -166,6 +166,20 @@ TEST(Dataset, ErrorsNameTheRecordAndField) {
   }
 }
 
+// Issue 16: a pre-tokenized record whose labels are all -100 has nothing to train (it trained
+// with loss 0); it is refused like a conversation without an assistant turn, naming file:line.
+// One label kept is enough to be accepted.
+TEST(Dataset, RefusesPretokenizedRecordsWithEveryLabelMasked) {
+  TempDir dir("ds_masked");
+  const auto path = dir.write("m.jsonl", "{\"input_ids\": [1, 2], \"labels\": [-100, 2]}\n"
+                                         "{\"input_ids\": [1, 2, 3], \"labels\": [-100, -100, -100]}\n");
+  expect_error([&] { read_dataset(path); }, {path + ":2: ", "'labels'", "-100", "nothing would be trained"});
+  const auto arr = dir.write("m.json", "[{\"input_ids\": [7], \"labels\": [-100]}]");
+  expect_error([&] { read_dataset(arr); }, {arr + "[0]: ", "nothing would be trained"});
+  const auto ok = dir.write("ok.jsonl", "{\"input_ids\": [1, 2, 3], \"labels\": [-100, -100, 3]}\n");
+  EXPECT_EQ(read_dataset(ok).size(), 1u);
+}
+
 TEST(Dataset, FileErrors) {
   TempDir dir("ds_files");
   expect_error([&] { read_dataset(dir.file("missing.jsonl")); },

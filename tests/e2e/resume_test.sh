@@ -9,6 +9,11 @@
 # P-Tuning v2 and full SFT under bf16 autocast (training_args.bf16), and full SFT in
 # DeepSpeed's bf16 mode (torch_dtype: bfloat16: bf16 weights, fp32 masters in the
 # checkpoint's optimizer files), at ZeRO stage 0 and 3; its model is written in bf16.
+# Issue 18: LoRA with LoRA+ and NEFTune on (ZeRO-3), and P-Tuning v2 with NEFTune, resume
+# exactly too (NEFTune's noise is keyed by seed, step, micro-batch and rank, not by a stream
+# that a restart would lose); the LoRA+ adapter's adapter_config.json has no LoRA+ key.
+# DoRA (peft_config.use_dora) resumes exactly at 1 rank, at ZeRO-3 with lora_dropout (the
+# recompute replays its masks) and on a bf16-held base; use_dora is a resume key.
 set -euo pipefail
 FTRUN=$1
 T=$(mktemp -d /tmp/ftrun_e2e_resume.XXXXXX)
@@ -17,7 +22,11 @@ fail() { echo "FAIL: $*" >&2; exit 1; }
 common=(--set training_args.max_steps=20 --set training_args.save_steps=10 --set training_args.logging_steps=1)
 passed=0
 for case in lora ptuning_v2 sft lora:torch_dtype=bfloat16 ptuning_v2:training_args.bf16=true sft:training_args.bf16=true \
-            sft:torch_dtype=bfloat16 sft:torch_dtype=bfloat16:zero_stage=3; do
+            sft:torch_dtype=bfloat16 sft:torch_dtype=bfloat16:zero_stage=3 \
+            lora:peft_config.loraplus_lr_ratio=8:training_args.neftune_noise_alpha=5:zero_stage=3 \
+            ptuning_v2:training_args.neftune_noise_alpha=5 \
+            lora:peft_config.use_dora=true lora:peft_config.use_dora=true:peft_config.lora_dropout=0.1:zero_stage=3 \
+            lora:peft_config.use_dora=true:torch_dtype=bfloat16; do
   strategy=${case%%:*}
   cfg=configs/tiny/$strategy.yaml
   extra=()
@@ -52,6 +61,16 @@ assert files, os.listdir(a_dir)
 for f in files:
     assert open(os.path.join(a_dir, f), "rb").read() == open(os.path.join(b_dir, f), "rb").read(), f
 print("identical:", files)
+if "use_dora=true" in sys.argv[3]:
+    # A DoRA adapter: PEFT's config key and one magnitude vector per target, trained.
+    cfg = json.load(open(os.path.join(b_dir, "adapter_config.json")))
+    assert cfg["use_dora"] is True, cfg
+    raw = open(os.path.join(b_dir, "adapter_model.safetensors"), "rb").read()
+    keys = [k for k in json.loads(raw[8:8 + int.from_bytes(raw[:8], "little")]) if k.endswith(".lora_magnitude_vector")]
+    assert len(keys) == 14, keys
+if "loraplus" in sys.argv[3]:
+    cfg = json.load(open(os.path.join(b_dir, "adapter_config.json")))
+    assert "loraplus_lr_ratio" not in cfg, cfg
 if "torch_dtype=bfloat16" in sys.argv[3] and "sft" in sys.argv[3]:
     # Written as HF writes a bf16 model: BF16 tensors, config.json torch_dtype bfloat16.
     for f in files:
@@ -78,5 +97,9 @@ out=$("$FTRUN" configs/tiny/lora.yaml --set training_args.output_dir="$T/lora-b"
 out=$("$FTRUN" configs/tiny/lora.yaml --set training_args.output_dir="$T/lora-b" --set peft_config.r=4 --resume yes 2>&1) \
   && fail "resume with another LoRA rank succeeded"
 [[ "$out" == *"peft_config.r changed from 8 to 4"* ]] || { echo "$out"; fail "changed-rank message"; }
+# use_dora is a resume key: a LoRA checkpoint does not continue as DoRA.
+out=$("$FTRUN" configs/tiny/lora.yaml --set training_args.output_dir="$T/lora-b" --set peft_config.use_dora=true --resume yes 2>&1) \
+  && fail "resume of a LoRA run with use_dora succeeded"
+[[ "$out" == *"peft_config.use_dora changed from null to true"* ]] || { echo "$out"; fail "changed-use_dora message"; }
 passed=$((passed+1))
 echo "e2e resume: $passed passed"

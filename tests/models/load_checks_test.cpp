@@ -142,6 +142,27 @@ TEST(ModelLoadChecks, AbsurdSizesWithoutWeightsGetAMemoryEstimate) {
   EXPECT_GT(estimate_parameters(cfg), 1e10);
 }
 
+// Issue 16: rope_theta -1 gave NaN rotary angles and a NaN loss from step 1; zero, negative
+// and non-numbers are refused at parse time naming config.json and the key. HF's default
+// (absent) and ordinary bases still parse.
+TEST(ModelLoadChecks, RopeThetaMustBePositive) {
+  for (const nlohmann::json& bad : {nlohmann::json(-1), nlohmann::json(0), nlohmann::json(-1e4)}) {
+    auto j = tiny_json("llama");
+    j["rope_theta"] = bad;
+    try {
+      parse_model_config(j, "/m/config.json");
+      ADD_FAILURE() << "rope_theta " << bad.dump() << " was accepted";
+    } catch (const std::exception& e) {
+      expect_has(e.what(), {"/m/config.json", "'rope_theta'", "positive", bad.dump()});
+    }
+  }
+  auto j = tiny_json("llama");
+  j.erase("rope_theta");
+  EXPECT_EQ(parse_model_config(j, "t").rope_theta, 10000.0);
+  j["rope_theta"] = 500000.0;
+  EXPECT_EQ(parse_model_config(j, "t").rope_theta, 500000.0);
+}
+
 TEST(ModelLoadChecks, NonFiniteWeightsAreAnErrorNamingTensorAndFile) {
   for (const std::string type : {"llama", "glm4"}) {
     auto dir = temp_dir("nan_" + type);

@@ -77,7 +77,7 @@ struct Reference {
 
 // Writes the batches and has transformers (and PEFT, with an adapter) write its logits.
 Reference run_reference(const fs::path& dir, const std::string& model_dir, const std::string& expect_class,
-                        const std::string& adapter = "") {
+                        const std::string& adapter = "", const std::string& extra_args = "") {
   Reference ref{dir, dir / "data.json", dir / "hf_logits.safetensors", {}};
   auto cfg = models::load_model_config(model_dir);
   auto data = make_batches(cfg.vocab_size, cfg.pad_token_id >= 0 ? cfg.pad_token_id : 0);
@@ -86,6 +86,7 @@ Reference run_reference(const fs::path& dir, const std::string& model_dir, const
   std::string cmd = kPyref + " " + kHfRef + " logits --model '" + model_dir + "' --data '" + ref.data.string() +
                     "' --out '" + ref.logits.string() + "' --expect-class " + expect_class;
   if (!adapter.empty()) cmd += " --adapter '" + adapter + "'";
+  cmd += extra_args;
   run_logged(cmd, dir / "hf_ref.log");
   return ref;
 }
@@ -146,6 +147,56 @@ TEST(HfParity, TinyLlamaLoraAdapterLoadsInPeftWithSameLogits) {
   expect_logits(*models::load_pretrained(model_dir), ref, "base");
 
   // Six steps must have moved the logits, or the comparison above proves nothing.
+  auto file = st::File::open(ref.logits.string());
+  for (size_t i = 0; i < ref.batches.size(); ++i) {
+    double moved = max_diff(file->get("adapter." + std::to_string(i)), file->get("base." + std::to_string(i)),
+                            ref.batches[i].attention_mask);
+    EXPECT_GT(moved, 1e-3) << "micro-batch " << i << ": the trained adapter does not change PEFT's logits";
+  }
+  if (!::testing::Test::HasFailure()) fs::remove_all(dir);
+}
+
+// DoRA (peft_config.use_dora), trained a few steps by the ftrun CLI with lora_dropout on
+// (configs/tiny/lora.yaml's 7 projections): the adapter loads in PEFT key for key (its
+// lora_magnitude_vector tensors included; hf_ref.py fails on a missing or unknown key) and
+// PEFT builds DoRA layers from it; PEFT's logits equal ftrun's generate path; and `ftrun
+// merge` gives the logits of PEFT's merge_and_unload().
+TEST(HfParity, TinyLlamaDoraAdapterLoadsInPeftAndMergesAsPeft) {
+  ASSERT_NO_FATAL_FAILURE(require_pyref());
+  auto dir = scratch_dir("dora");
+  const std::string model_dir = FTRUN_SOURCE_DIR "/examples/tiny/model";
+  auto out = dir / "tiny-dora";
+  ASSERT_NO_FATAL_FAILURE(run_logged(std::string("cd " FTRUN_SOURCE_DIR " && " FTRUN_BINARY_DIR "/ftrun configs/tiny/lora.yaml") +
+                                         " --set training_args.output_dir='" + out.string() + "'" +
+                                         " --set training_args.max_steps=6 --set training_args.save_steps=6" +
+                                         " --set training_args.logging_steps=2 --set peft_config.use_dora=true" +
+                                         " --set peft_config.lora_dropout=0.1",
+                                     dir / "train.log"));
+  Reference ref;
+  ASSERT_NO_FATAL_FAILURE(ref = run_reference(dir, model_dir, "LlamaForCausalLM", out.string(), " --merge"));
+  nlohmann::json summary;
+  {
+    std::ifstream log(dir / "hf_ref.log");
+    std::string line, last;
+    while (std::getline(log, line))
+      if (!line.empty() && line[0] == '{') last = line;
+    summary = nlohmann::json::parse(last);
+  }
+  EXPECT_EQ(summary.value("use_dora", false), true) << summary.dump();
+  EXPECT_EQ(summary.value("adapter_keys", 0), 3 * 7 * 2) << summary.dump();
+
+  auto inference = runtime::load_for_inference(out.string(), model_dir);
+  ASSERT_TRUE(inference.strategy) << "the output did not load as an adapter";
+  expect_logits(*inference.model, ref, "adapter");
+
+  // ftrun merge, then the merged HF model as ftrun loads it, against merge_and_unload.
+  ASSERT_NO_FATAL_FAILURE(run_logged(std::string(FTRUN_BINARY_DIR "/ftrun merge '") + out.string() + "' '" +
+                                         (dir / "merged").string() + "' --base '" + model_dir + "'",
+                                     dir / "merge.log"));
+  auto merged = models::load_pretrained((dir / "merged").string());
+  expect_logits(*merged, ref, "merged");
+
+  // The adapter must have moved the logits, or the comparisons above prove nothing.
   auto file = st::File::open(ref.logits.string());
   for (size_t i = 0; i < ref.batches.size(); ++i) {
     double moved = max_diff(file->get("adapter." + std::to_string(i)), file->get("base." + std::to_string(i)),

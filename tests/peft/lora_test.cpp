@@ -174,9 +174,20 @@ TEST(Lora, ConfigErrors) {
   j = lora_cfg();
   j["r"] = 0;
   expect_error(j, "peft_config.r: expected a positive integer");
+  // use_dora is implemented (tests/peft/dora_test.cpp); PEFT options ftrun does not
+  // implement are still refused when set.
   j = lora_cfg();
   j["use_dora"] = true;
-  expect_error(j, "peft_config.use_dora");
+  EXPECT_NO_THROW(peft::make_strategy(j));
+  j = lora_cfg();
+  j["use_dora"] = "yes";
+  expect_error(j, "peft_config.use_dora: expected true or false");
+  for (auto [key, value] : std::vector<std::pair<std::string, nlohmann::json>>{
+           {"modules_to_save", {"lm_head"}}, {"fan_in_fan_out", true}, {"lora_bias", true}, {"use_qalora", true}}) {
+    j = lora_cfg();
+    j[key] = value;
+    expect_error(j, "peft_config." + key + ": is not supported by ftrun yet");
+  }
   j = lora_cfg();
   j["lora_dropout"] = 1.5;
   expect_error(j, "peft_config.lora_dropout");

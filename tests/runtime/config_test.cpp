@@ -846,3 +846,41 @@ TEST(ClosestKey, SuggestsOnlyCloseKeys) {
 }
 
 }  // namespace
+
+// Issue 18: LoRA+ is read from peft_config or (LLaMA-Factory's spelling) the top level, lands
+// in peft_config and training_args.loraplus_lr_ratio, and is refused wherever it could do
+// nothing; NEFTune's alpha is read (null = off) and must be a number >= 0.
+TEST_F(ConfigTest, LoraPlusAndNeftuneKeys) {
+  const std::string lora = std::string(kBase) + "peft_config:\n  peft_type: LORA\n";
+  {
+    const Config c = load_config(write(lora + "  loraplus_lr_ratio: 8\n"));
+    EXPECT_EQ(c.training_args.loraplus_lr_ratio, 8.0);
+    EXPECT_EQ(c.peft_config["loraplus_lr_ratio"], 8.0);
+  }
+  {
+    const Config c = load_config(write(lora + "loraplus_lr_ratio: 16\n"));
+    EXPECT_EQ(c.training_args.loraplus_lr_ratio, 16.0);
+    EXPECT_EQ(c.peft_config["loraplus_lr_ratio"], 16.0);  // recorded where a checkpoint keeps it
+  }
+  EXPECT_EQ(load_config(write(lora)).training_args.loraplus_lr_ratio, 0.0);
+  EXPECT_EQ(load_config(write(lora + "loraplus_lr_ratio: null\n")).training_args.loraplus_lr_ratio, 0.0);
+  EXPECT_EQ(error_of(lora + "  loraplus_lr_ratio: 8\nloraplus_lr_ratio: 8\n"), "");
+  EXPECT_NE(error_of(lora + "  loraplus_lr_ratio: 8\nloraplus_lr_ratio: 4\n").find("given twice"), std::string::npos);
+  auto e = error_of(std::string(kBase) + "peft_config:\n  peft_type: PREFIX_TUNING\n  loraplus_lr_ratio: 8\n");
+  EXPECT_NE(e.find("peft_config.loraplus_lr_ratio: LoRA+ scales the learning rate of LoRA's B matrices, but "
+                   "peft_type is PREFIX_TUNING"), std::string::npos) << e;
+  e = error_of(std::string(kBase) + "loraplus_lr_ratio: 8\n");
+  EXPECT_NE(e.find("loraplus_lr_ratio: LoRA+ scales"), std::string::npos) << e;
+  EXPECT_NE(e.find("full fine-tuning"), std::string::npos) << e;
+  e = error_of(lora + "  loraplus_lr_ratio: -2\n");
+  EXPECT_NE(e.find("expected a positive number"), std::string::npos) << e;
+  for (const std::string& where : {lora + "  loraplus_lr_embedding: 1.0e-6\n", lora + "loraplus_lr_embedding: 1.0e-6\n"}) {
+    e = error_of(where);
+    EXPECT_NE(e.find("loraplus_lr_embedding: LoRA+'s embedding learning rate"), std::string::npos) << e;
+  }
+
+  EXPECT_EQ(load_config(write(lora + "training_args:\n  neftune_noise_alpha: 5\n")).training_args.neftune_noise_alpha, 5.0);
+  EXPECT_EQ(load_config(write(lora + "training_args:\n  neftune_noise_alpha: null\n")).training_args.neftune_noise_alpha, 0.0);
+  e = error_of(lora + "training_args:\n  neftune_noise_alpha: -1\n");
+  EXPECT_NE(e.find("training_args.neftune_noise_alpha: expected a number >= 0"), std::string::npos) << e;
+}

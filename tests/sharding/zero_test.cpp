@@ -4,6 +4,8 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <map>
+
 #include "peft/strategy.h"
 #include "runtime/trainer.h"
 #include "testing/tiny.h"
@@ -43,8 +45,10 @@ const nlohmann::json kLora = {{"peft_type", "LORA"}, {"r", 2}, {"lora_alpha", 4}
                                {"target_modules", {"q_proj", "v_proj", "down_proj", "lm_head"}}};
 const nlohmann::json kPrefix = {{"peft_type", "PREFIX_TUNING"}, {"num_virtual_tokens", 3}};
 
+// ratio: LoRA+'s loraplus_lr_ratio (lora_B and 1-D tensors train at learning_rate * ratio).
 Run train(int stage, bool keep, const nlohmann::json& peft_config, at::ScalarType dtype = at::kFloat,
-          std::vector<sharding::ZeroEngine::OwnedState>* state = nullptr) {
+          std::vector<sharding::ZeroEngine::OwnedState>* state = nullptr, double ratio = 0, int steps = 2,
+          std::vector<sharding::ZeroEngine::UnitLayout>* layout = nullptr) {
   auto m = model(7);
   m->to(dtype);
   auto s = peft::make_strategy(peft_config);
@@ -59,10 +63,12 @@ Run train(int stage, bool keep, const nlohmann::json& peft_config, at::ScalarTyp
   args.learning_rate = 2e-2;
   args.weight_decay = 0.1;
   args.max_grad_norm = 0.3;
+  args.loraplus_lr_ratio = ratio;
   runtime::Stepper st(*m, trainable, args, 4, nullptr, stage, keep);
   auto data = batches();
   Run r;
-  for (int k = 0; k < 2; ++k)
+  if (layout) *layout = st.engine().layout();
+  for (int k = 0; k < steps; ++k)
     r.steps.push_back(st.step({data[size_t(2 * k)], data[size_t(2 * k + 1)]}));
   st.engine().with_full_trainable([&] {
     for (const auto& kv : trainable) r.final_weights.push_back(kv.second.detach().clone());
@@ -147,6 +153,54 @@ TEST(Zero, EveryStageMatchesStageZeroInAWorldOfOneBf16FullParameters) {
   // Bytes: bf16 weights (2), fp32 grads (4), fp32 moments (8) + masters (4) per parameter.
   EXPECT_EQ(base.memory.param_bytes, uint64_t(numel) * 2);
   EXPECT_EQ(base.memory.optimizer_bytes, uint64_t(numel) * 12);
+}
+
+// LoRA+: the per-tensor learning-rate scale follows each tensor's segment of the flat shards
+// at every stage, so every stage is still the trajectory of stage 0; and it changes that
+// trajectory.
+TEST(Zero, LoraPlusEveryStageMatchesStageZeroInAWorldOfOne) {
+  auto base = train(0, false, kLora, at::kFloat, nullptr, 4.0);
+  expect_same(base, train(1, false, kLora, at::kFloat, nullptr, 4.0), "LoRA+ stage 1");
+  expect_same(base, train(2, false, kLora, at::kFloat, nullptr, 4.0), "LoRA+ stage 2");
+  expect_same(base, train(3, false, kLora, at::kFloat, nullptr, 4.0), "LoRA+ stage 3 recompute");
+  expect_same(base, train(3, true, kLora, at::kFloat, nullptr, 4.0), "LoRA+ stage 3 keep params");
+  auto plain = train(0, false, kLora);
+  EXPECT_GT(std::abs(plain.steps[1].loss - base.steps[1].loss), 1e-4 * plain.steps[1].loss);
+}
+
+// The scale in DeepSpeed's bf16 mode, where AdamW steps the fp32 masters: after one step from
+// the same gradients, Adam's update (and the decoupled decay) is linear in the tensor's lr, so
+// every master of a scaled tensor (here the 1-D norm weights, PEFT's groupB rule) moved exactly
+// `ratio` times as far as without LoRA+, and every other master the same distance. Stages 0 and
+// 3 (masters of the whole flat, and of a shard).
+TEST(Zero, LoraPlusScalesTheBf16MastersUpdate) {
+  for (int stage : {0, 3}) {
+    std::vector<sharding::ZeroEngine::OwnedState> plain, scaled;
+    std::vector<sharding::ZeroEngine::UnitLayout> layout;
+    train(stage, false, nullptr, at::kBFloat16, &plain, 0, 1, &layout);
+    train(stage, false, nullptr, at::kBFloat16, &scaled, 3.0, 1);
+    auto start = model(7);
+    start->to(at::kBFloat16);
+    std::map<std::string, at::Tensor> w0;
+    for (const auto& p : start->named_parameters()) w0[p.key()] = p.value().detach().to(at::kFloat).reshape({-1});
+    ASSERT_EQ(plain.size(), layout.size());
+    int64_t checked_scaled = 0, checked_plain = 0;
+    for (size_t u = 0; u < layout.size(); ++u) {
+      ASSERT_EQ(plain[u].lo, 0);  // a world of one owns the whole flat
+      for (const auto& [name, offset, numel] : layout[u].params) {
+        const bool one_d = start->named_parameters()[name].dim() == 1;
+        auto d1 = plain[u].master.narrow(0, offset, numel) - w0.at(name);
+        auto ds = scaled[u].master.narrow(0, offset, numel) - w0.at(name);
+        auto want = one_d ? d1 * 3.0 : d1;
+        EXPECT_TRUE(torch::allclose(ds, want, 1e-4, 1e-7)) << "stage " << stage << " " << name << " max diff "
+                                                          << (ds - want).abs().max().item<double>();
+        EXPECT_GT(d1.abs().max().item<double>(), 0) << name;
+        (one_d ? checked_scaled : checked_plain) += numel;
+      }
+    }
+    EXPECT_GT(checked_scaled, 0);
+    EXPECT_GT(checked_plain, 0);
+  }
 }
 
 TEST(Zero, MemoryAccountingPerStage) {
