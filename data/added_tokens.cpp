@@ -35,6 +35,15 @@ std::string read_tokenizer_file(const std::filesystem::path& path) {
 // "tokenizer: " prefix, and tests and users match on that wording.
 nlohmann::json read_tokenizer_json(const std::filesystem::path& path) {
   const std::string text = read_tokenizer_file(path);
+  // Bounded as every JSON ftrun reads (issue 16): tokenizer_config.json is small by nature;
+  // tokenizer.json is large by nature (a vocabulary and merges), so only its nesting is bounded.
+  static constexpr io::ParseLimits kTokenizerJsonLimits{0, 0, 64};
+  try {
+    io::check_json_shape(text, path.string(),
+                         path.filename() == "tokenizer_config.json" ? io::kSmallJsonLimits : kTokenizerJsonLimits);
+  } catch (const std::runtime_error& e) {
+    throw std::runtime_error(std::string("tokenizer: ") + e.what());
+  }
   try {
     return json::parse(text);
   } catch (const json::exception& e) {

@@ -9,6 +9,7 @@
 #include <atomic>
 #include <cstdio>
 #include <cstdlib>
+#include <cerrno>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -173,8 +174,12 @@ std::string default_cache_dir(const std::string& output_dir) {
 
 std::string token_cache_key(const std::string& data_file, const Tokenizer& tok,
                             const std::string& template_name, const EncodeOptions& opts) {
+  std::error_code ec;
+  if (fs::is_directory(data_file, ec))
+    throw std::runtime_error(data_file + ": is a directory, not a dataset file");
   std::ifstream in(data_file, std::ios::binary);
-  if (!in) throw std::runtime_error(data_file + ": cannot open dataset file (does it exist?)");
+  if (!in)
+    throw std::runtime_error(data_file + ": cannot open dataset file (" + std::strerror(errno) + ")");
   Sha256 h;
   const uint32_t version = kTokenCacheVersion;
   h.update(&version, sizeof version);
@@ -187,7 +192,7 @@ std::string token_cache_key(const std::string& data_file, const Tokenizer& tok,
     content.update(buf.data(), n);
     size += n;
   }
-  if (in.bad()) throw std::runtime_error(data_file + ": read error");
+  if (in.bad()) throw std::runtime_error(data_file + ": read error (" + std::strerror(errno) + ")");
   const auto file_digest = content.digest();
   h.update(&size, sizeof size);
   h.update(file_digest.data(), file_digest.size());

@@ -596,8 +596,12 @@ std::map<std::string, std::shared_ptr<File>> open_index(const fs::path& index_pa
   {
     std::ifstream in(index_path);
     if (!in) fail(ipath, "cannot open: " + errno_text());
+    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    // Bounded as every small JSON file ftrun reads (issue 16): a real index names a few
+    // thousand tensors; the checks throw naming the file.
+    io::check_json_shape(text, ipath, io::kSmallJsonLimits);
     try {
-      index = json::parse(in);
+      index = json::parse(text);
     } catch (const json::exception& e) {
       fail(ipath, std::string("not valid JSON: ") + e.what());
     }

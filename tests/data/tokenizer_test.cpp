@@ -182,6 +182,20 @@ TEST(Tokenizer, PadFallsBackToEos) {
   EXPECT_EQ(load_tokenizer(dir.path())->pad_id(), 0);
 }
 
+// Issue 16: tokenizer_config.json is parsed under the small-file bounds (nesting, value count),
+// failing at once with the file's name instead of recursing 100k levels deep.
+TEST(Tokenizer, TokenizerConfigParsingIsBounded) {
+  TempDir dir("bounded");
+  train_tokenizer(corpus_path(), dir.path(), kTinyVocab, {"<|eot_id|>"});
+  std::string deep = "{\"x\": " + std::string(100000, '[') + std::string(100000, ']') + "}";
+  dir.write("tokenizer_config.json", deep);
+  expect_error([&] { load_tokenizer(dir.path()); }, {"tokenizer_config.json", "nested deeper than 64"});
+  std::string many = "{\"x\": [";
+  for (int i = 0; i < 300000; ++i) many += i ? ",0" : "0";
+  dir.write("tokenizer_config.json", many + "]}");
+  expect_error([&] { load_tokenizer(dir.path()); }, {"tokenizer_config.json", "JSON values"});
+}
+
 TEST(Tokenizer, LoadErrorsNameTheDirectoryAndFile) {
   TempDir dir("errors");
   expect_error([&] { load_tokenizer(dir.file("nope")); }, {dir.file("nope"), "does not exist"});
