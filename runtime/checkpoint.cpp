@@ -8,6 +8,7 @@
 #include <cctype>
 #include <csignal>
 #include <cstdlib>
+#include <limits>
 #include <set>
 #include <sstream>
 
@@ -19,6 +20,16 @@
 namespace ftrun::runtime {
 
 namespace {
+
+// An integer of a JSON file ftrun wrote. nlohmann's get<int64_t>() converts a float such as
+// 9.7e27 by an undefined cast (UBSan, fuzz find): anything but an integer in int64's range is a
+// type error like nlohmann's own, so the callers' catch blocks name the file.
+int64_t json_int64(const nlohmann::json& v) {
+  if (!v.is_number_integer() ||
+      (v.is_number_unsigned() && v.get<uint64_t>() > uint64_t(std::numeric_limits<int64_t>::max())))
+    throw nlohmann::json::type_error::create(302, "expected an integer, got " + v.dump(), nullptr);
+  return v.get<int64_t>();
+}
 
 constexpr const char* kStateFile = "trainer_state.json";
 constexpr const char* kCompleteFile = "COMPLETE";
@@ -423,7 +434,7 @@ std::string check_optimizer(const fs::path& dir, int world_size, bool values) {
   std::map<int64_t, int64_t> numel;  // unit -> flat size
   try {
     const auto layout = io::read_json_file(layout_path);
-    for (const auto& u : layout.at("units")) numel[u.at("unit").get<int64_t>()] = u.at("numel").get<int64_t>();
+    for (const auto& u : layout.at("units")) numel[json_int64(u.at("unit"))] = json_int64(u.at("numel"));
   } catch (const nlohmann::json::exception& e) {
     return layout_path.string() + ": " + io::json_error_text(e) + " (expected {\"units\": [{\"unit\": N, \"numel\": N, ...}, ...]})";
   } catch (const std::exception& e) {
@@ -446,7 +457,7 @@ std::string check_optimizer(const fs::path& dir, int world_size, bool values) {
         if (kv.key().empty() || kv.key().find_first_not_of("0123456789") != std::string::npos || kv.key().size() > 18)
           return file + ": ftrun_ranges metadata: unit '" + kv.key() + "' is not a unit number";
         const int64_t unit = std::stoll(kv.key());
-        const int64_t lo = kv.value().at(0).get<int64_t>(), hi = kv.value().at(1).get<int64_t>();
+        const int64_t lo = json_int64(kv.value().at(0)), hi = json_int64(kv.value().at(1));
         auto it = numel.find(unit);
         if (it == numel.end()) return file + ": optimizer state for unit " + kv.key() + ", which layout.json does not have";
         if (lo < 0 || lo > hi || hi > it->second)
@@ -638,7 +649,7 @@ void load_rank_state(const fs::path& dir, sharding::ZeroEngine& engine, int64_t 
   // at(): a damaged file is an error naming it and the key, never a failed assertion.
   try {
     std::map<int64_t, nlohmann::json> saved;
-    for (const auto& u : layout.at("units")) saved[u.at("unit").get<int64_t>()] = u;
+    for (const auto& u : layout.at("units")) saved[json_int64(u.at("unit"))] = u;
     for (const auto& l : engine.layout()) {
       auto it = saved.find(l.unit);
       if (it == saved.end())
@@ -669,7 +680,7 @@ void load_rank_state(const fs::path& dir, sharding::ZeroEngine& engine, int64_t 
     auto ranges = io::parse_json(meta.at("ftrun_ranges"), e.path().string() + ": ftrun_ranges metadata", io::kSmallJsonLimits);
     try {
       for (const auto& kv : ranges.items())
-        s.ranges[std::stoll(kv.key())] = {kv.value().at(0).get<int64_t>(), kv.value().at(1).get<int64_t>()};
+        s.ranges[std::stoll(kv.key())] = {json_int64(kv.value().at(0)), json_int64(kv.value().at(1))};
     } catch (const std::exception& x) {  // nlohmann's, or stoll's on a key that is no number
       throw std::runtime_error(e.path().string() + ": ftrun_ranges metadata: " + io::json_error_text(x) +
                                " (expected {\"UNIT\": [lo, hi], ...})");
