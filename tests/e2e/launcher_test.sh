@@ -105,7 +105,9 @@ kill_run() {  # kill_run NAME [extra args]: starts both nodes, SIGKILLs rank 3 a
   start_nodes "$name" "$(port)" "$@"
   local i victim=""
   for ((i = 0; i < 1200; i++)); do
-    victim=$(sed -n 's/.*started rank 2 (pid [0-9]*), rank 3 (pid \([0-9]*\)), attempt 0.*/\1/p' "$T/$name-1.log")
+    # The background job may not have opened its log yet (seen under load): under set -e a
+    # failing sed in this assignment would end the whole test.
+    victim=$(sed -n 's/.*started rank 2 (pid [0-9]*), rank 3 (pid \([0-9]*\)), attempt 0.*/\1/p' "$T/$name-1.log" 2>/dev/null || true)
     done_steps=$( (grep -c '"loss"' "$T/$name/metrics.jsonl" 2>/dev/null) || true)
     [ -n "$victim" ] && [ "${done_steps:-0}" -ge "$step" ] && break
     sleep 0.1
@@ -174,7 +176,7 @@ if [ ${#NODE1[@]} -eq 0 ]; then
     --set training_args.max_steps=100000 --set training_args.output_dir="$T/hang" > "$T/hang.log" 2>&1 &
   PID0=$!
   for ((i = 0; i < 300; i++)); do
-    victim=$(sed -n 's/.*started rank 0 (pid [0-9]*), rank 1 (pid \([0-9]*\)).*/\1/p' "$T/hang.log")
+    victim=$(sed -n 's/.*started rank 0 (pid [0-9]*), rank 1 (pid \([0-9]*\)).*/\1/p' "$T/hang.log" 2>/dev/null || true)
     [ -n "$victim" ] && grep -q '"loss"' "$T/hang/metrics.jsonl" 2>/dev/null && break
     sleep 0.1
   done
