@@ -30,24 +30,31 @@ uint64_t below(uint64_t& state, uint64_t bound) {
 
 }  // namespace
 
-Batch collate(const std::vector<const Sample*>& samples, int64_t pad_id) {
-  if (samples.empty()) throw std::runtime_error("collate: empty batch");
-  int64_t T = 0;
-  for (const Sample* s : samples) {
-    if (!s) throw std::runtime_error("collate: null sample");
-    if (s->input_ids.size() != s->labels.size())
-      throw std::runtime_error("collate: a sample's input_ids and labels differ in length (" +
-                               std::to_string(s->input_ids.size()) + " vs " +
-                               std::to_string(s->labels.size()) + ")");
-    T = std::max<int64_t>(T, static_cast<int64_t>(s->input_ids.size()));
-  }
-  if (T == 0) throw std::runtime_error("collate: every sample in the batch is empty");
-  const int64_t B = static_cast<int64_t>(samples.size());
+int64_t checked_length(const Sample* s, const char* who) {
+  if (!s) throw std::runtime_error(std::string(who) + ": null sample");
+  if (s->input_ids.size() != s->labels.size())
+    throw std::runtime_error("collate: a sample's input_ids and labels differ in length (" +
+                             std::to_string(s->input_ids.size()) + " vs " +
+                             std::to_string(s->labels.size()) + ")");
+  return static_cast<int64_t>(s->input_ids.size());
+}
 
+Batch padding_batch(int64_t B, int64_t T, int64_t pad_id) {
   Batch b;
   b.input_ids = at::full({B, T}, pad_id, at::kLong);
   b.labels = at::full({B, T}, kIgnore, at::kLong);
   b.attention_mask = at::zeros({B, T}, at::kLong);
+  return b;
+}
+
+Batch collate(const std::vector<const Sample*>& samples, int64_t pad_id) {
+  if (samples.empty()) throw std::runtime_error("collate: empty batch");
+  int64_t T = 0;
+  for (const Sample* s : samples) T = std::max(T, checked_length(s, "collate"));
+  if (T == 0) throw std::runtime_error("collate: every sample in the batch is empty");
+  const int64_t B = static_cast<int64_t>(samples.size());
+
+  Batch b = padding_batch(B, T, pad_id);
   int64_t* ids = b.input_ids.data_ptr<int64_t>();
   int64_t* labels = b.labels.data_ptr<int64_t>();
   int64_t* mask = b.attention_mask.data_ptr<int64_t>();

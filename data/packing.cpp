@@ -67,22 +67,12 @@ Batch collate_packed(const std::vector<std::vector<const Sample*>>& rows, int64_
   for (const auto& row : rows) {
     if (row.empty()) throw std::runtime_error("collate_packed: a row holds no sample");
     int64_t len = 0;
-    for (const Sample* s : row) {
-      if (!s) throw std::runtime_error("collate_packed: null sample");
-      if (s->input_ids.size() != s->labels.size())
-        throw std::runtime_error("collate: a sample's input_ids and labels differ in length (" +
-                                 std::to_string(s->input_ids.size()) + " vs " +
-                                 std::to_string(s->labels.size()) + ")");
-      len += static_cast<int64_t>(s->input_ids.size());
-    }
+    for (const Sample* s : row) len += checked_length(s, "collate_packed");
     T = std::max(T, len);
   }
   if (T == 0) throw std::runtime_error("collate: every sample in the batch is empty");
   const int64_t B = static_cast<int64_t>(rows.size());
-  Batch b;
-  b.input_ids = at::full({B, T}, pad_id, at::kLong);
-  b.labels = at::full({B, T}, kIgnore, at::kLong);
-  b.attention_mask = at::zeros({B, T}, at::kLong);
+  Batch b = padding_batch(B, T, pad_id);
   int64_t* ids = b.input_ids.data_ptr<int64_t>();
   int64_t* labels = b.labels.data_ptr<int64_t>();
   int64_t* mask = b.attention_mask.data_ptr<int64_t>();
