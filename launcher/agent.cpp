@@ -386,7 +386,7 @@ class Coordinator {
       // A report that arrives after its attempt was stopped must not stop the next one.
       if (m.value("attempt", attempt_) != attempt_) return;
       failure(node, m.value("rank", -1), m.value("kind", "error"), m.value("what", std::string("?")),
-              m.value("signal", 0));
+              m.value("signal", 0), m.value("step", int64_t(-1)));
     } else if (t == "stopped" && m.value("attempt", -1) == attempt_) {
       nodes_[size_t(node)].stopped = true;
     } else if (t == "done" && m.value("attempt", -1) == attempt_ && phase_ == Phase::running) {
@@ -443,13 +443,17 @@ class Coordinator {
     }
   }
 
-  void failure(int node, int rank, const std::string& kind, const std::string& what, int signal = 0) {
+  // `step`: for a stall, the step count the stuck ranks stopped after (passed on to the other
+  // agents so they name their ranks stuck at that step too).
+  void failure(int node, int rank, const std::string& kind, const std::string& what, int signal = 0, int64_t step = -1) {
     failures_.push_back({node, rank, kind, what, signal});
     if (phase_ != Phase::running) return;
     phase_ = Phase::stopping;
     stop_deadline_ = Clock::now() + o_.grace_period + o_.heartbeat_timeout;
     for (auto& n : nodes_)
-      if (!n.lost) send_json_to(router_, n.id, {{"t", "stop"}, {"attempt", attempt_}, {"stall", kind == "stall"}});
+      if (!n.lost)
+        send_json_to(router_, n.id,
+                     {{"t", "stop"}, {"attempt", attempt_}, {"stall", kind == "stall"}, {"stall_step", step}});
   }
 
   void maybe_restart() {
@@ -618,9 +622,15 @@ class NodeAgent {
     drain_workers();
   }
 
-  void report(int rank, const std::string& kind, const std::string& what, int signal = 0) {
+  void report(int rank, const std::string& kind, const std::string& what, int signal = 0, int64_t step = -1) {
     workers_.mark_failed();
-    send_json(up_, {{"t", "failed"}, {"attempt", attempt_}, {"rank", rank}, {"kind", kind}, {"what", what}, {"signal", signal}});
+    send_json(up_, {{"t", "failed"},
+                    {"attempt", attempt_},
+                    {"rank", rank},
+                    {"kind", kind},
+                    {"what", what},
+                    {"signal", signal},
+                    {"step", step}});
   }
 
   // Messages from this attempt's workers: liveness, rank 0's progress, errors.
@@ -672,21 +682,24 @@ class NodeAgent {
   // --progress-timeout: ranks that finished a step once but none since. Stuck ranks usually
   // hold each other in a collective, so all of this node's are named; the job stops either way.
   // After the last step (the final save and test pass) nothing is watched.
-  // `job_stuck`: another node's ranks already were; name this node's ranks that are silent too.
-  void check_progress(Clock::time_point now, bool job_stuck) {
+  // `job_stuck`: another node's ranks already were (after step `stuck_step`); name this node's
+  // ranks that are stuck too.
+  void check_progress(Clock::time_point now, bool job_stuck, int64_t stuck_step = -1) {
     auto watched = [](const Worker& w) {
       return w.running && !w.reported && w.steps_done >= 0 && w.steps_done < w.steps_total;
     };
     auto& ws = workers_.workers();
-    if (!job_stuck && std::none_of(ws.begin(), ws.end(),
-                     [&](const Worker& w) { return watched(w) && now - w.last_step > o_.progress_timeout; }))
-      return;
-    // One rank is over the limit; its peers in the same stuck step finished that step a little
-    // later at most, so every rank silent for half the limit is named with it.
+    for (const auto& w : ws)
+      if (watched(w) && now - w.last_step > o_.progress_timeout) stuck_step = std::max<int64_t>(stuck_step, w.steps_done);
+    if (!job_stuck && stuck_step < 0) return;
+    // Training steps are synchronous: no rank finishes step N+1 while a peer is stuck after
+    // step N, so every rank at or before a stuck rank's step is stuck with it, however late its
+    // progress message arrived (on a loaded machine that can be a second or more). Ranks
+    // silent for half the limit are named too.
     std::string who;
     int first = -1;
     for (auto& w : ws) {
-      if (!watched(w) || now - w.last_step <= o_.progress_timeout / 2) continue;
+      if (!watched(w) || (w.steps_done > stuck_step && now - w.last_step <= o_.progress_timeout / 2)) continue;
       w.reported = true;
       kill(w.pid, SIGKILL);
       who += std::string(who.empty() ? "" : ", ") + "rank " + std::to_string(w.rank) + " (pid " + std::to_string(w.pid) +
@@ -695,9 +708,11 @@ class NodeAgent {
     }
     if (first < 0) return;
     report(first, "stall",
-           (job_stuck ? "also without a finished step for " + secs_text(o_.progress_timeout / 2) + " or more on "
+           (job_stuck ? "also stuck (no step after step " + std::to_string(stuck_step) + " or silent for " +
+                            secs_text(o_.progress_timeout / 2) + ") on "
                       : "no training step finished for " + secs_text(o_.progress_timeout) + " on ") +
-               me_ + ": " + who);
+               me_ + ": " + who,
+           0, stuck_step);
   }
 
   int finish_locally(int code, const std::string& why) {
@@ -739,7 +754,7 @@ class NodeAgent {
         running_ = true;
         done_sent_ = false;
       } else if (t == "stop" && m->value("attempt", -1) == attempt_) {
-        stop_attempt(now, m->value("stall", false));
+        stop_attempt(now, m->value("stall", false), m->value("stall_step", int64_t(-1)));
       } else if (t == "exit") {
         return finish_locally(m->value("code", 1), m->value("why", std::string("stopped by node 0")));
       }
@@ -748,10 +763,10 @@ class NodeAgent {
   }
 
   // The coordinator's "stop": report what already failed, stop the workers, answer "stopped".
-  void stop_attempt(Clock::time_point now, bool stall) {
+  void stop_attempt(Clock::time_point now, bool stall, int64_t stall_step) {
     drain_workers();
     reap_and_report();
-    if (stall && o_.progress_timeout.count() > 0) check_progress(now, true);
+    if (stall && o_.progress_timeout.count() > 0) check_progress(now, true, stall_step);
     for (auto [w, status] : workers_.stop())
       if (!interrupted_) report_death(w, status);
     // A rank that failed on its own may have been stopped while its error was still in
