@@ -200,6 +200,45 @@ void read_llama_config(const nlohmann::json& j, const std::string& path, ModelCo
   }
 }
 
+void read_mistral_config(const nlohmann::json& j, const std::string& path, ModelConfig& c) {
+  read_llama_config(j, path, c);
+  // MistralConfig's default is a 4,096-slot window; null (Mistral-7B v0.2 and later) means none.
+  if (!j.contains("sliding_window")) {
+    c.sliding_window = 4096;
+  } else if (!j["sliding_window"].is_null()) {
+    c.sliding_window = get_int(j, path, "sliding_window", 0);
+    if (c.sliding_window <= 0)
+      fail(path, "'sliding_window' must be a positive number of tokens or null, got " + j["sliding_window"].dump());
+  }
+}
+
+void read_glm_config(const nlohmann::json& j, const std::string& path, ModelConfig& c, bool glm4) {
+  // GlmConfig / Glm4Config defaults where they differ from LlamaConfig's (transformers writes
+  // every key, so these matter only for hand-written files).
+  nlohmann::json d = j;
+  for (auto [key, value] : {std::pair<const char*, nlohmann::json>{"head_dim", 128},
+                            {"rms_norm_eps", 1.5625e-07},
+                            {"attention_bias", true},
+                            {"max_position_embeddings", 131072}})
+    if (!d.contains(key)) d[key] = value;
+  read_llama_config(d, path, c);
+  // GlmAttention: attention_bias puts a bias on q, k and v only (o_proj never has one), and
+  // the MLP has none (GlmConfig has no mlp_bias).
+  c.qkv_bias = c.attention_bias;
+  c.attention_bias = false;
+  if (c.mlp_bias) fail(path, "'mlp_bias' is not a GlmConfig key: transformers' GLM MLP has no bias");
+  const double factor = get_double(j, path, "partial_rotary_factor", 0.5);
+  // transformers: dim = int(head_dim * partial_rotary_factor), frequencies over that dim.
+  c.rotary_dim = int64_t(double(c.head_dim) * factor);
+  if (!(factor > 0 && factor <= 1) || c.rotary_dim < 2 || c.rotary_dim % 2 != 0)
+    fail(path, "'partial_rotary_factor' must be in (0, 1] and give an even rotary dimension (head_dim " +
+                   std::to_string(c.head_dim) + " x " + j.value("partial_rotary_factor", nlohmann::json(0.5)).dump() +
+                   " = " + std::to_string(c.rotary_dim) + ")");
+  c.rope_interleaved = true;
+  c.fused_gate_up = true;
+  c.sandwich_norms = glm4;
+}
+
 ModelConfig parse_model_config(const nlohmann::json& j, const std::string& path) {
   if (!j.is_object()) fail(path, "config must be a JSON object");
   ModelConfig c;

@@ -1,6 +1,6 @@
 // HF config.json of a causal LM, parsed into the fields the model families need.
-// Keys and defaults follow transformers' LlamaConfig / Qwen2Config, and THUDM's ChatGLMConfig
-// for model_type "chatglm"; an absent required key or a wrong type is an error naming
+// Keys and defaults follow transformers' LlamaConfig / Qwen2Config / MistralConfig / GlmConfig
+// / Glm4Config, and THUDM's ChatGLMConfig for model_type "chatglm"; an absent required key or a wrong type is an error naming
 // config.json's path and the key.
 #pragma once
 #include <nlohmann/json.hpp>
@@ -54,6 +54,22 @@ struct ModelConfig {
   bool attention_bias = false;  // bias on q, k, v and o (Llama)
   bool qkv_bias = false;        // bias on q, k, v only (Qwen2)
   bool mlp_bias = false;
+  // Rotary variants of the Llama-class families (models/llama.cpp):
+  //   rotary_dim: leading dims of each head that rotate (transformers' partial_rotary_factor *
+  //     head_dim; GLM's 0.5), the rest pass through; 0 = all of head_dim.
+  //   rope_interleaved: GLM's layout (dims 2i and 2i+1 form a pair, each frequency repeated
+  //     twice) instead of Llama's rotate-half (dims i and i + d/2).
+  int64_t rotary_dim = 0;
+  bool rope_interleaved = false;
+  // transformers' GlmMLP naming: one gate_up_proj [2 * intermediate, hidden] (gate rows first)
+  // instead of gate_proj and up_proj.
+  bool fused_gate_up = false;
+  // Glm4DecoderLayer (GLM-4-0414): post_self_attn_layernorm on the attention output and
+  // post_mlp_layernorm on the MLP output, each before its residual add.
+  bool sandwich_norms = false;
+  // Mistral's sliding_window: a query sees only the `sliding_window` most recent slots
+  // (itself included); 0 = unlimited.
+  int64_t sliding_window = 0;
   std::string hidden_act = "silu";
   std::string torch_dtype = "float32";
   int64_t bos_token_id = -1, pad_token_id = -1;

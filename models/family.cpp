@@ -23,7 +23,8 @@ const std::vector<const Family*>& families() {
   // to, and with them their registration. The order is the order of supported_model_types()
   // and of make-tiny-model's list.
   static const std::vector<const Family*> kFamilies = {
-      &llama_family(), &qwen2_family(), &mistral_family(), &chatglm3_family(), &glm4_family(), &bluelm_family(),
+      &llama_family(), &qwen2_family(), &mistral_family(), &chatglm3_family(), &glm4_family(), &glm_family(), &glm4_0414_family(),
+      &bluelm_family(),
   };
   return kFamilies;
 }

@@ -1,12 +1,17 @@
 // Llama-family decoder following transformers' modeling_llama: RMSNorm in fp32, rotate-half
 // RoPE (with the llama3 and linear rope_scaling variants), grouped-query attention with an
 // additive causal + padding mask, SwiGLU MLP, tied or untied lm_head, optional biases.
+// The same class builds transformers' native GLM-4 ports (modeling_glm / modeling_glm4: partial
+// interleaved rotary, fused gate_up_proj, GLM-4-0414's extra norms) and Mistral's sliding
+// window, each switched by a ModelConfig field.
 #include "models/llama.h"
 
 #include <torch/torch.h>
 
 #include <cmath>
 #include <limits>
+#include <tuple>
+#include <utility>
 
 namespace ftrun::models {
 namespace {
@@ -44,10 +49,38 @@ at::Tensor rotate_half(const at::Tensor& x) {
   return torch::cat({-x.narrow(-1, half, half), x.narrow(-1, 0, half)}, -1);
 }
 
+// GLM's interleaved form: each pair (x[2i], x[2i+1]) becomes (-x[2i+1], x[2i]).
+at::Tensor rotate_pairs(const at::Tensor& x) {
+  auto pairs = x.unflatten(-1, {x.size(-1) / 2, 2});
+  return torch::stack({-pairs.select(-1, 1), pairs.select(-1, 0)}, -1).flatten(-2);
+}
+
+// cos/sin tables of the rotated dims from angles [..., rotary_dim/2]: Llama repeats the
+// frequency list (cat), GLM repeats each frequency (interleave).
+std::pair<at::Tensor, at::Tensor> rope_tables(const at::Tensor& freqs, bool interleaved, at::ScalarType dtype) {
+  auto emb = interleaved ? freqs.repeat_interleave(2, -1) : torch::cat({freqs, freqs}, -1);
+  return {emb.cos().to(dtype), emb.sin().to(dtype)};
+}
+
+// Mistral's sliding window on a bool mask [.., Tq, S] whose query t sits at slot `offset + t`:
+// keys more than `window - 1` slots back are cut (transformers masks slot j <= i - window).
+at::Tensor apply_window(const at::Tensor& allowed, int64_t window, int64_t offset) {
+  if (window <= 0) return allowed;
+  auto Tq = allowed.size(-2), S = allowed.size(-1);
+  auto opts = torch::TensorOptions().dtype(at::kLong).device(allowed.device());
+  auto q = torch::arange(offset, offset + Tq, opts).unsqueeze(1);
+  auto k = torch::arange(S, opts).unsqueeze(0);
+  return allowed.logical_and(q - k < window);
+}
+
 class AttentionImpl : public torch::nn::Module {
  public:
   explicit AttentionImpl(const ModelConfig& c)
-      : heads_(c.num_attention_heads), kv_heads_(c.num_key_value_heads), head_dim_(c.head_dim) {
+      : heads_(c.num_attention_heads),
+        kv_heads_(c.num_key_value_heads),
+        head_dim_(c.head_dim),
+        rotary_dim_(c.rotary_dim > 0 ? c.rotary_dim : c.head_dim),
+        interleaved_(c.rope_interleaved) {
     bool qkv_bias = c.attention_bias || c.qkv_bias;
     q_proj = register_module("q_proj", Linear(c.hidden_size, heads_ * head_dim_, qkv_bias));
     k_proj = register_module("k_proj", Linear(c.hidden_size, kv_heads_ * head_dim_, qkv_bias));
@@ -55,7 +88,7 @@ class AttentionImpl : public torch::nn::Module {
     o_proj = register_module("o_proj", Linear(heads_ * head_dim_, c.hidden_size, c.attention_bias));
   }
 
-  // cos/sin: [T, head_dim]; mask: additive [B, 1, T, N + T]; pk/pv: N slots in front
+  // cos/sin: [T, rotary_dim] (rotary_dim = head_dim but for GLM); mask: additive [B, 1, T, N + T]; pk/pv: N slots in front
   // [B, kv_heads, N, head_dim] (prefix-tuning slots, or cached past keys/values; undefined
   // when N = 0), taken as they are (no rotation). kv_out, when given, receives the keys and
   // values of all N + T slots before repeat_kv (what a KV cache keeps).
@@ -69,8 +102,8 @@ class AttentionImpl : public torch::nn::Module {
     // cos/sin come in the hidden states' dtype (transformers >= 4.48 computes them once per
     // forward from the hidden states): under autocast with fp32 weights the bf16 projections
     // are promoted to fp32 here, as in HF.
-    q = q * cos + rotate_half(q) * sin;
-    k = k * cos + rotate_half(k) * sin;
+    q = rotate(q, cos, sin);
+    k = rotate(k, cos, sin);
     if (pk.defined()) {
       k = torch::cat({pk.to(k.scalar_type()), k}, 2);
       v = torch::cat({pv.to(v.scalar_type()), v}, 2);
@@ -93,21 +126,39 @@ class AttentionImpl : public torch::nn::Module {
   Linear q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, o_proj{nullptr};
 
  private:
-  int64_t heads_, kv_heads_, head_dim_;
+  // RoPE on the first rotary_dim dims of each head; the rest pass unchanged (GLM).
+  at::Tensor rotate(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin) const {
+    if (rotary_dim_ == head_dim_) return x * cos + (interleaved_ ? rotate_pairs(x) : rotate_half(x)) * sin;
+    auto r = x.narrow(-1, 0, rotary_dim_);
+    auto rotated = r * cos + (interleaved_ ? rotate_pairs(r) : rotate_half(r)) * sin;
+    return torch::cat({rotated, x.narrow(-1, rotary_dim_, head_dim_ - rotary_dim_)}, -1);
+  }
+
+  int64_t heads_, kv_heads_, head_dim_, rotary_dim_;
+  bool interleaved_;
 };
 TORCH_MODULE(Attention);
 
 class MLPImpl : public torch::nn::Module {
  public:
   explicit MLPImpl(const ModelConfig& c) {
-    gate_proj = register_module("gate_proj", Linear(c.hidden_size, c.intermediate_size, c.mlp_bias));
-    up_proj = register_module("up_proj", Linear(c.hidden_size, c.intermediate_size, c.mlp_bias));
+    if (c.fused_gate_up) {
+      gate_up_proj = register_module("gate_up_proj", Linear(c.hidden_size, 2 * c.intermediate_size, c.mlp_bias));
+    } else {
+      gate_proj = register_module("gate_proj", Linear(c.hidden_size, c.intermediate_size, c.mlp_bias));
+      up_proj = register_module("up_proj", Linear(c.hidden_size, c.intermediate_size, c.mlp_bias));
+    }
     down_proj = register_module("down_proj", Linear(c.intermediate_size, c.hidden_size, c.mlp_bias));
   }
   at::Tensor forward(const at::Tensor& x) {
+    if (gate_up_proj) {
+      // GlmMLP: the first half of gate_up_proj's output is the gate.
+      auto gate_up = gate_up_proj(x).chunk(2, -1);
+      return down_proj(gate_up[1] * torch::silu(gate_up[0]));
+    }
     return down_proj(torch::silu(gate_proj(x)) * up_proj(x));
   }
-  Linear gate_proj{nullptr}, up_proj{nullptr}, down_proj{nullptr};
+  Linear gate_proj{nullptr}, up_proj{nullptr}, gate_up_proj{nullptr}, down_proj{nullptr};
 };
 TORCH_MODULE(MLP);
 
@@ -119,16 +170,25 @@ class DecoderLayerImpl : public torch::nn::Module {
     input_layernorm = register_module("input_layernorm", RMSNorm(c.hidden_size, c.rms_norm_eps));
     post_attention_layernorm =
         register_module("post_attention_layernorm", RMSNorm(c.hidden_size, c.rms_norm_eps));
+    if (c.sandwich_norms) {
+      post_self_attn_layernorm = register_module("post_self_attn_layernorm", RMSNorm(c.hidden_size, c.rms_norm_eps));
+      post_mlp_layernorm = register_module("post_mlp_layernorm", RMSNorm(c.hidden_size, c.rms_norm_eps));
+    }
   }
   at::Tensor forward(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin,
                      const at::Tensor& mask, const at::Tensor& pk = {}, const at::Tensor& pv = {},
                      std::pair<at::Tensor, at::Tensor>* kv_out = nullptr) {
-    auto h = x + self_attn->forward(input_layernorm(x), cos, sin, mask, pk, pv, kv_out);
-    return h + mlp(post_attention_layernorm(h));
+    auto a = self_attn->forward(input_layernorm(x), cos, sin, mask, pk, pv, kv_out);
+    if (post_self_attn_layernorm) a = post_self_attn_layernorm(a);  // Glm4DecoderLayer
+    auto h = x + a;
+    auto m = mlp(post_attention_layernorm(h));
+    if (post_mlp_layernorm) m = post_mlp_layernorm(m);
+    return h + m;
   }
   Attention self_attn{nullptr};
   MLP mlp{nullptr};
   RMSNorm input_layernorm{nullptr}, post_attention_layernorm{nullptr};
+  RMSNorm post_self_attn_layernorm{nullptr}, post_mlp_layernorm{nullptr};  // GLM-4-0414 only
 };
 TORCH_MODULE(DecoderLayer);
 
@@ -203,21 +263,20 @@ class LlamaForCausalLM : public CausalLM {
       // (HF's position_ids) under a block-diagonal causal mask.
       auto packed = packed_layout(attention_mask, input_ids.device());
       auto freqs = packed.positions.to(at::kFloat).unsqueeze(-1) * inv_freq_.to(input_ids.device());  // [B, T, D/2]
-      auto emb = torch::cat({freqs, freqs}, -1).unsqueeze(1);                                           // [B, 1, T, D]
-      cos = emb.cos().to(dtype);
-      sin = emb.sin().to(dtype);
+      std::tie(cos, sin) = rope_tables(freqs.unsqueeze(1), config_.rope_interleaved, dtype);          // [B, 1, T, D]
+      // The window counts back within the row: inside one sample that is its own distance.
+      auto allowed = apply_window(packed.allowed, config_.sliding_window, 0);
       mask = torch::zeros({B, 1, T, T}, torch::TensorOptions().dtype(dtype).device(input_ids.device()))
-                 .masked_fill(packed.allowed.logical_not(), lowest_of(dtype));
+                 .masked_fill(allowed.logical_not(), lowest_of(dtype));
     } else {
       // Positions 0..T-1 (right padding keeps them valid, as in HF without position_ids).
       auto pos = torch::arange(T, torch::TensorOptions().dtype(at::kFloat));
       auto freqs = torch::outer(pos, inv_freq_);
-      auto emb = torch::cat({freqs, freqs}, -1);
-      cos = emb.cos().to(dtype);
-      sin = emb.sin().to(dtype);
+      std::tie(cos, sin) = rope_tables(freqs, config_.rope_interleaved, dtype);
 
       // Additive mask with the dtype's lowest value where attention is not allowed (HF eager).
-      auto allowed = torch::ones({T, T}, torch::TensorOptions().dtype(at::kBool)).tril();
+      auto allowed = apply_window(torch::ones({T, T}, torch::TensorOptions().dtype(at::kBool)).tril(),
+                                  config_.sliding_window, 0);
       auto allowed4 = allowed.view({1, 1, T, T}).expand({B, 1, T, T});
       if (attention_mask.defined())
         allowed4 = allowed4.logical_and(attention_mask.to(at::kBool).view({B, 1, 1, T}));
@@ -270,12 +329,15 @@ class LlamaForCausalLM : public CausalLM {
     auto step = advance_cache(cache, attention_mask, B, T, input_ids.device());
     // Each row's new tokens at its own positions (prefix slots and padding take none).
     auto freqs = step.positions.to(at::kFloat).unsqueeze(-1) * inv_freq_.to(input_ids.device());  // [B, T, D/2]
-    auto emb = torch::cat({freqs, freqs}, -1).unsqueeze(1);                                          // [B, 1, T, D]
-    auto cos = emb.cos().to(dtype), sin = emb.sin().to(dtype);
+    at::Tensor cos, sin;
+    std::tie(cos, sin) = rope_tables(freqs.unsqueeze(1), config_.rope_interleaved, dtype);  // [B, 1, T, D]
     auto lowest = lowest_of(dtype);
     // Additive: prefix slots (added per layer) visible; cached and new slots as step.allowed.
-    auto mask = torch::zeros(step.allowed.sizes(), torch::TensorOptions().dtype(dtype).device(input_ids.device()))
-                    .masked_fill(step.allowed.logical_not(), lowest);
+    // The window counts cache slots, padding included, as transformers' does over the columns
+    // of the generation's attention mask.
+    auto allowed = apply_window(step.allowed, config_.sliding_window, step.past);
+    auto mask = torch::zeros(allowed.sizes(), torch::TensorOptions().dtype(dtype).device(input_ids.device()))
+                    .masked_fill(allowed.logical_not(), lowest);
     KVCache* kc = &cache;
     const int64_t P = step.past;
     for (int64_t i = 0; i < L; ++i) {
@@ -321,7 +383,8 @@ class LlamaForCausalLM : public CausalLM {
 }  // namespace
 
 at::Tensor rope_inv_freq(const ModelConfig& c) {
-  auto d = c.head_dim;
+  // Over the rotated dims only (transformers' partial_rotary_factor: GLM rotates half).
+  auto d = c.rotary_dim > 0 ? c.rotary_dim : c.head_dim;
   auto idx = torch::arange(0, d, 2, torch::TensorOptions().dtype(at::kLong)).to(at::kFloat);
   auto inv = 1.0 / torch::pow(c.rope_theta, idx / double(d));
   const auto& rs = c.rope_scaling;

@@ -15,6 +15,10 @@ namespace ftrun::models {
 // Mistral) and THUDM's ChatGLMConfig (ChatGLM2/3, GLM-4).
 void read_llama_config(const nlohmann::json& j, const std::string& path, ModelConfig& c);
 void read_chatglm_config(const nlohmann::json& j, const std::string& path, ModelConfig& c);
+// MistralConfig (LlamaConfig's keys and sliding_window) and transformers' native GLM-4 ports:
+// GlmConfig (glm-4-9b-chat-hf, glm4 false) and Glm4Config (GLM-4-0414, glm4 true).
+void read_mistral_config(const nlohmann::json& j, const std::string& path, ModelConfig& c);
+void read_glm_config(const nlohmann::json& j, const std::string& path, ModelConfig& c, bool glm4);
 
 // Tiny config.json files (models/tiny.cpp): LlamaConfig's key set with model_type
 // spec.model_type and the given architecture, and THUDM's chatglm3-6b (glm4 false) or
@@ -33,6 +37,8 @@ const Family& qwen2_family();
 const Family& mistral_family();
 const Family& chatglm3_family();
 const Family& glm4_family();
+const Family& glm_family();
+const Family& glm4_0414_family();
 const Family& bluelm_family();
 
 }  // namespace ftrun::models

@@ -10,8 +10,6 @@ const Family& glm4_family() {
     Family f;
     f.name = "glm4";
     f.model_type = "chatglm";
-    // transformers' native ports (glm-4-9b-chat-hf, GLM-4-0414) have other names and weights.
-    f.template_only_model_types = {"glm", "glm4"};
     f.read_config = read_chatglm_config;
     f.build = make_chatglm;
     f.unused_tensor = chatglm_unused_tensor;

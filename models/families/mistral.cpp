@@ -10,7 +10,7 @@ const Family& mistral_family() {
     Family f;
     f.name = "mistral";
     f.model_type = "mistral";
-    f.read_config = read_llama_config;
+    f.read_config = read_mistral_config;
     f.build = make_llama;
     f.unused_tensor = llama_unused_tensor;
     // The tiny config keeps LlamaForCausalLM, as tiny_config always wrote for it.

@@ -67,4 +67,36 @@ inline std::vector<data::Batch> load_reference_batches(const nlohmann::json& j) 
   return out;
 }
 
+// Two right-padded micro-batches of random ids over the whole vocabulary (special tokens
+// included): [2, 16] with the second row's last 5 positions padding, and [1, 48].
+inline nlohmann::json make_batches(int64_t vocab, int64_t pad_id) {
+  torch::manual_seed(11);
+  nlohmann::json batches = nlohmann::json::array();
+  for (auto [rows, len, pad] : {std::tuple<int64_t, int64_t, int64_t>{2, 16, 5}, {1, 48, 0}}) {
+    auto ids = torch::randint(vocab, {rows, len}, torch::kLong);
+    auto mask = torch::ones({rows, len}, torch::kLong);
+    if (pad > 0) {
+      mask[rows - 1].narrow(0, len - pad, pad).fill_(0);
+      ids[rows - 1].narrow(0, len - pad, pad).fill_(pad_id);
+    }
+    auto labels = ids.masked_fill(mask == 0, -100);
+    auto to_json = [](const at::Tensor& t) {
+      nlohmann::json out = nlohmann::json::array();
+      for (int64_t r = 0; r < t.size(0); ++r) {
+        auto row = t[r].contiguous();
+        out.push_back(std::vector<int64_t>(row.data_ptr<int64_t>(), row.data_ptr<int64_t>() + row.numel()));
+      }
+      return out;
+    };
+    batches.push_back({{"input_ids", to_json(ids)}, {"attention_mask", to_json(mask)}, {"labels", to_json(labels)}});
+  }
+  return {{"batches", batches}};
+}
+
+// Max |ours - theirs| over the positions the attention mask keeps.
+inline double max_diff(const at::Tensor& ours, const at::Tensor& theirs, const at::Tensor& mask) {
+  auto valid = mask.to(torch::kBool).unsqueeze(-1).expand_as(ours);
+  return (ours - theirs).abs().masked_select(valid).max().item<double>();
+}
+
 }  // namespace ftrun::testing

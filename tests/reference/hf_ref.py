@@ -48,6 +48,14 @@ Subcommands:
       and P.<variant>_loss.<i>, F64 [1]: HF's causal-LM loss SUM over the labels (the model's
       loss_function, i.e. ForCausalLMLoss's shift, -100 ignored, num_items_in_batch=1).
 
+  make-tiny --model-type TYPE --out DIR [--set KEY=JSON ...] [--seed N] [--expect-class NAME]
+      A tiny random model written by transformers itself: AutoConfig.for_model(TYPE, KEY=VALUE
+      ...) (VALUE parsed as JSON), AutoModelForCausalLM.from_config in fp32 with
+      torch.manual_seed(N), every parameter then moved by N(0, 0.1) noise (HF initialises
+      biases to 0 and norms to 1, which would hide a misplaced bias or norm), and
+      save_pretrained(DIR, safe_serialization=True). Prints the class and the state_dict's
+      names and shapes as JSON.
+
   dora-init --model DIR --targets NAME[,NAME...] --r R --lora-alpha A --out FILE.safetensors
             [--dtype float32|bfloat16]
       get_peft_model(from_pretrained(DIR, torch_dtype=DTYPE), LoraConfig(use_dora=True, ...))
@@ -328,6 +336,32 @@ def cmd_dora_init(args):
     return 0
 
 
+def cmd_make_tiny(args):
+    problems = pin_problems(DEFAULT_REQ)
+    if problems:
+        fail("; ".join(problems) + ": " + FIX)
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    overrides = {}
+    for kv in args.set or []:
+        key, _, value = kv.partition("=")
+        overrides[key] = json.loads(value)
+    config = AutoConfig.for_model(args.model_type, **overrides)
+    torch.manual_seed(args.seed)
+    model = AutoModelForCausalLM.from_config(config, torch_dtype=torch.float32)
+    cls = type(model)
+    if args.expect_class and cls.__name__ != args.expect_class:
+        fail(f"{args.model_type} built {cls.__name__}, expected {args.expect_class}")
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    model.save_pretrained(args.out, safe_serialization=True)
+    print(json.dumps({"class": cls.__name__,
+                      "tensors": {k: list(v.shape) for k, v in model.state_dict().items()}}))
+    return 0
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -350,6 +384,13 @@ def main():
     p.add_argument("--expect-class")
     p.add_argument("--adapter")
     p.set_defaults(func=cmd_packed)
+    p = sub.add_parser("make-tiny")
+    p.add_argument("--model-type", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--set", action="append")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--expect-class")
+    p.set_defaults(func=cmd_make_tiny)
     p = sub.add_parser("dora-init")
     p.add_argument("--model", required=True)
     p.add_argument("--targets", required=True)

@@ -1,0 +1,77 @@
+// Family entries: transformers' native GLM-4 ports, built by the Llama model class
+// (models/llama.cpp) with GLM's partial interleaved rotary, q/k/v bias and fused gate_up_proj:
+//   glm        glm-4-9b-chat-hf (GlmForCausalLM, model_type "glm", transformers >= 4.46);
+//   glm4-0414  GLM-4-9B-0414 / GLM-4-32B-0414 (Glm4ForCausalLM, model_type "glm4",
+//              transformers >= 4.51): the same plus post_self_attn_layernorm and
+//              post_mlp_layernorm.
+// THUDM's remote-code glm-4-9b-chat (model_type "chatglm") stays the glm4 entry (glm4.cpp).
+#include "models/families/family_parts.h"
+#include "models/llama.h"
+
+namespace ftrun::models {
+namespace {
+
+// glm-4-9b-chat-hf's tokenizer specials (the ids order of glm-4-9b-chat's) and its stop list.
+void glm_tiny_tokens(TinyRecipe& t) {
+  t.specials = {"<|endoftext|>", "[MASK]", "[gMASK]", "[sMASK]", "<sop>", "<eop>", "<|system|>",
+                "<|user|>", "<|assistant|>", "<|observation|>"};
+  t.eos = "<|endoftext|>";
+  t.pad = "<|endoftext|>";
+  t.first = "[gMASK]";
+  t.extra_eos = {"<|user|>", "<|observation|>"};
+}
+
+nlohmann::json tiny_glm_config(const TinySpec& s, bool glm4) {
+  auto j = tiny_llama_config(s, glm4 ? "Glm4ForCausalLM" : "GlmForCausalLM");
+  j["model_type"] = glm4 ? "glm4" : "glm";
+  j.erase("mlp_bias");  // not a GlmConfig key
+  j["attention_bias"] = true;
+  j["partial_rotary_factor"] = 0.5;
+  j["rms_norm_eps"] = 1.5625e-07;
+  j["rope_theta"] = 10000.0;
+  j["eos_token_id"] = nlohmann::json::array();
+  if (s.eos_token_id >= 0) j["eos_token_id"].push_back(s.eos_token_id);
+  for (auto id : s.extra_eos_token_ids) j["eos_token_id"].push_back(id);
+  return j;
+}
+
+}  // namespace
+
+const Family& glm_family() {
+  static const Family f = [] {
+    Family f;
+    f.name = "glm";
+    f.model_type = "glm";
+    f.read_config = [](const nlohmann::json& j, const std::string& path, ModelConfig& c) {
+      read_glm_config(j, path, c, false);
+    };
+    f.build = make_llama;
+    f.unused_tensor = llama_unused_tensor;
+    // glm-4-9b-chat-hf's chat_template is glm-4-9b-chat's.
+    f.chat_template = "glm4";
+    f.tiny.config = [](const TinySpec& s) { return tiny_glm_config(s, false); };
+    glm_tiny_tokens(f.tiny);
+    return f;
+  }();
+  return f;
+}
+
+const Family& glm4_0414_family() {
+  static const Family f = [] {
+    Family f;
+    f.name = "glm4-0414";
+    f.model_type = "glm4";
+    f.read_config = [](const nlohmann::json& j, const std::string& path, ModelConfig& c) {
+      read_glm_config(j, path, c, true);
+    };
+    f.build = make_llama;
+    f.unused_tensor = llama_unused_tensor;
+    f.chat_template = "glm4";
+    f.tiny.config = [](const TinySpec& s) { return tiny_glm_config(s, true); };
+    glm_tiny_tokens(f.tiny);
+    return f;
+  }();
+  return f;
+}
+
+}  // namespace ftrun::models
