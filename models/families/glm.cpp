@@ -29,6 +29,7 @@ nlohmann::json tiny_glm_config(const TinySpec& s, bool glm4) {
   j["partial_rotary_factor"] = 0.5;
   j["rms_norm_eps"] = 1.5625e-07;
   j["rope_theta"] = 10000.0;
+  j["transformers_version"] = glm4 ? "4.51.3" : "4.46.2";  // the first release with the class
   j["eos_token_id"] = nlohmann::json::array();
   if (s.eos_token_id >= 0) j["eos_token_id"].push_back(s.eos_token_id);
   for (auto id : s.extra_eos_token_ids) j["eos_token_id"].push_back(id);
