@@ -12,8 +12,11 @@
 namespace ftrun::models {
 
 struct RopeScaling {
-  std::string type;  // "" (none), "llama3", "linear"
+  std::string type;  // "" (none), "llama3", "linear", "ntkmixed" (BlueLM-7B-Chat-32K)
   double factor = 1.0;
+  // ntkmixed only: inv_freq[j] /= exp(a * (j + 1)^power), a = ln(int(factor)) / (d/2)^power
+  // (vivo-ai-lab/BlueLM example/vllm/.../rotary_embedding.py NTKMixedScalingRotaryEmbedding).
+  double power = 0.0;
   double low_freq_factor = 1.0;
   double high_freq_factor = 4.0;
   int64_t original_max_position_embeddings = 8192;
@@ -70,6 +73,9 @@ struct ModelConfig {
   // Mistral's sliding_window: a query sees only the `sliding_window` most recent slots
   // (itself included); 0 = unlimited.
   int64_t sliding_window = 0;
+  // BlueLM's use_stable_embedding: a torch LayerNorm (weight and bias, eps = rms_norm_eps as
+  // in vivo's modeling_bluelm.py) on the token embeddings, model.embed_layer_norm.
+  bool embed_layer_norm = false;
   std::string hidden_act = "silu";
   std::string torch_dtype = "float32";
   int64_t bos_token_id = -1, pad_token_id = -1;

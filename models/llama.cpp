@@ -3,7 +3,8 @@
 // additive causal + padding mask, SwiGLU MLP, tied or untied lm_head, optional biases.
 // The same class builds transformers' native GLM-4 ports (modeling_glm / modeling_glm4: partial
 // interleaved rotary, fused gate_up_proj, GLM-4-0414's extra norms) and Mistral's sliding
-// window, each switched by a ModelConfig field.
+// window, each switched by a ModelConfig field; so is BlueLM (vivo's modeling_bluelm: a
+// LayerNorm on the embeddings, and the 32K model's ntkmixed rotary frequencies).
 #include "models/llama.h"
 
 #include <torch/torch.h>
@@ -33,6 +34,22 @@ class RMSNormImpl : public torch::nn::Module {
   double eps_;
 };
 TORCH_MODULE(RMSNorm);
+
+// torch.nn.LayerNorm over the last dim with weight and bias (BlueLM's embed_layer_norm).
+class LayerNormImpl : public torch::nn::Module {
+ public:
+  LayerNormImpl(int64_t dim, double eps) : dim_(dim), eps_(eps) {
+    weight = register_parameter("weight", param_ones({dim}));
+    bias = register_parameter("bias", param_zeros({dim}));
+  }
+  at::Tensor forward(const at::Tensor& x) { return torch::layer_norm(x, {dim_}, weight, bias, eps_); }
+  at::Tensor weight, bias;
+
+ private:
+  int64_t dim_;
+  double eps_;
+};
+TORCH_MODULE(LayerNorm);
 
 // torch.finfo(dtype).min: HF eager's additive-mask fill value.
 double lowest_of(at::ScalarType dtype) {
@@ -197,6 +214,8 @@ class LlamaModelImpl : public torch::nn::Module {
   explicit LlamaModelImpl(const ModelConfig& c) {
     embed_tokens = register_module("embed_tokens",
                                    make_embedding(c.vocab_size, c.hidden_size));
+    if (c.embed_layer_norm)  // BlueLM: eps is config.rms_norm_eps (modeling_bluelm.py)
+      embed_layer_norm = register_module("embed_layer_norm", LayerNorm(c.hidden_size, c.rms_norm_eps));
     layers = register_module("layers", torch::nn::ModuleList());
     for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
       decoder.push_back(DecoderLayer(c));
@@ -205,6 +224,7 @@ class LlamaModelImpl : public torch::nn::Module {
     norm = register_module("norm", RMSNorm(c.hidden_size, c.rms_norm_eps));
   }
   torch::nn::Embedding embed_tokens{nullptr};
+  LayerNorm embed_layer_norm{nullptr};  // BlueLM's use_stable_embedding only
   torch::nn::ModuleList layers{nullptr};
   std::vector<DecoderLayer> decoder;
   RMSNorm norm{nullptr};
@@ -255,6 +275,7 @@ class LlamaForCausalLM : public CausalLM {
     auto B = input_ids.size(0), T = input_ids.size(1);
     auto embed = model->embed_tokens;
     auto h = embedding_output(run_unit(0, [embed](const at::Tensor& ids) mutable { return embed(ids); }, input_ids));  // + NEFTune noise in training
+    h = stable_embedding(h);
     auto dtype = h.scalar_type();
 
     at::Tensor cos, sin, mask;
@@ -305,13 +326,23 @@ class LlamaForCausalLM : public CausalLM {
   // The unit of the final norm and the head: after the embedding and every layer.
   int64_t head_unit() const { return int64_t(model->decoder.size()) + 1; }
 
+  // BlueLM's embed_layer_norm on the embedding unit's output (unchanged without it). Its
+  // weights belong to unit 0, so it runs as a second call of unit 0, after NEFTune's hook:
+  // HF's hook sits on embed_tokens, before BlueLMModel applies embed_layer_norm, and a
+  // recomputed unit must never redraw the noise.
+  at::Tensor stable_embedding(const at::Tensor& embeddings) {
+    auto norm = model->embed_layer_norm;
+    if (!norm) return embeddings;
+    return run_unit(0, [norm](const at::Tensor& x) mutable { return norm(x); }, embeddings);
+  }
+
   at::Tensor forward_cached(const at::Tensor& input_ids, KVCache& cache, const at::Tensor& attention_mask,
                             bool last_only) override {
     TORCH_CHECK(input_ids.dim() == 2, "input_ids must be [batch, seq]");
     auto B = input_ids.size(0), T = input_ids.size(1);
     auto L = int64_t(model->decoder.size());
     auto embed = model->embed_tokens;
-    auto h = run_unit(0, [embed](const at::Tensor& ids) mutable { return embed(ids); }, input_ids);
+    auto h = stable_embedding(run_unit(0, [embed](const at::Tensor& ids) mutable { return embed(ids); }, input_ids));
     auto dtype = h.scalar_type();
     if (cache.k.empty()) {
       cache.k.assign(L, at::Tensor());
@@ -367,6 +398,7 @@ class LlamaForCausalLM : public CausalLM {
 
   std::vector<std::vector<std::string>> unit_prefixes() const override {
     std::vector<std::vector<std::string>> u = {{"model.embed_tokens."}};
+    if (config_.embed_layer_norm) u[0].push_back("model.embed_layer_norm.");  // BlueLM: runs in unit 0
     for (int64_t i = 0; i < config_.num_hidden_layers; ++i) u.push_back({"model.layers." + std::to_string(i) + "."});
     u.push_back({"model.norm.", "lm_head."});
     return u;
@@ -389,6 +421,14 @@ at::Tensor rope_inv_freq(const ModelConfig& c) {
   auto inv = 1.0 / torch::pow(c.rope_theta, idx / double(d));
   const auto& rs = c.rope_scaling;
   if (rs.type == "linear") return inv / rs.factor;
+  if (rs.type == "ntkmixed") {
+    // BlueLM-7B-Chat-32K (vivo's NTKMixedScalingRotaryEmbedding): frequency j divided by
+    // exp(a * (j + 1)^power), a = ln(int(factor)) / (d/2)^power, so the lowest is divided by
+    // exactly int(factor); positions are not rescaled. a in double, the rest in fp32, as there.
+    const double a = std::log(double(int64_t(rs.factor))) / std::pow(double(d / 2), rs.power);
+    auto j = torch::arange(1, d / 2 + 1, torch::TensorOptions().dtype(at::kLong)).to(at::kFloat);
+    return inv / torch::exp(a * j.pow(rs.power));
+  }
   if (rs.type != "llama3") return inv;
   // Llama 3.1 frequency rescaling: long wavelengths slowed by `factor`, short ones kept,
   // a smooth blend in between.

@@ -3,8 +3,10 @@
 // .ci/install-pyref; without it these tests fail naming that command). Every model here is
 // written by transformers itself (tests/reference/hf_ref.py make-tiny: from_config plus noise
 // on every weight, save_pretrained), not by ftrun:
-//   - glm (glm-4-9b-chat-hf, GlmForCausalLM): logits within 1e-5 of transformers' (partial
-//     interleaved rotary, q/k/v bias, fused gate_up_proj); LoRA on the demo's q/k/v plus
+//   - glm (glm-4-9b-chat-hf, GlmForCausalLM; transformers 4.49 in build/pyref) and glm4
+//     (GLM-4-0414, Glm4ForCausalLM: transformers 4.51 on torch 2.11 in build/pyref2,
+//     .ci/install-pyref2), each: logits within 1e-5 of transformers' (partial interleaved
+//     rotary, q/k/v bias, fused gate_up_proj, glm4's extra norms); LoRA on the demo's q/k/v plus
 //     gate_up_proj: every training step's loss within 1e-5 relative of PEFT's from the same
 //     start adapter (tests/reference/hf_train_ref.py), and the adapter ftrun saves loads in
 //     PEFT key for key with ftrun's logits; a full-SFT save loads with from_pretrained and
@@ -32,12 +34,28 @@ using namespace ftrun;
 
 namespace {
 
-const std::string kPyref = ftrun::testing::pyref_python();
-const std::string kRefDir = FTRUN_SOURCE_DIR "/tests/reference/";
 using ftrun::testing::make_batches;
 using ftrun::testing::max_diff;
 using ftrun::testing::require_pyref;
 using ftrun::testing::run_logged;
+
+const std::string kPyref = ftrun::testing::pyref_python();
+const std::string kPyref2 = FTRUN_BINARY_DIR "/pyref2/bin/python";
+const std::string kRefDir = FTRUN_SOURCE_DIR "/tests/reference/";
+
+// A family transformers builds natively, and the venv whose transformers has it.
+struct Native {
+  std::string model_type, cls, python;
+};
+const Native kGlm{"glm", "GlmForCausalLM", kPyref};
+const Native kGlm4{"glm4", "Glm4ForCausalLM", kPyref2};
+
+void require_venv(const Native& n) {
+  ASSERT_NO_FATAL_FAILURE(require_pyref());
+  if (n.python == kPyref2)
+    ASSERT_TRUE(fs::exists(kPyref2)) << "transformers 4.51 (" << n.cls << ") is not installed (no " << kPyref2
+                                     << "): run `bash .ci/install-pyref2` from the repository root (README: Tests)";
+}
 
 // The sizes of every tiny model here (GQA 4 heads over 2, head_dim 16).
 const std::string kSizes =
@@ -58,11 +76,10 @@ struct Scratch {
 };
 
 // transformers writes the tiny model of `model_type` into dir/model.
-std::string make_tiny(const fs::path& dir, const std::string& model_type, const std::string& cls,
-                      const std::string& sets = "") {
+std::string make_tiny(const fs::path& dir, const Native& n, const std::string& sets = "") {
   auto out = dir / "model";
-  run_logged(kPyref + " " + kRefDir + "hf_ref.py make-tiny --model-type " + model_type + " --out " + out.string() +
-                 " --expect-class " + cls + " --seed 5" + kSizes + sets,
+  run_logged(n.python + " " + kRefDir + "hf_ref.py make-tiny --model-type " + n.model_type + " --out " + out.string() +
+                 " --expect-class " + n.cls + " --seed 5" + kSizes + sets,
              dir / "make_tiny.log");
   return out.string();
 }
@@ -73,16 +90,16 @@ struct Logits {
 };
 
 // transformers' (and with an adapter PEFT's) logits of make_batches' two micro-batches.
-Logits hf_logits(const fs::path& dir, const std::string& model_dir, const std::string& cls,
-                 const std::string& adapter = "", const std::string& tag = "ref") {
+Logits hf_logits(const fs::path& dir, const std::string& model_dir, const Native& n, const std::string& adapter = "",
+                 const std::string& tag = "ref") {
   Logits l;
   auto data = make_batches(256, 0);
   auto data_file = dir / (tag + "_data.json");
   std::ofstream(data_file) << data.dump();
   l.batches = ftrun::testing::load_reference_batches(data);
   l.file = dir / (tag + "_logits.safetensors");
-  std::string cmd = kPyref + " " + kRefDir + "hf_ref.py logits --model " + model_dir + " --data " + data_file.string() +
-                    " --out " + l.file.string() + " --expect-class " + cls;
+  std::string cmd = n.python + " " + kRefDir + "hf_ref.py logits --model " + model_dir + " --data " +
+                    data_file.string() + " --out " + l.file.string() + " --expect-class " + n.cls;
   if (!adapter.empty()) cmd += " --adapter " + adapter;
   run_logged(cmd, dir / (tag + ".log"));
   return l;
@@ -105,26 +122,31 @@ double worst_diff(models::CausalLM& model, const Logits& ref, const std::string&
   return worst;
 }
 
-TEST(HfNative, GlmLogitsEqualTransformers) {
-  ASSERT_NO_FATAL_FAILURE(require_pyref());
-  Scratch s("glm_logits");
+void check_logits(const Native& n) {
+  ASSERT_NO_FATAL_FAILURE(require_venv(n));
+  Scratch s(n.model_type + "_logits");
   std::string model_dir;
-  ASSERT_NO_FATAL_FAILURE(model_dir = make_tiny(s.dir, "glm", "GlmForCausalLM"));
+  ASSERT_NO_FATAL_FAILURE(model_dir = make_tiny(s.dir, n));
   Logits ref;
-  ASSERT_NO_FATAL_FAILURE(ref = hf_logits(s.dir, model_dir, "GlmForCausalLM"));
+  ASSERT_NO_FATAL_FAILURE(ref = hf_logits(s.dir, model_dir, n));
   auto model = models::load_pretrained(model_dir);
   EXPECT_EQ(model->config().rotary_dim, 8);
+  EXPECT_EQ(model->config().sandwich_norms, n.model_type == "glm4");
   EXPECT_LT(worst_diff(*model, ref, "base"), 1e-5);
 }
+
+TEST(HfNative, GlmLogitsEqualTransformers) { check_logits(kGlm); }
+TEST(HfNative, Glm4_0414LogitsEqualTransformers) { check_logits(kGlm4); }
 
 // Mistral's window of 6 slots on rows of 16 and 48 tokens.
 TEST(HfNative, MistralSlidingWindowEqualsTransformersInTrainingAndCachedDecoding) {
   ASSERT_NO_FATAL_FAILURE(require_pyref());
   Scratch s("mistral_window");
   std::string model_dir;
-  ASSERT_NO_FATAL_FAILURE(model_dir = make_tiny(s.dir, "mistral", "MistralForCausalLM", " --set sliding_window=6"));
+  const Native mistral{"mistral", "MistralForCausalLM", kPyref};
+  ASSERT_NO_FATAL_FAILURE(model_dir = make_tiny(s.dir, mistral, " --set sliding_window=6"));
   Logits ref;
-  ASSERT_NO_FATAL_FAILURE(ref = hf_logits(s.dir, model_dir, "MistralForCausalLM"));
+  ASSERT_NO_FATAL_FAILURE(ref = hf_logits(s.dir, model_dir, mistral));
   auto model = models::load_pretrained(model_dir);
   ASSERT_EQ(model->config().sliding_window, 6);
   EXPECT_LT(worst_diff(*model, ref, "base"), 1e-5);
@@ -157,11 +179,11 @@ TEST(HfNative, MistralSlidingWindowEqualsTransformersInTrainingAndCachedDecoding
 
 // LoRA on the demo's targets (q/k/v, glm-4-9b-chat-hf's names) plus gate_up_proj, 4 steps of
 // 2 micro-batches, from a start adapter with random B.
-TEST(HfNative, GlmLoraStepsEqualPeftAndTheAdapterLoadsInPeft) {
-  ASSERT_NO_FATAL_FAILURE(require_pyref());
-  Scratch s("glm_lora");
+void check_lora(const Native& n) {
+  ASSERT_NO_FATAL_FAILURE(require_venv(n));
+  Scratch s(n.model_type + "_lora");
   std::string model_dir;
-  ASSERT_NO_FATAL_FAILURE(model_dir = make_tiny(s.dir, "glm", "GlmForCausalLM"));
+  ASSERT_NO_FATAL_FAILURE(model_dir = make_tiny(s.dir, n));
   const nlohmann::json peft_cfg = {{"peft_type", "LORA"}, {"task_type", "CAUSAL_LM"}, {"r", 4}, {"lora_alpha", 8},
                                    {"lora_dropout", 0.0}, {"target_modules", {"q_proj", "k_proj", "v_proj", "gate_up_proj"}}};
   constexpr int kSteps = 4, kAccum = 2;
@@ -205,7 +227,7 @@ TEST(HfNative, GlmLoraStepsEqualPeftAndTheAdapterLoadsInPeft) {
   strategy->save((s.dir / "start").string(), model_dir);
 
   auto out = s.dir / "peft.json";
-  ASSERT_NO_FATAL_FAILURE(run_logged(kPyref + " " + kRefDir + "hf_train_ref.py --model " + model_dir + " --adapter " +
+  ASSERT_NO_FATAL_FAILURE(run_logged(n.python + " " + kRefDir + "hf_train_ref.py --model " + model_dir + " --adapter " +
                                          (s.dir / "start").string() + " --data " + (s.dir / "train.json").string() +
                                          " --out " + out.string() + " --grad-accum 2 --lr " + std::to_string(kLr) +
                                          " --weight-decay " + std::to_string(kDecay) + " --dtype float32",
@@ -232,17 +254,20 @@ TEST(HfNative, GlmLoraStepsEqualPeftAndTheAdapterLoadsInPeft) {
   // The trained adapter as ftrun saves it, through PEFT (key for key), against ftrun's model.
   strategy->save((s.dir / "trained").string(), model_dir);
   Logits ref;
-  ASSERT_NO_FATAL_FAILURE(ref = hf_logits(s.dir, model_dir, "GlmForCausalLM", (s.dir / "trained").string()));
+  ASSERT_NO_FATAL_FAILURE(ref = hf_logits(s.dir, model_dir, n, (s.dir / "trained").string()));
   EXPECT_LT(worst_diff(*model, ref, "adapter"), 1e-5);
   EXPECT_GT(worst_diff(*models::load_pretrained(model_dir), ref, "adapter"), 1e-3) << "training moved nothing";
 }
 
+TEST(HfNative, GlmLoraStepsEqualPeftAndTheAdapterLoadsInPeft) { check_lora(kGlm); }
+TEST(HfNative, Glm4_0414LoraStepsEqualPeftAndTheAdapterLoadsInPeft) { check_lora(kGlm4); }
+
 // What full SFT writes (save_pretrained of every weight, changed) loads in transformers.
-TEST(HfNative, GlmFullSaveLoadsInTransformersWithTheSameLogits) {
-  ASSERT_NO_FATAL_FAILURE(require_pyref());
-  Scratch s("glm_full");
+void check_full_save(const Native& n) {
+  ASSERT_NO_FATAL_FAILURE(require_venv(n));
+  Scratch s(n.model_type + "_full");
   std::string model_dir;
-  ASSERT_NO_FATAL_FAILURE(model_dir = make_tiny(s.dir, "glm", "GlmForCausalLM"));
+  ASSERT_NO_FATAL_FAILURE(model_dir = make_tiny(s.dir, n));
   auto model = models::load_pretrained(model_dir);
   {
     torch::NoGradGuard ng;
@@ -251,9 +276,12 @@ TEST(HfNative, GlmFullSaveLoadsInTransformersWithTheSameLogits) {
   }
   models::save_pretrained(*model, (s.dir / "full").string());
   Logits ref;
-  ASSERT_NO_FATAL_FAILURE(ref = hf_logits(s.dir, (s.dir / "full").string(), "GlmForCausalLM"));
+  ASSERT_NO_FATAL_FAILURE(ref = hf_logits(s.dir, (s.dir / "full").string(), n));
   EXPECT_LT(worst_diff(*model, ref, "base"), 1e-5);
   EXPECT_GT(worst_diff(*models::load_pretrained(model_dir), ref, "base"), 1e-3) << "the change did not reach the file";
 }
+
+TEST(HfNative, GlmFullSaveLoadsInTransformersWithTheSameLogits) { check_full_save(kGlm); }
+TEST(HfNative, Glm4_0414FullSaveLoadsInTransformersWithTheSameLogits) { check_full_save(kGlm4); }
 
 }  // namespace

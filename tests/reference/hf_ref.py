@@ -68,8 +68,11 @@ import os
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-DEFAULT_REQ = os.path.join(HERE, "requirements.txt")
-FIX = "run `bash .ci/install-pyref` from the repository root (README: Tests)"
+# Each venv has its own pins: build/pyref (.ci/install-pyref, torch 1.13, transformers 4.49) and
+# build/pyref2 (.ci/install-pyref2, torch 2.11, transformers 4.51 for Glm4ForCausalLM).
+PYREF2 = os.path.basename(os.path.normpath(sys.prefix)) == "pyref2"
+DEFAULT_REQ = os.path.join(HERE, "requirements-torch2.txt" if PYREF2 else "requirements.txt")
+FIX = "run `bash .ci/install-pyref%s` from the repository root (README: Tests)" % ("2" if PYREF2 else "")
 
 
 def read_pins(path):
