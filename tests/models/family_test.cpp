@@ -49,7 +49,10 @@ TEST(Family, EachFamilyResolvesFromItsConfigAndBuilds) {
       {"qwen2", "model.embed_tokens.weight"},
       {"mistral", "model.embed_tokens.weight"},
       {"chatglm3", "transformer.embedding.word_embeddings.weight"},
-      {"glm4", "transformer.embedding.word_embeddings.weight"}};
+      {"glm4", "transformer.embedding.word_embeddings.weight"},
+      {"glm", "model.embed_tokens.weight"},
+      {"glm4-0414", "model.embed_tokens.weight"},
+      {"bluelm", "model.embed_tokens.weight"}};
   for (const Family* f : families()) {
     if (!f->build) continue;
     SCOPED_TRACE(f->name);
@@ -97,12 +100,13 @@ TEST(Family, UnknownModelTypeErrorsAsBefore) {
   auto j = tiny_config(tiny_spec("llama"));
   j["model_type"] = "bert";
   EXPECT_EQ(error_of([&] { parse_model_config(j, "/m/config.json"); }),
-            "/m/config.json: model_type 'bert' is not supported yet (supported: llama, qwen2, mistral, chatglm)");
+            "/m/config.json: model_type 'bert' is not supported yet (supported: llama, qwen2, mistral, chatglm, glm, "
+            "glm4, BlueLM)");
   // Keys are still read first: a bad key is named before the unknown type.
   j.erase("hidden_size");
   EXPECT_EQ(error_of([&] { parse_model_config(j, "/m/config.json"); }),
             "/m/config.json: missing required key 'hidden_size'");
-  // A template-only family (BlueLM) is not buildable either.
+  // model_type is matched exactly: BlueLM's config.json spells it "BlueLM".
   j = tiny_config(tiny_spec("llama"));
   j["model_type"] = "bluelm";
   EXPECT_NE(error_of([&] { parse_model_config(j, "/m/config.json"); }).find("model_type 'bluelm' is not supported yet"),
@@ -111,7 +115,7 @@ TEST(Family, UnknownModelTypeErrorsAsBefore) {
   c.model_type = "bert";
   EXPECT_EQ(error_of([&] { build_model(c); }), "/m/config.json: model_type 'bert' is not supported");
   EXPECT_EQ(buildable_family("bert"), nullptr);
-  EXPECT_EQ(supported_model_types(), "llama, qwen2, mistral, chatglm");
+  EXPECT_EQ(supported_model_types(), "llama, qwen2, mistral, chatglm, glm, glm4, BlueLM");
 }
 
 TEST(Family, DefaultTemplates) {
@@ -130,11 +134,59 @@ TEST(Family, DefaultTemplates) {
 }
 
 TEST(Family, TinyFamiliesAreTheMakeTinyModelList) {
-  EXPECT_EQ(tiny_family_names(), (std::vector<std::string>{"llama", "qwen2", "chatglm3", "glm4"}));
+  EXPECT_EQ(tiny_family_names(),
+            (std::vector<std::string>{"llama", "qwen2", "chatglm3", "glm4", "glm", "glm4-0414", "bluelm"}));
+  EXPECT_EQ(tiny_config(tiny_spec("glm"))["model_type"], "glm");
+  EXPECT_EQ(tiny_config(tiny_spec("glm4-0414"))["model_type"], "glm4");
+  EXPECT_EQ(tiny_config(tiny_spec("glm4-0414"))["architectures"][0], "Glm4ForCausalLM");
   const Family* g4 = find_family("glm4");
   EXPECT_EQ(g4->tiny.extra_eos, (std::vector<std::string>{"<|user|>", "<|observation|>"}));
   auto j = tiny_config(tiny_spec("glm4"));
   EXPECT_EQ(j["_name_or_path"], "THUDM/glm-4-9b-chat");
   EXPECT_EQ(tiny_config(tiny_spec("qwen2"))["architectures"][0], "Qwen2ForCausalLM");
   EXPECT_EQ(tiny_config(tiny_spec("mistral"))["architectures"][0], "LlamaForCausalLM");
+}
+
+// transformers' GLM ports (GlmConfig / Glm4Config) and MistralConfig's window, as read.
+TEST(Family, GlmAndMistralConfigKeys) {
+  auto glm = parse_model_config(tiny_config(tiny_spec("glm")), "tiny/config.json");
+  EXPECT_EQ(glm.rotary_dim, glm.head_dim / 2);  // partial_rotary_factor 0.5
+  EXPECT_TRUE(glm.rope_interleaved && glm.fused_gate_up && glm.qkv_bias);
+  EXPECT_FALSE(glm.attention_bias || glm.sandwich_norms);  // o_proj has no bias in GlmAttention
+  auto glm4 = parse_model_config(tiny_config(tiny_spec("glm4-0414")), "tiny/config.json");
+  EXPECT_TRUE(glm4.sandwich_norms);
+  auto params = build_model(glm4)->named_parameters();
+  EXPECT_TRUE(params.contains("model.layers.1.post_self_attn_layernorm.weight"));
+  EXPECT_TRUE(params.contains("model.layers.1.mlp.gate_up_proj.weight"));
+  EXPECT_FALSE(params.contains("model.layers.1.mlp.gate_proj.weight"));
+  EXPECT_FALSE(params.contains("model.layers.1.self_attn.o_proj.bias"));
+  EXPECT_EQ(params["model.layers.1.mlp.gate_up_proj.weight"].size(0), 2 * glm4.intermediate_size);
+
+  auto j = tiny_config(tiny_spec("glm"));
+  j["head_dim"] = 16;
+  j["partial_rotary_factor"] = 0.3;  // 16 x 0.3 = 4.8 -> 4: even, accepted as transformers' int()
+  EXPECT_EQ(parse_model_config(j, "c.json").rotary_dim, 4);
+  j["partial_rotary_factor"] = 0.1;  // 1.6 -> 1: no rotary pair
+  EXPECT_NE(error_of([&] { parse_model_config(j, "c.json"); }).find("'partial_rotary_factor' must be in (0, 1]"),
+            std::string::npos);
+  j = tiny_config(tiny_spec("glm"));
+  j["mlp_bias"] = true;
+  EXPECT_NE(error_of([&] { parse_model_config(j, "c.json"); }).find("'mlp_bias' is not a GlmConfig key"),
+            std::string::npos);
+
+  auto q = tiny_config(tiny_spec("qwen2"));
+  q["use_sliding_window"] = true;
+  EXPECT_NE(error_of([&] { parse_model_config(q, "c.json"); }).find("c.json: 'use_sliding_window': true is not supported"),
+            std::string::npos);
+  q["use_sliding_window"] = false;
+  EXPECT_EQ(parse_model_config(q, "c.json").sliding_window, 0);
+
+  auto m = tiny_config(tiny_spec("mistral"));
+  m["model_type"] = "mistral";
+  EXPECT_EQ(parse_model_config(m, "c.json").sliding_window, 4096);  // MistralConfig's default
+  m["sliding_window"] = nullptr;
+  EXPECT_EQ(parse_model_config(m, "c.json").sliding_window, 0);
+  m["sliding_window"] = 0;
+  EXPECT_EQ(error_of([&] { parse_model_config(m, "c.json"); }),
+            "c.json: 'sliding_window' must be a positive number of tokens or null, got 0");
 }
