@@ -62,10 +62,11 @@ class SelfAttentionImpl : public torch::nn::Module {
   // x [B, T, hidden]; cache [B, T, rotary_dim/2, 2]; mask additive [B, 1, T, N + T]; pk/pv:
   // N prefix slots [B, groups, N, D] taken as they are (undefined when N = 0).
   // kv_out, when given, receives the keys/values of all N + T slots (what a KV cache keeps);
-  // pk/pv may equally be cached past keys/values.
+  // pk/pv may equally be cached past keys/values. sdpa: scaled_dot_product_attention
+  // (models/attention.h) instead of the eager path; then an undefined mask is the plain causal one.
   at::Tensor forward(const at::Tensor& x, const at::Tensor& cache, const at::Tensor& mask,
                      const at::Tensor& pk = {}, const at::Tensor& pv = {},
-                     std::pair<at::Tensor, at::Tensor>* kv_out = nullptr) {
+                     std::pair<at::Tensor, at::Tensor>* kv_out = nullptr, bool sdpa = false) {
     auto B = x.size(0), T = x.size(1), D = head_dim_;
     auto mixed = query_key_value(x);
     at::Tensor q, k, v;
@@ -96,6 +97,7 @@ class SelfAttentionImpl : public torch::nn::Module {
       k = k.unsqueeze(2).expand({B, groups_, rep, S, D}).reshape({B, heads_, S, D});
       v = v.unsqueeze(2).expand({B, groups_, rep, S, D}).reshape({B, heads_, S, D});
     }
+    if (sdpa) return dense(sdpa_attention(q, k, v, mask).transpose(1, 2).reshape({B, T, heads_ * D}));
     // Heads are independent: when the fp32 softmax of all heads would be large (a 9B model's
     // P-Tuning step: 32 heads x 1,025 x 1,537 x 4 bytes = 200 MB), the heads go through in
     // groups of at most kAttentionChunkBytes, so the transient buffers (the fp32 copy of the
@@ -164,8 +166,8 @@ class GLMBlockImpl : public torch::nn::Module {
   }
   at::Tensor forward(const at::Tensor& x, const at::Tensor& cache, const at::Tensor& mask,
                      const at::Tensor& pk = {}, const at::Tensor& pv = {},
-                     std::pair<at::Tensor, at::Tensor>* kv_out = nullptr) {
-    auto h = x + self_attention->forward(input_layernorm(x), cache, mask, pk, pv, kv_out);
+                     std::pair<at::Tensor, at::Tensor>* kv_out = nullptr, bool sdpa = false) {
+    auto h = x + self_attention->forward(input_layernorm(x), cache, mask, pk, pv, kv_out, sdpa);
     return h + mlp(post_attention_layernorm(h));
   }
   GlmRMSNorm input_layernorm{nullptr}, post_attention_layernorm{nullptr};
@@ -281,18 +283,23 @@ class ChatGLMForConditionalGeneration : public CausalLM {
     }
     auto mask = torch::zeros({B, 1, T, T}, torch::TensorOptions().dtype(dtype).device(device))
                     .masked_fill(allowed.logical_not(), -std::numeric_limits<double>::infinity());
+    // SDPA without a mask (flash on a GPU) where the mask is the plain causal triangle.
+    const bool sdpa = attention_kernel() == AttentionKernel::kSdpa;
+    const auto plain = sdpa && !packed && (!attention_mask.defined() || attention_mask.all().item<bool>())
+                           ? at::Tensor()
+                           : mask;
 
     int64_t unit = 1;
     auto prefix = prefix_;
     for (auto& block : transformer->encoder->blocks) {
       int64_t index = unit - 1;
-      h = run_unit(unit++, [block, cache, mask, prefix, index, B](const at::Tensor& x) mutable {
-        if (!prefix) return block(x, cache, mask);
+      h = run_unit(unit++, [block, cache, mask, plain, sdpa, prefix, index, B](const at::Tensor& x) mutable {
+        if (!prefix) return block->forward(x, cache, plain, {}, {}, nullptr, sdpa);
         auto kv = prefix(index, B);
-        if (!kv.first.defined()) return block(x, cache, mask);
+        if (!kv.first.defined()) return block->forward(x, cache, plain, {}, {}, nullptr, sdpa);
         // Prefix slots (P-Tuning v2) are visible to every position; real positions do not move.
         auto full = torch::cat({torch::zeros({B, 1, mask.size(2), kv.first.size(2)}, mask.options()), mask}, 3);
-        return block->forward(x, cache, full, kv.first, kv.second);
+        return block->forward(x, cache, full, kv.first, kv.second, nullptr, sdpa);
       }, h);
     }
     return h;
@@ -334,14 +341,15 @@ class ChatGLMForConditionalGeneration : public CausalLM {
     auto opts = torch::TensorOptions().dtype(dtype).device(device);
     auto mask = torch::zeros(allowed.sizes(), opts).masked_fill(allowed.logical_not(), -std::numeric_limits<double>::infinity());
     KVCache* kc = &kv;
+    const bool sdpa = attention_kernel() == AttentionKernel::kSdpa;
     for (int64_t i = 0; i < L; ++i) {
       auto block = blocks[size_t(i)];
-      h = run_unit(i + 1, [block, rope, mask, kc, i, P, B, T](const at::Tensor& x) mutable {
+      h = run_unit(i + 1, [block, rope, mask, kc, i, P, B, T, sdpa](const at::Tensor& x) mutable {
         auto pk = kc->k[size_t(i)], pv = kc->v[size_t(i)];
         int64_t prefix_slots = (pk.defined() ? pk.size(2) : 0) - P;
         auto m = prefix_slots > 0 ? torch::cat({torch::zeros({B, 1, T, prefix_slots}, mask.options()), mask}, 3) : mask;
         std::pair<at::Tensor, at::Tensor> out;
-        auto y = block->forward(x, rope, m, pk, pv, &out);
+        auto y = block->forward(x, rope, m, pk, pv, &out, sdpa);
         kc->k[size_t(i)] = out.first;
         kc->v[size_t(i)] = out.second;
         return y;

@@ -7,6 +7,8 @@
 #include <algorithm>
 #include <string>
 
+#include "models/torch_compat.h"
+
 namespace ftrun::models {
 namespace {
 
@@ -147,8 +149,9 @@ at::Tensor chunked_linear_cross_entropy(const at::Tensor& hidden_in, const at::T
   // precision: cast both inputs here, outside the node, so that autograd casts the gradients
   // back; the node itself then runs with autocast off and sees one dtype.
   const bool cuda = hidden.is_cuda();
-  if ((cuda ? at::autocast::is_enabled() : at::autocast::is_cpu_enabled()) && hidden.scalar_type() == at::kFloat) {
-    const auto low = cuda ? at::autocast::get_autocast_gpu_dtype() : at::autocast::get_autocast_cpu_dtype();
+  const auto device = cuda ? at::kCUDA : at::kCPU;
+  if (compat::autocast_enabled(device) && hidden.scalar_type() == at::kFloat) {
+    const auto low = compat::autocast_dtype(device);
     hidden = hidden.to(low);
     weight = weight.to(low);
   }

@@ -14,12 +14,13 @@ namespace ftrun::models {
 struct RopeScaling {
   std::string type;  // "" (none), "llama3", "linear", "ntkmixed" (BlueLM-7B-Chat-32K)
   double factor = 1.0;
-  // ntkmixed only: inv_freq[j] /= exp(a * (j + 1)^power), a = ln(int(factor)) / (d/2)^power
-  // (vivo-ai-lab/BlueLM example/vllm/.../rotary_embedding.py NTKMixedScalingRotaryEmbedding).
-  double power = 0.0;
   double low_freq_factor = 1.0;
   double high_freq_factor = 4.0;
   int64_t original_max_position_embeddings = 8192;
+  // ntkmixed only: inv_freq[j] /= exp(a * (j + 1)^power), a = ln(int(factor)) / (d/2)^power
+  // (vivo-ai-lab/BlueLM example/vllm/.../rotary_embedding.py NTKMixedScalingRotaryEmbedding).
+  // Last, so that aggregate initialisers of the fields above keep their meaning.
+  double power = 0.0;
 };
 
 // The ChatGLM-only options (THUDM configuration_chatglm.py). The shared fields of ModelConfig

@@ -108,10 +108,12 @@ class AttentionImpl : public torch::nn::Module {
   // cos/sin: [T, rotary_dim] (rotary_dim = head_dim but for GLM); mask: additive [B, 1, T, N + T]; pk/pv: N slots in front
   // [B, kv_heads, N, head_dim] (prefix-tuning slots, or cached past keys/values; undefined
   // when N = 0), taken as they are (no rotation). kv_out, when given, receives the keys and
-  // values of all N + T slots before repeat_kv (what a KV cache keeps).
+  // values of all N + T slots before repeat_kv (what a KV cache keeps). sdpa:
+  // scaled_dot_product_attention (models/attention.h); then an undefined mask is the plain
+  // causal one.
   at::Tensor forward(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin,
                      const at::Tensor& mask, const at::Tensor& pk = {}, const at::Tensor& pv = {},
-                     std::pair<at::Tensor, at::Tensor>* kv_out = nullptr) {
+                     std::pair<at::Tensor, at::Tensor>* kv_out = nullptr, bool sdpa = false) {
     auto B = x.size(0), T = x.size(1);
     auto q = q_proj(x).view({B, T, heads_, head_dim_}).transpose(1, 2);
     auto k = k_proj(x).view({B, T, kv_heads_, head_dim_}).transpose(1, 2);
@@ -133,6 +135,7 @@ class AttentionImpl : public torch::nn::Module {
       k = k.unsqueeze(2).expand({B, kv_heads_, rep, S, head_dim_}).reshape({B, heads_, S, head_dim_});
       v = v.unsqueeze(2).expand({B, kv_heads_, rep, S, head_dim_}).reshape({B, heads_, S, head_dim_});
     }
+    if (sdpa) return o_proj(sdpa_attention(q, k, v, mask).transpose(1, 2).reshape({B, T, heads_ * head_dim_}));
     auto scores = torch::matmul(q, k.transpose(2, 3)) * (1.0 / std::sqrt(double(head_dim_)));
     scores = scores + mask;
     auto probs = torch::softmax(scores, -1, at::kFloat).to(q.scalar_type());
@@ -194,8 +197,8 @@ class DecoderLayerImpl : public torch::nn::Module {
   }
   at::Tensor forward(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin,
                      const at::Tensor& mask, const at::Tensor& pk = {}, const at::Tensor& pv = {},
-                     std::pair<at::Tensor, at::Tensor>* kv_out = nullptr) {
-    auto a = self_attn->forward(input_layernorm(x), cos, sin, mask, pk, pv, kv_out);
+                     std::pair<at::Tensor, at::Tensor>* kv_out = nullptr, bool sdpa = false) {
+    auto a = self_attn->forward(input_layernorm(x), cos, sin, mask, pk, pv, kv_out, sdpa);
     if (post_self_attn_layernorm) a = post_self_attn_layernorm(a);  // Glm4DecoderLayer
     auto h = x + a;
     auto m = mlp(post_attention_layernorm(h));
@@ -306,18 +309,25 @@ class LlamaForCausalLM : public CausalLM {
                  .masked_fill(allowed4.logical_not(), lowest);
     }
 
+    // SDPA without a mask (flash on a GPU) where the mask is the plain causal triangle.
+    const bool sdpa = attention_kernel() == AttentionKernel::kSdpa;
+    const auto plain = sdpa && !is_packed_mask(attention_mask) && config_.sliding_window <= 0 &&
+                               (!attention_mask.defined() || attention_mask.all().item<bool>())
+                           ? at::Tensor()
+                           : mask;
+
     int64_t unit = 1;
     auto prefix = prefix_;
     for (auto& layer : model->decoder) {
       int64_t index = unit - 1;
-      h = run_unit(unit++, [layer, cos, sin, mask, prefix, index, B](const at::Tensor& x) mutable {
-        if (!prefix) return layer(x, cos, sin, mask);
+      h = run_unit(unit++, [layer, cos, sin, mask, plain, sdpa, prefix, index, B](const at::Tensor& x) mutable {
+        if (!prefix) return layer->forward(x, cos, sin, plain, {}, {}, nullptr, sdpa);
         auto kv = prefix(index, B);
-        if (!kv.first.defined()) return layer(x, cos, sin, mask);
+        if (!kv.first.defined()) return layer->forward(x, cos, sin, plain, {}, {}, nullptr, sdpa);
         // Prefix slots are visible to every position, padding rows included.
         auto full_mask = torch::cat({torch::zeros({B, 1, mask.size(2), kv.first.size(2)}, mask.options()),
                                      mask}, 3);
-        return layer->forward(x, cos, sin, full_mask, kv.first, kv.second);
+        return layer->forward(x, cos, sin, full_mask, kv.first, kv.second, nullptr, sdpa);
       }, h);
     }
     return h;
@@ -371,14 +381,15 @@ class LlamaForCausalLM : public CausalLM {
                     .masked_fill(allowed.logical_not(), lowest);
     KVCache* kc = &cache;
     const int64_t P = step.past;
+    const bool sdpa = attention_kernel() == AttentionKernel::kSdpa;
     for (int64_t i = 0; i < L; ++i) {
       auto layer = model->decoder[size_t(i)];
-      h = run_unit(i + 1, [layer, cos, sin, mask, kc, i, P, B, T](const at::Tensor& x) mutable {
+      h = run_unit(i + 1, [layer, cos, sin, mask, kc, i, P, B, T, sdpa](const at::Tensor& x) mutable {
         auto pk = kc->k[size_t(i)], pv = kc->v[size_t(i)];
         int64_t prefix_slots = (pk.defined() ? pk.size(2) : 0) - P;
         auto m = prefix_slots > 0 ? torch::cat({torch::zeros({B, 1, T, prefix_slots}, mask.options()), mask}, 3) : mask;
         std::pair<at::Tensor, at::Tensor> kv;
-        auto out = layer->forward(x, cos, sin, m, pk, pv, &kv);
+        auto out = layer->forward(x, cos, sin, m, pk, pv, &kv, sdpa);
         kc->k[size_t(i)] = kv.first;
         kc->v[size_t(i)] = kv.second;
         return out;

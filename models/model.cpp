@@ -126,6 +126,8 @@ std::shared_ptr<CausalLM> build_model(const ModelConfig& config) {
     else p.value().normal_(0.0, std_dev);
   }
   m->record_base_parameters();
+  // What `attn_implementation: auto` means (generation and tools included); a run sets its own.
+  m->set_attention_kernel(resolve_attention_kernel("auto"));
   return m;
 }
 

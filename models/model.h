@@ -16,6 +16,7 @@
 #include <utility>
 #include <vector>
 
+#include "models/attention.h"
 #include "models/config.h"
 #include "models/linear.h"
 
@@ -89,6 +90,9 @@ class CausalLM : public torch::nn::Module {
   // This default computes exactly causal_lm_loss_sum(forward(...)).
   virtual at::Tensor forward_loss(const at::Tensor& input_ids, const at::Tensor& attention_mask,
                                   const at::Tensor& labels, int64_t* count = nullptr);
+  // The attention kernel the families run (models/attention.h); eager unless set.
+  void set_attention_kernel(AttentionKernel kernel) { attention_kernel_ = kernel; }
+  AttentionKernel attention_kernel() const { return attention_kernel_; }
   // Tokens per chunk of the fused head + loss; 0 (the default) = default_loss_chunk_tokens.
   void set_loss_chunk_tokens(int64_t tokens) { loss_chunk_tokens_ = tokens; }
   int64_t loss_chunk_tokens() const { return loss_chunk_tokens_; }
@@ -141,6 +145,7 @@ class CausalLM : public torch::nn::Module {
   std::vector<std::string> base_names_;
   UnitRunner runner_;
   int64_t loss_chunk_tokens_ = 0;
+  AttentionKernel attention_kernel_ = AttentionKernel::kEager;
 };
 
 // A model of the family named by config.model_type with randomly initialised weights

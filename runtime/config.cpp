@@ -4,6 +4,7 @@
 // and the side table lets every error point at the file line (or the --set) it came from.
 #include "runtime/config.h"
 
+#include <torch/version.h>  // TORCH_VERSION_MAJOR only (attn_implementation: sdpa)
 #include <yaml-cpp/depthguard.h>
 #include <yaml-cpp/eventhandler.h>
 #include <yaml-cpp/yaml.h>
@@ -246,7 +247,7 @@ const std::vector<std::string> kTopKeys = {
     "data_config", "max_input_length", "max_output_length", "combine", "freezeV",
     "training_args", "peft_config", "model_dir", "data_dir", "chat_template",
     "zero_stage", "zero3_keep_params", "comm_backend", "collective_timeout", "adapter_name_or_path",
-    "torch_dtype", "nonfinite", "packing", "loraplus_lr_ratio", "loraplus_lr_embedding"};
+    "torch_dtype", "nonfinite", "packing", "loraplus_lr_ratio", "loraplus_lr_embedding", "attn_implementation"};
 const std::vector<std::string> kDataKeys = {"train_file", "val_file", "test_file", "num_proc"};
 
 // HF TrainingArguments / Seq2SeqTrainingArguments options that change nothing ftrun computes
@@ -385,6 +386,7 @@ const std::vector<Classified>& classified_keys() {
       {"", "adapter_name_or_path", K::kActed, "/adapters/a"},
       {"", "torch_dtype", K::kActed, "bfloat16"},
       {"", "packing", K::kActed, true},
+      {"", "attn_implementation", K::kActed, "eager"},
       {"", "nonfinite", K::kActed, "skip"},
       // LoRA+ (LLaMA-Factory writes it at the top level; folded into peft_config).
       {"", "loraplus_lr_ratio", K::kActed, 16},
@@ -638,6 +640,22 @@ void Validator::run(const json& root) {
       get_bool(v, p, cfg_.zero3_keep_params);
     } else if (key == "packing") {
       get_bool(v, p, cfg_.packing);
+    } else if (key == "attn_implementation") {
+      // The same rules as models::resolve_attention_kernel (which the trainer applies), here so
+      // that the error names the file and line.
+      const std::string& a = cfg_.attn_implementation;
+      if (get_string(v, p, cfg_.attn_implementation, true)) {
+        if (a == "flash_attention_2")
+          error(p, "flash_attention_2 is not a separate kernel in ftrun: sdpa uses FlashAttention where the mask "
+                   "allows; use auto or sdpa");
+        else if (a != "auto" && a != "eager" && a != "sdpa")
+          error(p, "expected auto, eager or sdpa, got '" + a + "'");
+#if TORCH_VERSION_MAJOR < 2
+        else if (a == "sdpa")
+          error(p, "sdpa needs a build against libtorch >= 2.0 (this one has " TORCH_VERSION
+                   "; the CUDA flavour, .ci/build-cuda, has 2.11); use auto or eager");
+#endif
+      }
     } else if (key == "torch_dtype") {
       // from_pretrained's torch_dtype; also accepts torch's spellings (torch.bfloat16, bf16).
       if (get_string(v, p, cfg_.torch_dtype, true)) {
@@ -1211,6 +1229,7 @@ json config_to_json(const Config& c) {
       {"zero3_keep_params", c.zero3_keep_params},
       {"torch_dtype", c.torch_dtype},
       {"packing", c.packing},
+      {"attn_implementation", c.attn_implementation},
       {"comm_backend", c.comm_backend},
       {"collective_timeout", c.collective_timeout},
       {"nonfinite", c.nonfinite},

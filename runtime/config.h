@@ -83,6 +83,9 @@ struct Config {
   // Several samples per row of max_input_length + max_output_length tokens, block-diagonal
   // attention, positions restarting per sample (LLaMA-Factory's neat_packing; data/packing.h).
   bool packing = false;
+  // HF's attn_implementation (models/attention.h): auto (sdpa on libtorch 2.x, eager on 1.13),
+  // eager (transformers' eager math, bit-exact with it) or sdpa.
+  std::string attn_implementation = "auto";
   // A step whose loss or grad norm is NaN/inf (issue 16): "stop" (the default) ends training
   // with an error naming the step and the first module that produced it; "skip" drops the
   // update (DeepSpeed's fp16 overflow rule: no optimizer or LR step, grads zeroed), warns,

@@ -6,6 +6,7 @@
 #include <stdexcept>
 
 #include "models/model.h"
+#include "models/torch_compat.h"
 #include "peft/strategy.h"
 
 namespace ftrun::runtime {
@@ -56,18 +57,16 @@ Precision resolve_precision(const Config& cfg, const models::ModelConfig& mc, co
 
 AutocastGuard::AutocastGuard(bool enabled) : enabled_(enabled) {
   if (!enabled_) return;
-  prev_enabled_ = at::autocast::is_cpu_enabled();
-  prev_dtype_ = at::autocast::get_autocast_cpu_dtype();
-  at::autocast::set_cpu_enabled(true);
-  at::autocast::set_autocast_cpu_dtype(at::kBFloat16);
+  prev_enabled_ = compat::autocast_enabled(at::kCPU);
+  prev_dtype_ = compat::autocast_dtype(at::kCPU);
+  compat::set_autocast(at::kCPU, true, at::kBFloat16);
   at::autocast::increment_nesting();
 }
 
 AutocastGuard::~AutocastGuard() {
   if (!enabled_) return;
   if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
-  at::autocast::set_cpu_enabled(prev_enabled_);
-  at::autocast::set_autocast_cpu_dtype(prev_dtype_);
+  compat::set_autocast(at::kCPU, prev_enabled_, prev_dtype_);
 }
 
 }  // namespace ftrun::runtime

@@ -236,6 +236,7 @@ class TrainRun {
       if (verbose_ && info_enabled()) std::printf("ftrun: %s\n", note.c_str());
     // The base in its dtype; the strategy's trainable tensors are made afterwards, in fp32.
     model_ = models::load_pretrained(cfg_.model_dir, precision_.weights);
+    model_->set_attention_kernel(models::resolve_attention_kernel(cfg_.attn_implementation));
     strategy_->apply(*model_);
     std::string message;
     std::vector<std::string> skipped;  // damaged checkpoints --resume yes passed over

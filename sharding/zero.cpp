@@ -3,6 +3,7 @@
 // a custom autograd function (stage 3's gather and recompute, and activation checkpointing at
 // every stage, are one code path).
 #include "sharding/zero.h"
+#include "models/torch_compat.h"
 
 #include <torch/csrc/autograd/function.h>
 #include <torch/csrc/autograd/utils/lambda_post_hook.h>
@@ -229,22 +230,20 @@ namespace {
 struct AutocastState {
   bool enabled = false;
   at::ScalarType dtype = at::kBFloat16;
-  static AutocastState current() { return {at::autocast::is_cpu_enabled(), at::autocast::get_autocast_cpu_dtype()}; }
+  static AutocastState current() { return {compat::autocast_enabled(at::kCPU), compat::autocast_dtype(at::kCPU)}; }
 };
 class AutocastScope {
  public:
   explicit AutocastScope(AutocastState s)
       : prev_(AutocastState::current()), changed_(s.enabled != prev_.enabled || s.dtype != prev_.dtype) {
     if (!changed_) return;
-    at::autocast::set_cpu_enabled(s.enabled);
-    at::autocast::set_autocast_cpu_dtype(s.dtype);
+    compat::set_autocast(at::kCPU, s.enabled, s.dtype);
     at::autocast::increment_nesting();
   }
   ~AutocastScope() {
     if (!changed_) return;
     if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
-    at::autocast::set_cpu_enabled(prev_.enabled);
-    at::autocast::set_autocast_cpu_dtype(prev_.dtype);
+    compat::set_autocast(at::kCPU, prev_.enabled, prev_.dtype);
   }
   AutocastScope(const AutocastScope&) = delete;
   AutocastScope& operator=(const AutocastScope&) = delete;

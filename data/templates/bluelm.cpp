@@ -1,4 +1,4 @@
-// The bluelm chat template (BlueLM-7B-Chat; its sources and what is unconfirmed: below).
+// The bluelm chat template (BlueLM-7B-Chat; its sources in vivo-ai-lab/BlueLM: below).
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -11,15 +11,25 @@ namespace {
 using templates::append;
 using templates::Ids;
 
-// BlueLM-7B-Chat. Format from vivo-ai-lab/BlueLM's own scripts (cli_demo.py,
-// cli_demo_tool.py, openai_api_demo/api_server.py): the HF tokenizer adds <s>, then
-//   [|SYSTEM|]:SYS [|Human|]:Q [|AI|]:A</s> [|Function|]:RESULT ... [|AI|]:
-// with no separators, each reply closed by </s>, and stops eos + "[|Human|]:". The markers are
-// single tokens in BlueLM's vocabulary (api_server.py converts "[|Human|]:" to one id), so
-// they are taken by id when the tokenizer lists them as specials and encoded as text
-// otherwise. UNCONFIRMED against the model's own tokenizer files (not available here): that
-// <s> is added (add_bos_token), how sentencepiece treats the text right after a marker, and
-// [|SYSTEM|]/[|Function|] for BlueLM-7B-Chat (they appear only in the 32K model's tool demo).
+// BlueLM-7B-Chat, confirmed from vivo-ai-lab/BlueLM's own code (docs/decisions.md "BlueLM"):
+//   - training, train/utils/dataloader.py preprocess_data_function (train/main.py loads the
+//     tokenizer with add_bos_token=False and adds it by hand): input_ids = <s> + encode(prompt)
+//     + encode(answer) + </s>, the prompt and the answer encoded separately, labels (--finetune,
+//     the SFT scripts) only on the answer and </s>; the prompt column holds
+//     "[|Human|]:" + question + "[|AI|]:" (train/data/bella_dev_demo.json). One sample is
+//     <s>[|Human|]:Q[|AI|]:A</s> with the loss on A</s>.
+//   - several turns, cli_demo.py / web_demo.py build_prompt: [|Human|]:Q[|AI|]:A</s> per past
+//     turn, then [|Human|]:Q[|AI|]:, tokenised with add_bos_token=True (one <s> in front); no
+//     separators. vivo publishes no multi-turn trainer: every assistant reply and its </s> are
+//     labelled here, the natural extension of the single-turn rule.
+//   - system and tool results, openai_api_demo/api_server.py build_chat_input and
+//     cli_demo_tool.py build_prompt (BlueLM-7B-Chat-32K): [|SYSTEM|]:S and [|Function|]:R, plain
+//     text (not added tokens); stop ids eos and [|Human|]: (api_server.py).
+// [|Human|]: and [|AI|]: are added tokens of BlueLM's tokenizer (added_tokens.json, ids 100000 and
+// 100001), so they are taken by id when the tokenizer lists them and encoded as text otherwise.
+// Each content is encoded on its own, as the slow HF tokenizer encodes the text between added
+// tokens; whether BlueLM's sentencepiece model adds a dummy prefix there depends on its
+// tokenizer.model, which ftrun's tokenizer applies as the file says.
 class BluelmTemplate : public ChatTemplate {
  public:
   std::string name() const override { return "bluelm"; }

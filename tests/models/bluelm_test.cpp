@@ -228,6 +228,24 @@ TEST(BlueLM, LogitsEqualTheReferenceAndTheLayerNormMatters) {
   EXPECT_GT(worst_diff(*with_weights_of(cfg, *model), ref, "base"), 1e-3) << "the LayerNorm changes nothing";
 }
 
+// NEFTune's hook (HF's forward hook on embed_tokens) acts before the LayerNorm: a hook adding
+// the same constant to every feature changes nothing (the LayerNorm removes the mean), while
+// one adding a per-feature ramp does.
+TEST(BlueLM, EmbeddingHookRunsBeforeTheLayerNorm) {
+  auto model = models::load_pretrained(kTiny);
+  model->eval();
+  torch::NoGradGuard ng;
+  auto ids = torch::randint(model->config().vocab_size, {2, 12}, torch::kLong);
+  auto plain = model->forward(ids, {});
+  model->set_embedding_hook([](const at::Tensor& x) { return x + 1.0; });
+  auto shifted = model->forward(ids, {});
+  EXPECT_LT((shifted - plain).abs().max().item<double>(), 1e-3);
+  model->set_embedding_hook([](const at::Tensor& x) { return x + torch::linspace(0, 1, x.size(-1)); });
+  auto ramped = model->forward(ids, {});
+  EXPECT_GT((ramped - plain).abs().max().item<double>(), 1e-2);
+  model->set_embedding_hook(nullptr);
+}
+
 // BlueLM-7B-Chat-32K's scaling on the tiny model (head_dim 16): the reference's inv_freq and
 // logits, and KV-cached decoding (forward_cached applies the LayerNorm too).
 TEST(BlueLM, NtkMixedLogitsAndCachedDecodingEqualTheReference) {

@@ -22,6 +22,7 @@
 #include "peft/strategy.h"
 #include "testing/alloc_counter.h"
 #include "testing/tiny.h"
+#include "models/torch_compat.h"
 
 using namespace ftrun;
 
@@ -164,10 +165,9 @@ TEST(ChunkedLoss, Bf16InputsAndAutocast) {
   auto h32 = hidden0.clone().requires_grad_(true), w32 = weight0.clone().requires_grad_(true);
   at::Tensor auto_loss;
   {
-    at::autocast::set_cpu_enabled(true);
-    at::autocast::set_autocast_cpu_dtype(at::kBFloat16);
+    compat::set_autocast(at::kCPU, true, at::kBFloat16);
     auto_loss = models::chunked_linear_cross_entropy(h32, w32, targets, 16);
-    at::autocast::set_cpu_enabled(false);
+    compat::set_autocast(at::kCPU, false, at::kBFloat16);
     at::autocast::clear_cache();
   }
   EXPECT_NEAR(auto_loss.item<double>(), ref, 2e-2 * std::abs(ref));

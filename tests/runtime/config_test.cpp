@@ -3,6 +3,7 @@
 #include "runtime/config.h"
 
 #include <gtest/gtest.h>
+#include <torch/version.h>
 
 #include <cctype>
 #include <cmath>
@@ -883,4 +884,21 @@ TEST_F(ConfigTest, LoraPlusAndNeftuneKeys) {
   EXPECT_EQ(load_config(write(lora + "training_args:\n  neftune_noise_alpha: null\n")).training_args.neftune_noise_alpha, 0.0);
   e = error_of(lora + "training_args:\n  neftune_noise_alpha: -1\n");
   EXPECT_NE(e.find("training_args.neftune_noise_alpha: expected a number >= 0"), std::string::npos) << e;
+}
+
+// attn_implementation (issue 14): HF's key; auto by default; errors name the file and line.
+TEST_F(ConfigTest, AttnImplementation) {
+  EXPECT_EQ(load_config(write(kBase)).attn_implementation, "auto");
+  EXPECT_EQ(load_config(write(std::string(kBase) + "attn_implementation: eager\n")).attn_implementation, "eager");
+  const std::string flash = error_of(std::string(kBase) + "attn_implementation: flash_attention_2\n");  // line 6
+  EXPECT_NE(flash.find(file() + ":6: attn_implementation: flash_attention_2 is not a separate kernel"), std::string::npos)
+      << flash;
+  const std::string bad = error_of(std::string(kBase) + "attn_implementation: fast\n");
+  EXPECT_NE(bad.find(":6: attn_implementation: expected auto, eager or sdpa, got 'fast'"), std::string::npos) << bad;
+  const std::string sdpa = error_of(std::string(kBase) + "attn_implementation: sdpa\n");
+#if TORCH_VERSION_MAJOR >= 2
+  EXPECT_EQ(sdpa, "");
+#else
+  EXPECT_NE(sdpa.find(":6: attn_implementation: sdpa needs a build against libtorch >= 2.0"), std::string::npos) << sdpa;
+#endif
 }
