@@ -24,6 +24,14 @@ option(FTRUN_LINK_WITHOUT_CUDA_RUNTIME_DEPS
 if(FTRUN_LINK_WITHOUT_CUDA_RUNTIME_DEPS)
   target_link_options(ftrun_torch INTERFACE "LINKER:--unresolved-symbols=ignore-in-shared-libs")
 endif()
+# PyPI's libtorch.so (2.x) exports its own static copy of some std::filesystem functions, and
+# with libstdc++.so listed after it the dynamic linker binds ftrun's calls (remove_all, ...)
+# to that copy, which crashes. Listing libstdc++ first (as a DT_NEEDED before libtorch's) makes
+# every std:: symbol resolve to the system libstdc++ that ftrun was compiled against.
+if(Torch_VERSION VERSION_GREATER_EQUAL 2.0)
+  string(PREPEND CMAKE_EXE_LINKER_FLAGS "-Wl,--push-state,--no-as-needed -lstdc++ -Wl,--pop-state ")
+  string(PREPEND CMAKE_SHARED_LINKER_FLAGS "-Wl,--push-state,--no-as-needed -lstdc++ -Wl,--pop-state ")
+endif()
 
 find_package(PkgConfig QUIET)
 if(NOT PKG_CONFIG_FOUND)

@@ -239,6 +239,14 @@ std::string resolve_backend(const RankInfo& info, const std::string& backend) {
   }
   if (b == "nccl" && !nccl_compiled())
     throw std::invalid_argument("backend nccl needs a CUDA build of libtorch; this build is CPU-only (use gloo or mpi)");
+  // A CUDA build on a machine without a usable GPU: say so here rather than let the first CUDA
+  // call fail with the driver's message.
+  if (b == "nccl" && !torch::cuda::is_available()) {
+    const char* visible = std::getenv("CUDA_VISIBLE_DEVICES");
+    throw std::invalid_argument(std::string("backend nccl needs a CUDA GPU, and no CUDA GPU is usable here") +
+                                (visible ? " (CUDA_VISIBLE_DEVICES=" + std::string(visible) + ")" : "") +
+                                " (use gloo or mpi)");
+  }
   if (b == "mpi") {
     // OpenMPI's mpirun exports OMPI_COMM_WORLD_*; a PMIx/PMI launch (srun --mpi=pmix) sets
     // PMIX_RANK / PMI_RANK. make_mpi_comm then checks MPI's rank and size against `info`.
