@@ -14,6 +14,7 @@
 
 #include "models/attention.h"
 #include "models/config.h"
+#include "testing/errors.h"
 #include "models/model.h"
 #include "peft/strategy.h"
 #include "testing/tiny.h"
@@ -25,14 +26,7 @@ namespace {
 
 constexpr int64_t kVocab = 64;
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const std::exception& e) {
-    return e.what();
-  }
-  return "";
-}
+using ftrun::testing::error_of;
 
 TEST(Attention, KernelChoice) {
   EXPECT_EQ(models::resolve_attention_kernel("eager"), AttentionKernel::kEager);

@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "models/config.h"
+#include "testing/errors.h"
 #include "models/family.h"
 #include "models/llama.h"
 #include "models/model.h"
@@ -40,14 +41,7 @@ using ftrun::testing::max_diff;
 using ftrun::testing::require_pyref;
 using ftrun::testing::run_logged;
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const std::exception& e) {
-    return e.what();
-  }
-  return "";
-}
+using ftrun::testing::error_of;
 
 nlohmann::json tiny_json() {
   std::ifstream in(kTiny + "/config.json");
@@ -78,10 +72,7 @@ std::string copy_with_rope_scaling(const fs::path& dir, const nlohmann::json& ro
   return out.string();
 }
 
-struct Logits {
-  std::vector<data::Batch> batches;
-  fs::path file;
-};
+using Logits = ftrun::testing::ReferenceLogits;
 
 // bluelm_ref.py's logits of make_batches' two micro-batches (random ids over the whole
 // vocabulary, padding with BlueLM's <pad>).
@@ -101,21 +92,7 @@ Logits ref_logits(const fs::path& dir, const std::string& model_dir, const std::
   return l;
 }
 
-double worst_diff(models::CausalLM& model, const Logits& ref, const std::string& key) {
-  torch::NoGradGuard ng;
-  model.eval();
-  auto file = st::File::open(ref.file.string());
-  double worst = 0;
-  for (size_t i = 0; i < ref.batches.size(); ++i) {
-    auto ours = model.forward(ref.batches[i].input_ids, ref.batches[i].attention_mask);
-    auto theirs = file->get(key + "." + std::to_string(i));
-    EXPECT_EQ(ours.sizes(), theirs.sizes()) << key << " micro-batch " << i;
-    if (ours.sizes() != theirs.sizes()) return INFINITY;
-    worst = std::max(worst, max_diff(ours, theirs, ref.batches[i].attention_mask));
-  }
-  std::cout << key << ": max |ftrun - reference| = " << worst << "\n";
-  return worst;
-}
+using ftrun::testing::worst_logits_diff;
 
 // A model of `cfg` holding `from`'s weights (cfg may drop the LayerNorm or the scaling).
 std::shared_ptr<models::CausalLM> with_weights_of(const models::ModelConfig& cfg, models::CausalLM& from) {
@@ -222,10 +199,10 @@ TEST(BlueLM, LogitsEqualTheReferenceAndTheLayerNormMatters) {
   Logits ref;
   ASSERT_NO_FATAL_FAILURE(ref = ref_logits(s.dir, kTiny));
   auto model = models::load_pretrained(kTiny);
-  EXPECT_LT(worst_diff(*model, ref, "base"), 1e-5);
+  EXPECT_LT(worst_logits_diff(*model, ref, "base"), 1e-5);
   auto cfg = model->config();
   cfg.embed_layer_norm = false;
-  EXPECT_GT(worst_diff(*with_weights_of(cfg, *model), ref, "base"), 1e-3) << "the LayerNorm changes nothing";
+  EXPECT_GT(worst_logits_diff(*with_weights_of(cfg, *model), ref, "base"), 1e-3) << "the LayerNorm changes nothing";
 }
 
 // NEFTune's hook (HF's forward hook on embed_tokens) acts before the LayerNorm: a hook adding
@@ -260,10 +237,10 @@ TEST(BlueLM, NtkMixedLogitsAndCachedDecodingEqualTheReference) {
   auto ours_inv = models::rope_inv_freq(model->config());
   ASSERT_EQ(ours_inv.sizes(), theirs_inv.sizes());
   EXPECT_TRUE(torch::equal(ours_inv, theirs_inv)) << ours_inv << theirs_inv;
-  EXPECT_LT(worst_diff(*model, ref, "base"), 1e-5);
+  EXPECT_LT(worst_logits_diff(*model, ref, "base"), 1e-5);
   auto cfg = model->config();
   cfg.rope_scaling = models::RopeScaling();
-  EXPECT_GT(worst_diff(*with_weights_of(cfg, *model), ref, "base"), 1e-3) << "the scaling changes nothing";
+  EXPECT_GT(worst_logits_diff(*with_weights_of(cfg, *model), ref, "base"), 1e-3) << "the scaling changes nothing";
 
   // The 48-token row: a 10-token prompt, then one token per step.
   torch::NoGradGuard ng;
@@ -297,8 +274,8 @@ TEST(BlueLM, FullSaveGivesTheReferenceTheSameLogits) {
   models::save_pretrained(*model, (s.dir / "full").string());
   Logits ref;
   ASSERT_NO_FATAL_FAILURE(ref = ref_logits(s.dir, (s.dir / "full").string()));
-  EXPECT_LT(worst_diff(*model, ref, "base"), 1e-5);
-  EXPECT_GT(worst_diff(*models::load_pretrained(kTiny), ref, "base"), 1e-3) << "the change did not reach the file";
+  EXPECT_LT(worst_logits_diff(*model, ref, "base"), 1e-5);
+  EXPECT_GT(worst_logits_diff(*models::load_pretrained(kTiny), ref, "base"), 1e-3) << "the change did not reach the file";
 }
 
 // The seed's LoRA targets (every projection), B random: PEFT loads ftrun's adapter key for key
@@ -322,8 +299,8 @@ TEST(BlueLM, LoraAdapterLoadsInPeftWithTheSameLogits) {
   strategy->save((s.dir / "adapter").string(), kTiny);
   Logits ref;
   ASSERT_NO_FATAL_FAILURE(ref = ref_logits(s.dir, kTiny, (s.dir / "adapter").string()));
-  EXPECT_LT(worst_diff(*model, ref, "adapter"), 1e-5);
-  EXPECT_GT(worst_diff(*model, ref, "base"), 1e-3) << "the adapter changes nothing";
+  EXPECT_LT(worst_logits_diff(*model, ref, "adapter"), 1e-5);
+  EXPECT_GT(worst_logits_diff(*model, ref, "base"), 1e-3) << "the adapter changes nothing";
 }
 
 }  // namespace

@@ -84,10 +84,7 @@ std::string make_tiny(const fs::path& dir, const Native& n, const std::string& s
   return out.string();
 }
 
-struct Logits {
-  std::vector<data::Batch> batches;
-  fs::path file;
-};
+using Logits = ftrun::testing::ReferenceLogits;
 
 // transformers' (and with an adapter PEFT's) logits of make_batches' two micro-batches.
 Logits hf_logits(const fs::path& dir, const std::string& model_dir, const Native& n, const std::string& adapter = "",
@@ -105,22 +102,7 @@ Logits hf_logits(const fs::path& dir, const std::string& model_dir, const Native
   return l;
 }
 
-// Max |ftrun - reference| over micro-batches (unpadded positions) of `key`.<i>.
-double worst_diff(models::CausalLM& model, const Logits& ref, const std::string& key) {
-  torch::NoGradGuard ng;
-  model.eval();
-  auto file = st::File::open(ref.file.string());
-  double worst = 0;
-  for (size_t i = 0; i < ref.batches.size(); ++i) {
-    auto ours = model.forward(ref.batches[i].input_ids, ref.batches[i].attention_mask);
-    auto theirs = file->get(key + "." + std::to_string(i));
-    EXPECT_EQ(ours.sizes(), theirs.sizes()) << key << " micro-batch " << i;
-    if (ours.sizes() != theirs.sizes()) return INFINITY;
-    worst = std::max(worst, max_diff(ours, theirs, ref.batches[i].attention_mask));
-  }
-  std::cout << key << ": max |ftrun - HF| = " << worst << "\n";
-  return worst;
-}
+using ftrun::testing::worst_logits_diff;
 
 void check_logits(const Native& n) {
   ASSERT_NO_FATAL_FAILURE(require_venv(n));
@@ -132,7 +114,7 @@ void check_logits(const Native& n) {
   auto model = models::load_pretrained(model_dir);
   EXPECT_EQ(model->config().rotary_dim, 8);
   EXPECT_EQ(model->config().sandwich_norms, n.model_type == "glm4");
-  EXPECT_LT(worst_diff(*model, ref, "base"), 1e-5);
+  EXPECT_LT(worst_logits_diff(*model, ref, "base"), 1e-5);
 }
 
 TEST(HfNative, GlmLogitsEqualTransformers) { check_logits(kGlm); }
@@ -149,7 +131,7 @@ TEST(HfNative, MistralSlidingWindowEqualsTransformersInTrainingAndCachedDecoding
   ASSERT_NO_FATAL_FAILURE(ref = hf_logits(s.dir, model_dir, mistral));
   auto model = models::load_pretrained(model_dir);
   ASSERT_EQ(model->config().sliding_window, 6);
-  EXPECT_LT(worst_diff(*model, ref, "base"), 1e-5);
+  EXPECT_LT(worst_logits_diff(*model, ref, "base"), 1e-5);
 
   // Without the window the same weights give other logits: the comparison above saw it.
   auto cfg = models::load_model_config(model_dir);
@@ -160,7 +142,7 @@ TEST(HfNative, MistralSlidingWindowEqualsTransformersInTrainingAndCachedDecoding
     auto theirs = model->named_parameters();
     for (auto& p : unwindowed->named_parameters()) p.value().copy_(theirs[p.key()]);
   }
-  EXPECT_GT(worst_diff(*unwindowed, ref, "base"), 1e-3) << "the window changes nothing on these rows";
+  EXPECT_GT(worst_logits_diff(*unwindowed, ref, "base"), 1e-3) << "the window changes nothing on these rows";
 
   // KV-cached decoding of the 48-token row: a 10-token prompt, then one token per step.
   torch::NoGradGuard ng;
@@ -255,8 +237,8 @@ void check_lora(const Native& n) {
   strategy->save((s.dir / "trained").string(), model_dir);
   Logits ref;
   ASSERT_NO_FATAL_FAILURE(ref = hf_logits(s.dir, model_dir, n, (s.dir / "trained").string()));
-  EXPECT_LT(worst_diff(*model, ref, "adapter"), 1e-5);
-  EXPECT_GT(worst_diff(*models::load_pretrained(model_dir), ref, "adapter"), 1e-3) << "training moved nothing";
+  EXPECT_LT(worst_logits_diff(*model, ref, "adapter"), 1e-5);
+  EXPECT_GT(worst_logits_diff(*models::load_pretrained(model_dir), ref, "adapter"), 1e-3) << "training moved nothing";
 }
 
 TEST(HfNative, GlmLoraStepsEqualPeftAndTheAdapterLoadsInPeft) { check_lora(kGlm); }
@@ -277,8 +259,8 @@ void check_full_save(const Native& n) {
   models::save_pretrained(*model, (s.dir / "full").string());
   Logits ref;
   ASSERT_NO_FATAL_FAILURE(ref = hf_logits(s.dir, (s.dir / "full").string(), n));
-  EXPECT_LT(worst_diff(*model, ref, "base"), 1e-5);
-  EXPECT_GT(worst_diff(*models::load_pretrained(model_dir), ref, "base"), 1e-3) << "the change did not reach the file";
+  EXPECT_LT(worst_logits_diff(*model, ref, "base"), 1e-5);
+  EXPECT_GT(worst_logits_diff(*models::load_pretrained(model_dir), ref, "base"), 1e-3) << "the change did not reach the file";
 }
 
 TEST(HfNative, GlmFullSaveLoadsInTransformersWithTheSameLogits) { check_full_save(kGlm); }

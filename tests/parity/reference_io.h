@@ -4,15 +4,19 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <cmath>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <iostream>
 #include <iterator>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
 #include "data/collator.h"
+#include "models/model.h"
+#include "models/safetensors.h"
 
 namespace ftrun::testing {
 
@@ -97,6 +101,30 @@ inline nlohmann::json make_batches(int64_t vocab, int64_t pad_id) {
 inline double max_diff(const at::Tensor& ours, const at::Tensor& theirs, const at::Tensor& mask) {
   auto valid = mask.to(torch::kBool).unsqueeze(-1).expand_as(ours);
   return (ours - theirs).abs().masked_select(valid).max().item<double>();
+}
+
+// A reference's logits file (F32 `<key>.<i>` per micro-batch) and the batches it was run on.
+struct ReferenceLogits {
+  std::vector<data::Batch> batches;
+  std::filesystem::path file;
+};
+
+// Max |ftrun - reference| over the micro-batches' unpadded positions of `key`.<i>; a shape
+// mismatch fails the test and returns infinity.
+inline double worst_logits_diff(models::CausalLM& model, const ReferenceLogits& ref, const std::string& key) {
+  torch::NoGradGuard ng;
+  model.eval();
+  auto file = st::File::open(ref.file.string());
+  double worst = 0;
+  for (size_t i = 0; i < ref.batches.size(); ++i) {
+    auto ours = model.forward(ref.batches[i].input_ids, ref.batches[i].attention_mask);
+    auto theirs = file->get(key + "." + std::to_string(i));
+    EXPECT_EQ(ours.sizes(), theirs.sizes()) << key << " micro-batch " << i;
+    if (ours.sizes() != theirs.sizes()) return INFINITY;
+    worst = std::max(worst, max_diff(ours, theirs, ref.batches[i].attention_mask));
+  }
+  std::cout << key << ": max |ftrun - reference| = " << worst << "\n";
+  return worst;
 }
 
 }  // namespace ftrun::testing
