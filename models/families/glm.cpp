@@ -36,42 +36,35 @@ nlohmann::json tiny_glm_config(const TinySpec& s, bool glm4) {
   return j;
 }
 
+// Both entries differ only in the Glm4 switch (the extra norms) and their names; a template
+// parameter because the registry holds plain function pointers (captureless lambdas).
+template <bool Glm4>
+Family glm_entry(const char* name, const char* model_type) {
+  Family f;
+  f.name = name;
+  f.model_type = model_type;
+  f.read_config = [](const nlohmann::json& j, const std::string& path, ModelConfig& c) {
+    read_glm_config(j, path, c, Glm4);
+  };
+  f.build = make_llama;
+  f.unused_tensor = llama_unused_tensor;
+  // glm-4-9b-chat-hf's chat_template is glm-4-9b-chat's; GLM-4-0414's is taken to be the same
+  // (docs/decisions.md).
+  f.chat_template = "glm4";
+  f.tiny.config = [](const TinySpec& s) { return tiny_glm_config(s, Glm4); };
+  glm_tiny_tokens(f.tiny);
+  return f;
+}
+
 }  // namespace
 
 const Family& glm_family() {
-  static const Family f = [] {
-    Family f;
-    f.name = "glm";
-    f.model_type = "glm";
-    f.read_config = [](const nlohmann::json& j, const std::string& path, ModelConfig& c) {
-      read_glm_config(j, path, c, false);
-    };
-    f.build = make_llama;
-    f.unused_tensor = llama_unused_tensor;
-    // glm-4-9b-chat-hf's chat_template is glm-4-9b-chat's.
-    f.chat_template = "glm4";
-    f.tiny.config = [](const TinySpec& s) { return tiny_glm_config(s, false); };
-    glm_tiny_tokens(f.tiny);
-    return f;
-  }();
+  static const Family f = glm_entry<false>("glm", "glm");
   return f;
 }
 
 const Family& glm4_0414_family() {
-  static const Family f = [] {
-    Family f;
-    f.name = "glm4-0414";
-    f.model_type = "glm4";
-    f.read_config = [](const nlohmann::json& j, const std::string& path, ModelConfig& c) {
-      read_glm_config(j, path, c, true);
-    };
-    f.build = make_llama;
-    f.unused_tensor = llama_unused_tensor;
-    f.chat_template = "glm4";
-    f.tiny.config = [](const TinySpec& s) { return tiny_glm_config(s, true); };
-    glm_tiny_tokens(f.tiny);
-    return f;
-  }();
+  static const Family f = glm_entry<true>("glm4-0414", "glm4");
   return f;
 }
 

@@ -243,18 +243,7 @@ TEST(BlueLM, NtkMixedLogitsAndCachedDecodingEqualTheReference) {
   EXPECT_GT(worst_logits_diff(*with_weights_of(cfg, *model), ref, "base"), 1e-3) << "the scaling changes nothing";
 
   // The 48-token row: a 10-token prompt, then one token per step.
-  torch::NoGradGuard ng;
-  auto ids = ref.batches[1].input_ids;
-  auto theirs = st::File::open(ref.file.string())->get("base.1");
-  models::KVCache cache;
-  auto first = model->forward_cached(ids.narrow(1, 0, 10), cache, {}, false);
-  double worst = (first - theirs.narrow(1, 0, 10)).abs().max().item<double>();
-  for (int64_t t = 10; t < ids.size(1); ++t) {
-    auto step = model->forward_cached(ids.narrow(1, t, 1), cache, {}, true);
-    worst = std::max(worst, (step - theirs.narrow(1, t, 1)).abs().max().item<double>());
-  }
-  std::cout << "cached decoding: max |ftrun - reference| = " << worst << "\n";
-  EXPECT_LT(worst, 1e-5);
+  EXPECT_LT(ftrun::testing::worst_cached_decoding_diff(*model, ref, "base", 1, 10), 1e-5);
 }
 
 // Every weight moved (the LayerNorm's weight and bias far from 1 and 0), saved as full SFT

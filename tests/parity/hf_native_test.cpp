@@ -145,18 +145,7 @@ TEST(HfNative, MistralSlidingWindowEqualsTransformersInTrainingAndCachedDecoding
   EXPECT_GT(worst_logits_diff(*unwindowed, ref, "base"), 1e-3) << "the window changes nothing on these rows";
 
   // KV-cached decoding of the 48-token row: a 10-token prompt, then one token per step.
-  torch::NoGradGuard ng;
-  auto ids = ref.batches[1].input_ids;
-  auto theirs = st::File::open(ref.file.string())->get("base.1");
-  models::KVCache cache;
-  auto first = model->forward_cached(ids.narrow(1, 0, 10), cache, {}, false);
-  double worst = (first - theirs.narrow(1, 0, 10)).abs().max().item<double>();
-  for (int64_t t = 10; t < ids.size(1); ++t) {
-    auto step = model->forward_cached(ids.narrow(1, t, 1), cache, {}, true);
-    worst = std::max(worst, (step - theirs.narrow(1, t, 1)).abs().max().item<double>());
-  }
-  std::cout << "cached decoding: max |ftrun - HF| = " << worst << "\n";
-  EXPECT_LT(worst, 1e-5);
+  EXPECT_LT(ftrun::testing::worst_cached_decoding_diff(*model, ref, "base", 1, 10), 1e-5);
 }
 
 // LoRA on the demo's targets (q/k/v, glm-4-9b-chat-hf's names) plus gate_up_proj, 4 steps of
@@ -174,14 +163,7 @@ void check_lora(const Native& n) {
   // Data: kSteps x kAccum micro-batches of [2, 12], varied right padding, first labels cut.
   torch::manual_seed(21);
   nlohmann::json data = {{"batches", nlohmann::json::array()}};
-  auto rows = [](const at::Tensor& t) {
-    nlohmann::json out = nlohmann::json::array();
-    for (int64_t i = 0; i < t.size(0); ++i) {
-      auto r = t[i].contiguous();
-      out.push_back(std::vector<int64_t>(r.data_ptr<int64_t>(), r.data_ptr<int64_t>() + r.numel()));
-    }
-    return out;
-  };
+  using ftrun::testing::rows_json;
   for (int i = 0; i < kSteps * kAccum; ++i) {
     auto ids = torch::randint(2, 256, {2, 12}, torch::kLong);
     auto mask = torch::ones({2, 12}, torch::kLong);
@@ -191,7 +173,8 @@ void check_lora(const Native& n) {
     }
     auto labels = ids.masked_fill(mask == 0, -100);
     labels.narrow(1, 0, 2).fill_(-100);
-    data["batches"].push_back({{"input_ids", rows(ids)}, {"attention_mask", rows(mask)}, {"labels", rows(labels)}});
+    data["batches"].push_back(
+        {{"input_ids", rows_json(ids)}, {"attention_mask", rows_json(mask)}, {"labels", rows_json(labels)}});
   }
   std::ofstream(s.dir / "train.json") << data.dump();
   auto batches = ftrun::testing::load_reference_batches(data);

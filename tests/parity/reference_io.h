@@ -71,6 +71,16 @@ inline std::vector<data::Batch> load_reference_batches(const nlohmann::json& j) 
   return out;
 }
 
+// An int64 [rows, n] tensor as a JSON array of rows (the batch files' format).
+inline nlohmann::json rows_json(const at::Tensor& t) {
+  nlohmann::json out = nlohmann::json::array();
+  for (int64_t r = 0; r < t.size(0); ++r) {
+    auto row = t[r].contiguous();
+    out.push_back(std::vector<int64_t>(row.data_ptr<int64_t>(), row.data_ptr<int64_t>() + row.numel()));
+  }
+  return out;
+}
+
 // Two right-padded micro-batches of random ids over the whole vocabulary (special tokens
 // included): [2, 16] with the second row's last 5 positions padding, and [1, 48].
 inline nlohmann::json make_batches(int64_t vocab, int64_t pad_id) {
@@ -84,15 +94,7 @@ inline nlohmann::json make_batches(int64_t vocab, int64_t pad_id) {
       ids[rows - 1].narrow(0, len - pad, pad).fill_(pad_id);
     }
     auto labels = ids.masked_fill(mask == 0, -100);
-    auto to_json = [](const at::Tensor& t) {
-      nlohmann::json out = nlohmann::json::array();
-      for (int64_t r = 0; r < t.size(0); ++r) {
-        auto row = t[r].contiguous();
-        out.push_back(std::vector<int64_t>(row.data_ptr<int64_t>(), row.data_ptr<int64_t>() + row.numel()));
-      }
-      return out;
-    };
-    batches.push_back({{"input_ids", to_json(ids)}, {"attention_mask", to_json(mask)}, {"labels", to_json(labels)}});
+    batches.push_back({{"input_ids", rows_json(ids)}, {"attention_mask", rows_json(mask)}, {"labels", rows_json(labels)}});
   }
   return {{"batches", batches}};
 }
@@ -124,6 +126,25 @@ inline double worst_logits_diff(models::CausalLM& model, const ReferenceLogits& 
     worst = std::max(worst, max_diff(ours, theirs, ref.batches[i].attention_mask));
   }
   std::cout << key << ": max |ftrun - reference| = " << worst << "\n";
+  return worst;
+}
+
+// KV-cached decoding of micro-batch `batch`'s first row against the reference's full-forward
+// logits `key`.<batch>: a `prompt`-token prompt, then one token per step. Returns the max
+// |difference| over every position.
+inline double worst_cached_decoding_diff(models::CausalLM& model, const ReferenceLogits& ref, const std::string& key,
+                                         size_t batch, int64_t prompt) {
+  torch::NoGradGuard ng;
+  auto ids = ref.batches[batch].input_ids.narrow(0, 0, 1);
+  auto theirs = st::File::open(ref.file.string())->get(key + "." + std::to_string(batch)).narrow(0, 0, 1);
+  models::KVCache cache;
+  auto first = model.forward_cached(ids.narrow(1, 0, prompt), cache, {}, false);
+  double worst = (first - theirs.narrow(1, 0, prompt)).abs().max().item<double>();
+  for (int64_t t = prompt; t < ids.size(1); ++t) {
+    auto step = model.forward_cached(ids.narrow(1, t, 1), cache, {}, true);
+    worst = std::max(worst, (step - theirs.narrow(1, t, 1)).abs().max().item<double>());
+  }
+  std::cout << "cached decoding: max |ftrun - reference| = " << worst << "\n";
   return worst;
 }
 
