@@ -10,7 +10,8 @@
 // the runtime use it, the launcher reaches it through the runtime.
 //
 // The collective-communication interface the ZeRO engine and the trainer use (c10d style:
-// small, synchronous, unsupported operations fail loudly). A world of one needs no backend.
+// small, synchronous, unsupported operations fail loudly; all-gather and reduce-scatter also
+// have asynchronous forms). A world of one needs no backend.
 //
 // Byte accounting: every call adds to stats() the bytes THIS rank sends under the
 // bandwidth-optimal ring algorithm for that collective, with n = world size and S the bytes
@@ -59,21 +60,34 @@ class Comm {
     virtual ~Pending() = default;
     virtual void wait() = 0;
   };
-  // Starts an all-gather that may run while the caller computes (ZeRO-3 prefetch); the
-  // tensors must stay alive until wait(). Backends without asynchronous collectives run it
-  // at once and return a finished handle.
+  // The asynchronous forms start a collective that may run while the caller computes (ZeRO-3
+  // prefetch; a finished unit's gradient reduce-scatter during the next unit's backward). The
+  // bytes are counted when it starts. Until wait() returns, the input must not change and
+  // the output must not be read (the handle keeps both alive); the output may alias the input
+  // as in the synchronous form. A bf16 reduce-scatter keeps the synchronous contract (summed
+  // in fp32, rounded once). On the nccl backend wait() makes the current CUDA stream wait for
+  // NCCL's stream (it does not block the host), so the result is ready for work queued after
+  // it. Backends without asynchronous collectives (single, mpi) run it at once and return a
+  // finished handle.
   virtual std::unique_ptr<Pending> all_gather_async(const at::Tensor& input, at::Tensor& output) {
     all_gather(input, output);
-    struct Done : Pending {
-      void wait() override {}
-    };
-    return std::make_unique<Done>();
+    return done();
+  }
+  virtual std::unique_ptr<Pending> reduce_scatter_async(const at::Tensor& input, at::Tensor& output) {
+    reduce_scatter_sum(input, output);
+    return done();
   }
 
   const CommStats& stats() const { return stats_; }
   void reset_stats() { stats_ = CommStats{}; }
 
  protected:
+  static std::unique_ptr<Pending> done() {
+    struct Done : Pending {
+      void wait() override {}
+    };
+    return std::make_unique<Done>();
+  }
   void count(const std::string& op, uint64_t bytes) {
     stats_.bytes_sent += bytes;
     stats_.bytes_by_op[op] += bytes;

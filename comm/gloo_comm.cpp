@@ -1,17 +1,38 @@
 // The gloo backend: rendezvous through rank 0's c10d TCPStore, then c10d ProcessGroupGloo.
-// libtorch 1.13's gloo group has no reduce_scatter and no _allgather_base, so reduce-scatter
-// is alltoall_base (rank r receives shard r from every rank: (n-1)/n of the input sent, the
-// same as a ring reduce-scatter) plus a local sum, and all-gather uses the list form with the
-// output split into per-rank views. Gloo's own timeout bounds every send and receive, so a rank
-// that died or never arrives turns into an error here rather than a hang.
-// libtorch 1.13's gloo knows no bfloat16 ("Invalid scalar type"). bf16 tensors are moved
-// (gather, alltoall, broadcast) as float16 views of the same bytes, which gloo copies without
-// arithmetic; their sums are formed here, in fp32 from the gathered bf16 values and rounded
-// once, and a bf16 all-reduce is that reduce-scatter followed by an all-gather (the same
-// 2(n-1)/n volume as a ring all-reduce).
+// Gloo's own timeout bounds every send and receive, so a rank that died or never arrives turns
+// into an error here rather than a hang.
+//
+// Reduce-scatter is alltoall_base (rank r receives shard r from every rank: (n-1)/n of the
+// input sent, the same as a ring reduce-scatter) plus a local sum over the received rows in
+// rank order, on BOTH libtorch builds. libtorch 1.13's gloo has no reduce-scatter at all;
+// 2.x's `_reduce_scatter_base` exists but is not used, by decision (issue 14), because it is
+// an all-reduce in disguise: ProcessGroupGloo::reduce_scatter_tensor_coalesced clones the
+// input, all-reduces ALL of it and keeps its own chunk. Measured on torch 2.11.0
+// (reduce_scatter_tensor vs all_reduce vs this emulation, 2-4 ranks, crafted values whose sum
+// depends on the order): (1) its result equals the all-reduce's bit for bit, so it sends
+// 2(n-1)/n of the input, twice a ring reduce-scatter; (2) in fp32 with 3 or 4 ranks it sums in
+// gloo's ring order, which differs per chunk from rank order, so results would not be
+// bit-identical to the 1.13 build (with 2 ranks a+b == b+a and they agree); (3) it takes
+// bfloat16 natively but accumulates IN bf16, rounding after every addition. The emulation
+// keeps ftrun's contract on both builds: the same bytes on the wire as the ring formula of
+// comm.h, fp32 sums in rank order (so both builds give the same bits: comm_test checks the
+// order by hand on 4 ranks), and bf16 sums formed in fp32 from the received bf16 values and
+// rounded once.
+// All-gather moves bytes only, so the native form is used where it exists: 2.x's
+// `_allgather_base` (flat output); 1.13 uses the list form with the output split into
+// per-rank views. Both gather into gloo's own flat buffer first, so the input may be this
+// rank's slice of the output.
+// bf16 tensors are moved (gather, alltoall, broadcast) as float16 views of the same bytes,
+// which gloo copies without arithmetic: libtorch 1.13's gloo knows no bfloat16 ("Invalid
+// scalar type"), and on 2.x the same bytes travel either way. A bf16 all-reduce is the
+// reduce-scatter above followed by an all-gather (the same 2(n-1)/n volume as a ring
+// all-reduce); other dtypes use gloo's all-reduce.
+// Asynchronous forms (all_gather_async, reduce_scatter_async) start gloo's work, which runs on
+// gloo's own threads; a reduce-scatter's local sum is done in wait(), once the rows are in.
 #define USE_C10D_GLOO 1
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
+#include <torch/version.h>
 
 #include <netdb.h>
 #include <poll.h>
@@ -330,6 +351,14 @@ class GlooComm : public Comm {
     count("reduce_scatter", share_bytes(nbytes(input), n_));
   }
 
+  std::unique_ptr<Pending> reduce_scatter_async(const at::Tensor& input, at::Tensor& output) override {
+    check_reduce_scatter("gloo", input, output, n_);
+    count("reduce_scatter", share_bytes(nbytes(input), n_));
+    auto p = scatter_work(input, output);
+    if (input.numel() > 0) p->work = p->start();
+    return p;
+  }
+
   void all_gather(const at::Tensor& input, at::Tensor& output) override {
     check_all_gather("gloo", input, output, n_);
     if (input.numel() > 0) gather_into(input, output);
@@ -339,28 +368,8 @@ class GlooComm : public Comm {
   std::unique_ptr<Pending> all_gather_async(const at::Tensor& input, at::Tensor& output) override {
     check_all_gather("gloo", input, output, n_);
     count("all_gather", share_bytes(nbytes(output), n_));
-    // Gloo runs the work on its own threads; the handle keeps the tensors alive until wait().
-    struct Work : Pending {
-      GlooComm* comm;
-      std::vector<at::Tensor> in;
-      std::vector<std::vector<at::Tensor>> out;
-      c10::intrusive_ptr<c10d::Work> work;
-      at::Tensor desc;
-      void wait() override {
-        if (!work) return;
-        auto w = std::move(work);
-        comm->run("all_gather", desc, [&] { return w; });
-      }
-    };
-    auto p = std::make_unique<Work>();
-    p->comm = this;
-    p->desc = input;
-    if (input.numel() > 0) {
-      p->in = {movable(input.reshape({-1}))};
-      p->out.resize(1);
-      p->out[0] = movable(output.view({-1})).chunk(n_);
-      p->work = pg_->allgather(p->out, p->in);
-    }
+    auto p = gather_work(input, output);
+    if (input.numel() > 0) p->work = p->start();
     return p;
   }
 
@@ -382,26 +391,90 @@ class GlooComm : public Comm {
   }
 
  private:
-  // The collectives without their byte accounting (a bf16 all-reduce is made of both).
+  // The collectives without their byte accounting (a bf16 all-reduce is made of both). Each
+  // is a handle that owns what gloo reads and writes until it completes; the synchronous
+  // forms start it inside run() (so errors at start read like errors in flight) and finish.
+  struct GlooPending : Pending {
+    GlooComm* comm = nullptr;
+    const char* op = "";
+    at::Tensor desc;  // the caller's tensor, for error messages and notices
+    c10::intrusive_ptr<c10d::Work> work;
+    void wait() override {
+      if (!work) return;
+      auto w = std::move(work);
+      comm->run(op, desc, [&] { return w; });
+      finish();
+    }
+    virtual c10::intrusive_ptr<c10d::Work> start() = 0;
+    virtual void finish() {}
+  };
+
+  // Reduce-scatter: the alltoall (1-D, because alltoall_base splits dimension 0 into n equal
+  // parts) delivers rank j's copy of this rank's shard as row j of `recv`; finish() sums the
+  // rows in rank order into the output. The sum is formed before anything is written, so an
+  // output that aliases the input is safe, sync or async. bf16 is summed in fp32, rounded once.
+  struct ScatterWork : GlooPending {
+    at::Tensor in, recv, output;
+    int n = 0;
+    c10::intrusive_ptr<c10d::Work> start() override {
+      std::vector<int64_t> equal_split;  // empty = equal parts
+      at::Tensor send_w = movable(in), recv_w = movable(recv);
+      return comm->pg_->alltoall_base(recv_w, send_w, equal_split, equal_split);
+    }
+    void finish() override {
+      const auto acc = is_bf16(in) ? at::kFloat : in.scalar_type();
+      output.view({-1}).copy_(recv.view({n, -1}).sum(0, false, acc));
+    }
+  };
+  std::unique_ptr<ScatterWork> scatter_work(const at::Tensor& input, at::Tensor& output) {
+    auto p = std::make_unique<ScatterWork>();
+    p->comm = this;
+    p->op = "reduce_scatter";
+    p->desc = input;
+    p->n = n_;
+    p->output = output;
+    if (input.numel() > 0) {
+      p->in = input.reshape({-1});
+      p->recv = at::empty_like(p->in);
+    }
+    return p;
+  }
   void reduce_scatter_into(const at::Tensor& input, at::Tensor& output) {
-    // 1-D because alltoall_base splits dimension 0 into n equal parts.
-    at::Tensor in = input.reshape({-1});
-    at::Tensor recv = at::empty_like(in);
-    std::vector<int64_t> equal_split;  // empty = equal parts
-    at::Tensor send_w = movable(in), recv_w = movable(recv);
-    run("reduce_scatter", input, [&] { return pg_->alltoall_base(recv_w, send_w, equal_split, equal_split); });
-    // recv row j = rank j's copy of this rank's shard; the sum goes to a new tensor first, so
-    // an output that aliases the input is safe. bf16 is summed in fp32 and rounded once.
-    const auto acc = is_bf16(input) ? at::kFloat : input.scalar_type();
-    output.view({-1}).copy_(recv.view({n_, -1}).sum(0, false, acc));
+    auto p = scatter_work(input, output);
+    run("reduce_scatter", input, [&] { return p->start(); });
+    p->finish();
+  }
+
+  // All-gather: gloo gathers into its own flat buffer and then copies into the output, so the
+  // input may itself be this rank's slice of the output (the usual ZeRO layout).
+  struct GatherWork : GlooPending {
+    at::Tensor in, out;
+    int n = 0;
+    c10::intrusive_ptr<c10d::Work> start() override {
+#if TORCH_VERSION_MAJOR >= 2
+      return comm->pg_->_allgather_base(out, in);
+#else
+      std::vector<at::Tensor> ins{in};
+      std::vector<std::vector<at::Tensor>> outs{out.chunk(n)};
+      return comm->pg_->allgather(outs, ins);
+#endif
+    }
+  };
+  std::unique_ptr<GatherWork> gather_work(const at::Tensor& input, at::Tensor& output) {
+    auto p = std::make_unique<GatherWork>();
+    p->comm = this;
+    p->op = "all_gather";
+    p->desc = input;
+    p->n = n_;
+    if (input.numel() > 0) {
+      p->in = movable(input.reshape({-1}));
+      p->out = movable(output.view({-1}));
+    }
+    return p;
   }
   void gather_into(const at::Tensor& input, at::Tensor& output) {
-    // Gloo gathers into its own flat buffer and then copies into these views, so the input
-    // may itself be this rank's slice of the output (the usual ZeRO layout).
-    std::vector<at::Tensor> in{movable(input.reshape({-1}))};
-    std::vector<std::vector<at::Tensor>> out(1);
-    out[0] = movable(output.view({-1})).chunk(n_);
-    run("all_gather", input, [&] { return pg_->allgather(out, in); });
+    auto p = gather_work(input, output);
+    run("all_gather", input, [&] { return p->start(); });
   }
 
   template <class F>

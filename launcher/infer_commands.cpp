@@ -12,6 +12,7 @@
 
 #include "data/prompt_fit.h"
 #include "launcher/commands.h"
+#include "runtime/device.h"
 #include "runtime/config.h"
 #include "comm/rank_info.h"
 #include "comm/rendezvous.h"
@@ -158,7 +159,9 @@ int cmd_eval(const std::vector<std::string>& argv) {
   runtime::prepare_eval_request(cfg, req);  // before the rendezvous: a bad request never waits for peers
   // One process per rank, as in training (torchrun-style env, mpirun or srun).
   comm::CommOptions co;
-  co.backend = cfg.comm_backend;
+  // The device first (runtime/device.h): auto is nccl on GPUs, gloo on the CPU; it also makes
+  // cuda:LOCAL_RANK the current GPU before NCCL starts.
+  co.backend = runtime::comm_backend_for(cfg, runtime::resolve_device(cfg, info.local_rank), info.world_size);
   co.rendezvous_timeout = co.collective_timeout = std::chrono::milliseconds(int64_t(cfg.collective_timeout * 1000.0));
   auto comm = comm::init_comm(info, co);
   auto metrics = runtime::evaluate_checkpoint(cfg, req, *comm);

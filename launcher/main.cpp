@@ -30,6 +30,7 @@
 #include "io/output.h"
 #include "peft/adapter.h"
 #include "peft/merge.h"
+#include "runtime/device.h"
 #include "runtime/checkpoint.h"
 #include "runtime/config.h"
 #include "comm/rank_info.h"
@@ -358,7 +359,9 @@ int cmd_train(const std::vector<std::string>& argv) {
     if (vm.count(k))
       throw po::error(std::string("--") + k + " only applies to spawn mode: add --nproc-per-node N (and --nnodes)");
   comm::CommOptions co;
-  co.backend = cfg.comm_backend;
+  // The device first (runtime/device.h): auto is nccl on GPUs, gloo on the CPU; it also makes
+  // cuda:LOCAL_RANK the current GPU before NCCL starts.
+  co.backend = runtime::comm_backend_for(cfg, runtime::resolve_device(cfg, info.local_rank), info.world_size);
   co.rendezvous_timeout = co.collective_timeout =
       std::chrono::milliseconds(int64_t(cfg.collective_timeout * 1000.0));
   if (g_link->active())

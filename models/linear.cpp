@@ -10,7 +10,8 @@ namespace {
 thread_local EmptyInitScope* current_scope = nullptr;
 }
 
-EmptyInitScope::EmptyInitScope(at::ScalarType dtype) : dtype_(dtype), outer_(current_scope) {
+EmptyInitScope::EmptyInitScope(at::ScalarType dtype, c10::Device device)
+    : dtype_(dtype), device_(device), outer_(current_scope) {
   current_scope = this;
 }
 
@@ -30,7 +31,7 @@ uint64_t normal_fill_draws(int64_t numel) {
 }
 
 at::Tensor param_empty(at::IntArrayRef sizes) {
-  if (auto* s = current_scope) return torch::empty(sizes, torch::TensorOptions().dtype(s->dtype()));
+  if (auto* s = current_scope) return torch::empty(sizes, torch::TensorOptions().dtype(s->dtype()).device(s->device()));
   return torch::empty(sizes);
 }
 

@@ -25,17 +25,21 @@ namespace ftrun::models {
 // parameter (load_weights refuses a checkpoint that misses one).
 class EmptyInitScope {
  public:
-  explicit EmptyInitScope(at::ScalarType dtype);
+  // device: where the parameters are allocated (a GPU: load_pretrained then reads each tensor
+  // straight into device memory, and no host copy of the model exists).
+  explicit EmptyInitScope(at::ScalarType dtype, c10::Device device = c10::Device(c10::kCPU));
   ~EmptyInitScope();
   EmptyInitScope(const EmptyInitScope&) = delete;
   EmptyInitScope& operator=(const EmptyInitScope&) = delete;
   at::ScalarType dtype() const { return dtype_; }
+  c10::Device device() const { return device_; }
   // Draws of the default CPU generator that libtorch's Embedding init would have made.
   uint64_t skipped_draws() const { return skipped_draws_; }
   void skip_normal(int64_t numel);  // counts what normal_ on a contiguous fp32 tensor draws
 
  private:
   at::ScalarType dtype_;
+  c10::Device device_;
   uint64_t skipped_draws_ = 0;
   EmptyInitScope* outer_;
 };

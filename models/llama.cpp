@@ -282,6 +282,7 @@ class LlamaForCausalLM : public CausalLM {
     auto dtype = h.scalar_type();
 
     at::Tensor cos, sin, mask;
+    bool plain_causal = false;
     if (is_packed_mask(attention_mask)) {
       // Packed rows (models/model.h packed_layout): each sample at its own positions from 0
       // (HF's position_ids) under a block-diagonal causal mask.
@@ -293,28 +294,35 @@ class LlamaForCausalLM : public CausalLM {
       mask = torch::zeros({B, 1, T, T}, torch::TensorOptions().dtype(dtype).device(input_ids.device()))
                  .masked_fill(allowed.logical_not(), lowest_of(dtype));
     } else {
-      // Positions 0..T-1 (right padding keeps them valid, as in HF without position_ids).
+      // Positions 0..T-1 (right padding keeps them valid, as in HF without position_ids). The
+      // tables are made on the CPU and copied, so every device uses the CPU path's values.
+      const auto device = input_ids.device();
       auto pos = torch::arange(T, torch::TensorOptions().dtype(at::kFloat));
       auto freqs = torch::outer(pos, inv_freq_);
       std::tie(cos, sin) = rope_tables(freqs, config_.rope_interleaved, dtype);
-
-      // Additive mask with the dtype's lowest value where attention is not allowed (HF eager).
-      auto allowed = apply_window(torch::ones({T, T}, torch::TensorOptions().dtype(at::kBool)).tril(),
-                                  config_.sliding_window, 0);
-      auto allowed4 = allowed.view({1, 1, T, T}).expand({B, 1, T, T});
-      if (attention_mask.defined())
-        allowed4 = allowed4.logical_and(attention_mask.to(at::kBool).view({B, 1, 1, T}));
-      auto lowest = lowest_of(dtype);
-      mask = torch::zeros({B, 1, T, T}, torch::TensorOptions().dtype(dtype))
-                 .masked_fill(allowed4.logical_not(), lowest);
+      if (!device.is_cpu()) {
+        cos = cos.to(device);
+        sin = sin.to(device);
+      }
+      // SDPA needs no mask (flash on a GPU) where it is the plain causal triangle; then it is
+      // made only for P-Tuning's prefix layers.
+      plain_causal = attention_kernel() == AttentionKernel::kSdpa && config_.sliding_window <= 0 &&
+                     (!attention_mask.defined() || attention_mask.all().item<bool>());
+      if (!plain_causal || prefix_) {
+        // Additive mask with the dtype's lowest value where attention is not allowed (HF eager).
+        auto allowed = apply_window(torch::ones({T, T}, torch::TensorOptions().dtype(at::kBool).device(device)).tril(),
+                                    config_.sliding_window, 0);
+        auto allowed4 = allowed.view({1, 1, T, T}).expand({B, 1, T, T});
+        if (attention_mask.defined())
+          allowed4 = allowed4.logical_and(attention_mask.to(device).to(at::kBool).view({B, 1, 1, T}));
+        auto lowest = lowest_of(dtype);
+        mask = torch::zeros({B, 1, T, T}, torch::TensorOptions().dtype(dtype).device(device))
+                   .masked_fill(allowed4.logical_not(), lowest);
+      }
     }
 
-    // SDPA without a mask (flash on a GPU) where the mask is the plain causal triangle.
     const bool sdpa = attention_kernel() == AttentionKernel::kSdpa;
-    const auto plain = sdpa && !is_packed_mask(attention_mask) && config_.sliding_window <= 0 &&
-                               (!attention_mask.defined() || attention_mask.all().item<bool>())
-                           ? at::Tensor()
-                           : mask;
+    const auto plain = plain_causal ? at::Tensor() : mask;
 
     int64_t unit = 1;
     auto prefix = prefix_;

@@ -39,6 +39,11 @@ at::Tensor CausalLM::forward_loss(const at::Tensor& input_ids, const at::Tensor&
   return causal_lm_loss_sum(forward(input_ids, attention_mask), labels, count);
 }
 
+c10::Device CausalLM::device() const {
+  for (const auto& p : parameters()) return p.device();
+  return c10::Device(c10::kCPU);
+}
+
 bool is_packed_mask(const at::Tensor& attention_mask) {
   return attention_mask.defined() && attention_mask.numel() > 0 && attention_mask.max().item<int64_t>() > 1;
 }
@@ -298,13 +303,13 @@ void advance_cpu_rng(uint64_t draws) {
   impl->set_engine(engine);
 }
 
-std::shared_ptr<CausalLM> load_pretrained(const std::string& dir, at::ScalarType dtype) {
+std::shared_ptr<CausalLM> load_pretrained(const std::string& dir, at::ScalarType dtype, c10::Device device) {
   auto cfg = load_model_config(dir);
   // Nothing is allocated before config.json has been checked against the weights' headers
   // (no tensor data is read for that) and the model is known to fit this machine.
   auto tensors = st::open_all(dir);
   check_config_against_weights(cfg, tensors, dir);
-  check_model_fits_memory(cfg, int(c10::elementSize(dtype)), hf_dtype_name(dtype));
+  if (device.is_cpu()) check_model_fits_memory(cfg, int(c10::elementSize(dtype)), hf_dtype_name(dtype));
   // HF's low_cpu_mem_usage: the model is made in `dtype` without init and each checkpoint
   // tensor is read into its parameter (load_weights), so a bf16 checkpoint loads into bf16
   // without ever existing in fp32, and an fp32 one is cast a tensor at a time. The values
@@ -312,7 +317,7 @@ std::shared_ptr<CausalLM> load_pretrained(const std::string& dir, at::ScalarType
   std::shared_ptr<CausalLM> m;
   uint64_t draws = 0;
   {
-    EmptyInitScope scope(dtype);
+    EmptyInitScope scope(dtype, device);
     m = family_for(cfg).build(cfg);
     draws = scope.skipped_draws();
   }

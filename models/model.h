@@ -90,6 +90,10 @@ class CausalLM : public torch::nn::Module {
   // This default computes exactly causal_lm_loss_sum(forward(...)).
   virtual at::Tensor forward_loss(const at::Tensor& input_ids, const at::Tensor& attention_mask,
                                   const at::Tensor& labels, int64_t* count = nullptr);
+  // Where the model's parameters are (the first one's device; the CPU without parameters).
+  // Callers put inputs there (runtime/device.h); the families build masks and tables on the
+  // device of input_ids.
+  c10::Device device() const;
   // The attention kernel the families run (models/attention.h); eager unless set.
   void set_attention_kernel(AttentionKernel kernel) { attention_kernel_ = kernel; }
   AttentionKernel attention_kernel() const { return attention_kernel_; }
@@ -158,8 +162,11 @@ std::shared_ptr<CausalLM> build_model(const ModelConfig& config);
 // filled one tensor at a time (HF's low_cpu_mem_usage): peak memory is the model in `dtype`
 // plus one 64 MiB read chunk (st::File::read_into). The values, and the CPU generator's
 // state afterwards, are exactly those of build_model + load_weights + to(dtype).
+// device: where the parameters are made; on a GPU each tensor is read from the mapped file
+// straight into device memory (no host copy of the model; the memory check is then skipped).
 std::shared_ptr<CausalLM> load_pretrained(const std::string& dir,
-                                          at::ScalarType dtype = at::kFloat);
+                                          at::ScalarType dtype = at::kFloat,
+                                          c10::Device device = c10::Device(c10::kCPU));
 // Loads only the weights into an existing model (same rules), each tensor read and cast
 // straight into its parameter.
 void load_weights(CausalLM& model, const std::string& dir);

@@ -421,15 +421,18 @@ int64_t first_all_ones_exponent(const void* data, int64_t n, U exponent) {
 
 int64_t first_nonfinite(const at::Tensor& t) {
   const int64_t n = t.numel();
+  auto by_ops = [&t] {
+    auto bad = at::logical_not(at::isfinite(t.reshape({-1}))).nonzero();
+    return bad.numel() ? bad[0][0].item<int64_t>() : int64_t(-1);
+  };
+  // Off the CPU (a weight read into GPU memory) the check runs there: no host bytes to scan.
+  if (!t.device().is_cpu()) return by_ops();
   switch (t.scalar_type()) {
     case at::kFloat: return first_all_ones_exponent<uint32_t>(t.data_ptr(), n, 0x7f800000u);
     case at::kBFloat16: return first_all_ones_exponent<uint16_t>(t.data_ptr(), n, 0x7f80u);
     case at::kHalf: return first_all_ones_exponent<uint16_t>(t.data_ptr(), n, 0x7c00u);
     case at::kDouble: return first_all_ones_exponent<uint64_t>(t.data_ptr(), n, 0x7ff0000000000000ull);
-    default: {
-      auto bad = at::logical_not(at::isfinite(t.reshape({-1}))).nonzero();
-      return bad.numel() ? bad[0][0].item<int64_t>() : -1;
-    }
+    default: return by_ops();
   }
 }
 
@@ -534,9 +537,8 @@ void save(const std::string& path, const NamedTensors& tensors,
     } catch (const std::exception& e) {
       fail(path, "tensor " + squote(name) + ": " + e.what());
     }
-    // Materialise lazy conj/neg views: the bytes written must be the values the tensor shows.
-    at::Tensor t = tensor.detach().to(at::kCPU).resolve_conj().resolve_neg().contiguous();
-    items.push_back({name, std::move(t), dtype, dtype_rank(dtype)});
+    // The tensor stays where it is (a GPU's memory too) until its bytes are written.
+    items.push_back({name, tensor.detach(), dtype, dtype_rank(dtype)});
   }
   std::stable_sort(items.begin(), items.end(), [](const Item& a, const Item& b) {
     if (a.rank != b.rank) return a.rank > b.rank;
@@ -580,7 +582,11 @@ void save(const std::string& path, const NamedTensors& tensors,
     write_all(fd, header.data(), header.size(), path);
     for (const auto& it : items) {
       const uint64_t bytes = tensor_bytes(it.t);
-      if (bytes > 0) write_all(fd, it.t.data_ptr(), bytes, path);
+      if (bytes == 0) continue;
+      // One tensor at a time in host memory (from a GPU: copied here, freed after the write);
+      // lazy conj/neg views materialised: the bytes written are the values the tensor shows.
+      const at::Tensor host = it.t.to(at::kCPU).resolve_conj().resolve_neg().contiguous();
+      write_all(fd, host.data_ptr(), bytes, path);
     }
   });
 }

@@ -1,7 +1,7 @@
 // The few libtorch API differences between Debian's 1.13 (the default build) and 2.x (the
 // CUDA flavour, .ci/build-cuda) that more than one file meets, in one place: autocast's
 // per-device getters and setters (1.13 has only the cpu_/gpu_ spellings; 2.x deprecates them
-// with a warning on every call). Header-only; include where ATen is already included.
+// with a warning on every call), and autocast's state on both devices. Header-only; include where ATen is already included.
 #pragma once
 #include <ATen/autocast_mode.h>
 #include <torch/version.h>
@@ -39,5 +39,26 @@ inline void set_autocast(at::DeviceType device, bool enabled, at::ScalarType dty
   }
 #endif
 }
+
+// Autocast's state on both device types ftrun trains on. bf16: true turns autocast on for
+// both, so the same code autocasts wherever the tensors are (the CUDA switch does nothing to
+// CPU tensors, so a CPU run is unchanged); recomputes re-enter both as they were.
+struct AutocastState {
+  bool cpu = false, cuda = false;
+  at::ScalarType cpu_dtype = at::kBFloat16, cuda_dtype = at::kBFloat16;
+  static AutocastState current() {
+    return {autocast_enabled(at::kCPU), autocast_enabled(at::kCUDA), autocast_dtype(at::kCPU),
+            autocast_dtype(at::kCUDA)};
+  }
+  static AutocastState bf16() { return {true, true, at::kBFloat16, at::kBFloat16}; }
+  void apply() const {
+    set_autocast(at::kCPU, cpu, cpu_dtype);
+    set_autocast(at::kCUDA, cuda, cuda_dtype);
+  }
+  bool operator==(const AutocastState& o) const {
+    return cpu == o.cpu && cuda == o.cuda && cpu_dtype == o.cpu_dtype && cuda_dtype == o.cuda_dtype;
+  }
+  bool operator!=(const AutocastState& o) const { return !(*this == o); }
+};
 
 }  // namespace ftrun::compat

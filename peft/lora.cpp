@@ -204,7 +204,10 @@ class Lora : public Strategy {
       // to fp32 only afterwards (autocast_adapter_dtype): on a bf16 base the norm is taken,
       // and rounded, in bf16.
       const auto wt = lin->weight.scalar_type();
-      auto lora_weight = torch::matmul(B->weight.to(wt), A->weight.to(wt));
+      // On the base weight's device (a GPU when the model was loaded there; the adapter
+      // follows it afterwards).
+      const auto dev = lin->weight.device();
+      auto lora_weight = torch::matmul(B->weight.to(dev, wt), A->weight.to(dev, wt));
       init = dora_weight_norm(lin->weight, lora_weight, scale).to(at::kFloat);
     }
     auto m = lin->register_parameter("lora_magnitude_vector", init);

@@ -16,6 +16,7 @@
 #include "io/file.h"
 #include "io/output.h"
 #include "models/safetensors.h"
+#include "runtime/device.h"
 
 namespace ftrun::runtime {
 
@@ -140,7 +141,7 @@ void copy_tokenizer(const std::string& model_dir, const fs::path& dst) {
 namespace {
 
 // Each rank: its optimizer shard and RNG state into dir (rank 0 also the layout).
-void save_rank_state(const fs::path& dir, const sharding::ZeroEngine& engine, int rank) {
+void save_rank_state(const fs::path& dir, const sharding::ZeroEngine& engine, int rank, const c10::Device& device) {
   fs::create_directories(dir / "optimizer");
   fs::create_directories(dir / "rng");
   st::NamedTensors tensors;
@@ -154,8 +155,11 @@ void save_rank_state(const fs::path& dir, const sharding::ZeroEngine& engine, in
   }
   st::save((dir / "optimizer" / rank_file(rank)).string(), tensors,
            {{"format", "pt"}, {"ftrun_ranges", ranges.dump()}});
-  auto rng = at::detail::getDefaultCPUGenerator().get_state();
-  st::save((dir / "rng" / rank_file(rank)).string(), {{"cpu", rng}});
+  // The CPU generator (LoRA init, data order, dropout on the CPU) and, on a GPU, the device's
+  // (dropout there): HF's rng_state.pth keeps both, so a resume stays exact on either.
+  st::NamedTensors rng = {{"cpu", at::detail::getDefaultCPUGenerator().get_state()}};
+  if (device.is_cuda()) rng.emplace_back("cuda", cuda_rng_state(device));
+  st::save((dir / "rng" / rank_file(rank)).string(), rng);
   if (rank == 0) {
     nlohmann::json units = nlohmann::json::array();
     for (const auto& l : engine.layout()) {
@@ -250,7 +254,7 @@ fs::path save_checkpoint(const SaveContext& ctx, const TrainerState& state) {
   }
   ctx.comm.barrier();
   save_weights(ctx, dir);
-  save_rank_state(dir, ctx.engine, rank);
+  save_rank_state(dir, ctx.engine, rank, ctx.model.device());
   ctx.comm.barrier();
   if (state.global_step == kill_in_save_step()) std::raise(SIGKILL);
   fs::path final_dir;
@@ -640,7 +644,8 @@ std::vector<std::string> check_resume_compatible(const Config& cfg, const peft::
   return notes;
 }
 
-void load_rank_state(const fs::path& dir, sharding::ZeroEngine& engine, int64_t steps, int rank) {
+void load_rank_state(const fs::path& dir, sharding::ZeroEngine& engine, int64_t steps, int rank,
+                     const c10::Device& device) {
   auto opt_dir = dir / "optimizer";
   if (!fs::exists(opt_dir / "layout.json"))
     throw std::runtime_error((opt_dir / "layout.json").string() + ": missing (not an ftrun checkpoint?)");
@@ -720,6 +725,9 @@ void load_rank_state(const fs::path& dir, sharding::ZeroEngine& engine, int64_t 
   auto f = st::File::open(rng_file.string());
   auto gen = at::detail::getDefaultCPUGenerator();
   gen.set_state(f->get("cpu"));
+  // A checkpoint written on the CPU has no "cuda" state: the device's generator then keeps
+  // the seed's state (dropout draws differ from an uninterrupted GPU run, nothing else).
+  if (device.is_cuda() && f->contains("cuda")) set_cuda_rng_state(device, f->get("cuda"));
 }
 
 }  // namespace ftrun::runtime

@@ -140,6 +140,8 @@ std::vector<std::string> check_resume_compatible(const Config& cfg, const peft::
 
 // Each rank: optimizer moments (re-sharded from whatever world size wrote them) and RNG (its
 // file missing is an error for a rank the writing run had; a rank beyond it keeps the seed's).
-void load_rank_state(const fs::path& dir, sharding::ZeroEngine& engine, int64_t steps, int rank);
+// device: the run's (runtime/device.h); on a GPU its generator's state is restored too.
+void load_rank_state(const fs::path& dir, sharding::ZeroEngine& engine, int64_t steps, int rank,
+                     const c10::Device& device = c10::Device(c10::kCPU));
 
 }  // namespace ftrun::runtime

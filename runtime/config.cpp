@@ -251,7 +251,8 @@ const std::vector<std::string> kTopKeys = {
     "data_config", "max_input_length", "max_output_length", "combine", "freezeV",
     "training_args", "peft_config", "model_dir", "data_dir", "chat_template",
     "zero_stage", "zero3_keep_params", "comm_backend", "collective_timeout", "adapter_name_or_path",
-    "torch_dtype", "nonfinite", "packing", "loraplus_lr_ratio", "loraplus_lr_embedding", "attn_implementation"};
+    "torch_dtype", "nonfinite", "packing", "loraplus_lr_ratio", "loraplus_lr_embedding", "attn_implementation",
+    "device"};
 const std::vector<std::string> kDataKeys = {"train_file", "val_file", "test_file", "num_proc"};
 
 // HF TrainingArguments / Seq2SeqTrainingArguments options that change nothing ftrun computes
@@ -262,7 +263,7 @@ const std::vector<std::string> kIgnoredTrainingArgs = {
     "eval_accumulation_steps", "eval_delay", "torch_empty_cache_steps", "log_level_replica",
     "log_on_each_node", "logging_first_step", "logging_nan_inf_filter",
     "save_safetensors", "save_on_each_node", "save_only_model",
-    "restore_callback_states_from_checkpoint", "no_cuda", "use_cpu", "use_mps_device",
+    "restore_callback_states_from_checkpoint", "use_mps_device",
     "data_seed", "jit_mode_eval", "use_ipex", "fp16_opt_level", "half_precision_backend",
     "bf16_full_eval", "fp16_full_eval", "tf32", "local_rank", "ddp_backend", "tpu_num_cores",
     "tpu_metrics_debug", "debug", "dataloader_drop_last", "dataloader_prefetch_factor",
@@ -391,6 +392,7 @@ const std::vector<Classified>& classified_keys() {
       {"", "torch_dtype", K::kActed, "bfloat16"},
       {"", "packing", K::kActed, true},
       {"", "attn_implementation", K::kActed, "eager"},
+      {"", "device", K::kActed, "cpu"},
       {"", "nonfinite", K::kActed, "skip"},
       // LoRA+ (LLaMA-Factory writes it at the top level; folded into peft_config).
       {"", "loraplus_lr_ratio", K::kActed, 16},
@@ -429,6 +431,8 @@ const std::vector<Classified>& classified_keys() {
       {"training_args", "deepspeed", K::kActed, "configs/ds_zero_2.json"},
       {"training_args", "dataloader_num_workers", K::kWarned, 4},
       {"training_args", "gradient_checkpointing", K::kActed, true},
+      {"training_args", "use_cpu", K::kActed, true},
+      {"training_args", "no_cuda", K::kActed, true},
       {"training_args", "bf16", K::kActed, true},
       {"training_args", "fp16", K::kRefused, true},
       {"training_args", "log_level", K::kActed, "warning"},
@@ -644,6 +648,10 @@ void Validator::run(const json& root) {
       get_bool(v, p, cfg_.zero3_keep_params);
     } else if (key == "packing") {
       get_bool(v, p, cfg_.packing);
+    } else if (key == "device") {
+      // Whether a GPU is there is known only at run time (runtime/device.h says so then).
+      if (get_string(v, p, cfg_.device, true) && cfg_.device != "auto" && cfg_.device != "cpu" && cfg_.device != "cuda")
+        error(p, "expected auto, cpu or cuda, got '" + cfg_.device + "'");
     } else if (key == "attn_implementation") {
       // The same rules as models::resolve_attention_kernel (which the trainer applies), here so
       // that the error names the file and line.
@@ -935,6 +943,16 @@ std::map<std::string, Validator::Setter> Validator::training_fields(TrainingArgs
       {"gradient_checkpointing", boolean(t.gradient_checkpointing)},
       {"bf16", boolean(t.bf16)},
       {"fp16", boolean(t.fp16)},
+      // HF's use_cpu; no_cuda is its deprecated name (HF warns and sets use_cpu from it).
+      {"use_cpu", boolean(t.use_cpu)},
+      {"no_cuda",
+       [this, &t](const json& x, const Path& kp) {
+         bool v = false;
+         if (get_bool(x, kp, v) && v) {
+           t.use_cpu = true;
+           warn(kp, "no_cuda is deprecated in HF; it is read as use_cpu: true");
+         }
+       }},
       {"log_level", str(t.log_level, false)},
       {"report_to", [this, &t](const json& x, const Path& kp) { report_to(x, kp, t.report_to); }},
       {"logging_dir", str(t.logging_dir, true)},
@@ -1234,6 +1252,7 @@ json config_to_json(const Config& c) {
       {"torch_dtype", c.torch_dtype},
       {"packing", c.packing},
       {"attn_implementation", c.attn_implementation},
+      {"device", c.device},
       {"comm_backend", c.comm_backend},
       {"collective_timeout", c.collective_timeout},
       {"nonfinite", c.nonfinite},
@@ -1278,6 +1297,7 @@ json config_to_json(const Config& c) {
         {"gradient_checkpointing", t.gradient_checkpointing},
         {"bf16", t.bf16},
         {"fp16", t.fp16},
+        {"use_cpu", t.use_cpu},
         {"log_level", t.log_level},
         {"report_to", t.report_to},
         {"logging_dir", t.logging_dir},

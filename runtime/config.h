@@ -53,6 +53,7 @@ struct TrainingArgs {
   int64_t dataloader_num_workers = 0;      // warned when > 0: data is tokenized up front
   bool gradient_checkpointing = false;
   bool bf16 = false, fp16 = false;         // fp16: true is refused (no loss scaling)
+  bool use_cpu = false;                    // HF's use_cpu (and its deprecated no_cuda): train on the CPU
   std::string log_level = "passive";       // ftrun's own log lines on rank 0 (runtime/log.h)
   // HF's integrations, resolved as HF resolves them: "all" (HF 4.x's default) = every one
   // ftrun has = tensorboard (runtime/tensorboard.h); "none" = none.
@@ -86,6 +87,10 @@ struct Config {
   // HF's attn_implementation (models/attention.h): auto (sdpa on libtorch 2.x, eager on 1.13),
   // eager (transformers' eager math, bit-exact with it) or sdpa.
   std::string attn_implementation = "auto";
+  // Where the model, its optimizer state and the batches live (runtime/device.h): auto (GPU
+  // cuda:LOCAL_RANK when this build has CUDA and a GPU is visible, as HF Trainer; else the
+  // CPU), cpu, or cuda (a GPU is required: an error without one).
+  std::string device = "auto";
   // A step whose loss or grad norm is NaN/inf (issue 16): "stop" (the default) ends training
   // with an error naming the step and the first module that produced it; "skip" drops the
   // update (DeepSpeed's fp16 overflow rule: no optimizer or LR step, grads zeroed), warns,

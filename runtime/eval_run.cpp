@@ -10,6 +10,7 @@
 #include "io/output.h"
 #include "models/model.h"
 #include "peft/adapter.h"
+#include "runtime/device.h"
 #include "runtime/evaluate.h"
 #include "runtime/generate.h"
 #include "runtime/precision.h"
@@ -71,7 +72,8 @@ nlohmann::json evaluate_checkpoint(const Config& cfg, EvalRequest req, comm::Com
 
   // The run's precision, as training evaluated: torch_dtype for the base, and HF Trainer's
   // bf16 autocast around the loss and the generation when training_args.bf16 is set.
-  auto inf = load_for_inference(req.checkpoint, cfg.model_dir, cfg.chat_template, nullptr, cfg.torch_dtype);
+  auto inf = load_for_inference(req.checkpoint, cfg.model_dir, cfg.chat_template, nullptr, cfg.torch_dtype,
+                                resolve_device(cfg));
   AutocastGuard autocast(args.bf16);
   if (rank == 0 && (args.bf16 || inf.model->parameters().front().scalar_type() != at::kFloat))
     std::cerr << "ftrun: evaluating with base weights " << models::hf_dtype_name(inf.model->parameters().front().scalar_type())

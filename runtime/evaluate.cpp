@@ -13,6 +13,7 @@
 
 #include "data/collator.h"
 #include "data/dataset.h"
+#include "runtime/device.h"
 #include "data/templates/glm.h"
 #include "data/prompt_fit.h"
 #include "runtime/text_metrics.h"
@@ -204,7 +205,7 @@ std::pair<double, int64_t> loss_sum_and_count(models::CausalLM& model, const std
   for (size_t i = 0; i < samples.size(); i += size_t(batch_size)) {
     std::vector<const data::Sample*> group;
     for (size_t k = i; k < samples.size() && k < i + size_t(batch_size); ++k) group.push_back(&samples[k]);
-    auto b = data::collate(group, pad_id);
+    auto b = batch_on(data::collate(group, pad_id), model.device());
     if (b.num_label_tokens == 0) continue;
     // The head and loss over the labelled positions only, in chunks (models/chunked_loss.h).
     sum += model.forward_loss(b.input_ids, b.attention_mask, b.labels).item<double>();
@@ -233,7 +234,7 @@ std::pair<double, int64_t> distributed_loss_sum_and_count(models::CausalLM& mode
       group.push_back(mine[size_t(k)]);
     const bool dummy = group.empty();
     if (dummy) group.push_back(&samples[0]);
-    auto batch = data::collate(group, pad_id);
+    auto batch = batch_on(data::collate(group, pad_id), model.device());
     // Run on dummy batches too: under ZeRO-3 every forward is collective.
     auto loss = model.forward_loss(batch.input_ids, batch.attention_mask, batch.labels);
     if (dummy || batch.num_label_tokens == 0) continue;

@@ -27,7 +27,7 @@ namespace ftrun::runtime {
 
 Inference load_for_inference(const std::string& path, const std::string& base_override,
                              const std::string& template_override, const BeforeWeights& before_weights,
-                             const std::string& torch_dtype) {
+                             const std::string& torch_dtype, c10::Device device) {
   Inference inf;
   const bool is_adapter = peft::is_adapter_dir(path);
   std::optional<peft::AdapterDir> adapter;
@@ -50,10 +50,12 @@ Inference load_for_inference(const std::string& path, const std::string& base_ov
                                               : template_override);
   check_token_ids(config, *inf.tokenizer, tok_dir);
   if (before_weights) before_weights(config, *inf.tokenizer, *inf.chat_template);
-  inf.model = models::load_pretrained(inf.base_dir, resolve_weights_dtype(torch_dtype, config, "torch_dtype", nullptr));
+  inf.model = models::load_pretrained(inf.base_dir, resolve_weights_dtype(torch_dtype, config, "torch_dtype", nullptr),
+                                      device);
   if (is_adapter) {
     inf.strategy = peft::strategy_for_adapter(*adapter);
     inf.strategy->apply(*inf.model);
+    if (!device.is_cpu()) inf.model->to(device);  // the adapter's tensors join the base
     inf.strategy->load(path);
   }
   inf.model->eval();
@@ -133,16 +135,17 @@ std::vector<int64_t> generate(models::CausalLM& model, const std::vector<int64_t
   auto since = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(); };
   std::vector<int64_t> seq = prompt, out;
   models::KVCache cache;
-  at::Tensor logits;  // [vocab] at the last position
+  at::Tensor logits;  // [vocab] at the last position, on the CPU (where tokens are chosen)
+  const auto device = model.device();
   for (int64_t i = 0; i < o.max_new_tokens; ++i) {
     if (o.use_cache) {
       // The whole prompt once, then one token per step.
       std::vector<int64_t> feed = i == 0 ? seq : std::vector<int64_t>{seq.back()};
       // Only the last position's logits are made (the prompt's others are never used).
-      logits = model.forward_cached(torch::tensor(feed, torch::kLong).view({1, -1}), cache, at::Tensor(),
-                                    /*last_only=*/true)[0][-1];
+      logits = model.forward_cached(torch::tensor(feed, torch::kLong).view({1, -1}).to(device), cache, at::Tensor(),
+                                    /*last_only=*/true)[0][-1].to(at::kCPU);
     } else {
-      logits = model.forward(torch::tensor(seq, torch::kLong).view({1, -1}), at::Tensor())[0][-1];
+      logits = model.forward(torch::tensor(seq, torch::kLong).view({1, -1}).to(device), at::Tensor())[0][-1].to(at::kCPU);
     }
     int64_t next = choose_next_token(logits, seq, o, gen);
     if (i == 0 && stats) stats->first_token_seconds = since();
@@ -194,12 +197,13 @@ std::vector<std::vector<int64_t>> generate_batch(models::CausalLM& model,
   for (int64_t r = 0; r < B; ++r) gens.push_back(at::make_generator<at::CPUGeneratorImpl>(o.seed + uint64_t(r)));
   std::vector<std::vector<int64_t>> seqs = prompts;
   std::vector<bool> done(prompts.size(), false);
+  const auto device = model.device();  // inputs go there; logits come back for choosing tokens
   auto dummy_forward = [&] {
     models::KVCache scratch;
-    model.forward_cached(torch::zeros({1, 1}, torch::kLong), scratch);
+    model.forward_cached(torch::zeros({1, 1}, torch::kLong).to(device), scratch);
   };
   models::KVCache cache;
-  at::Tensor logits;  // [B, vocab] at each row's last position
+  at::Tensor logits;  // [B, vocab] at each row's last position, on the CPU
   if (B > 0) {
     // Left padding: every row's last prompt token sits in the last column.
     size_t longest = 0;
@@ -214,7 +218,9 @@ std::vector<std::vector<int64_t>> generate_batch(models::CausalLM& model,
       ids[r].narrow(0, off, int64_t(p.size())).copy_(torch::tensor(p, torch::kLong));
       mask[r].narrow(0, off, int64_t(p.size())).fill_(1);
     }
-    logits = model.forward_cached(ids, cache, padded ? mask : at::Tensor(), /*last_only=*/true).select(1, -1);
+    logits = model.forward_cached(ids.to(device), cache, padded ? mask.to(device) : at::Tensor(), /*last_only=*/true)
+                 .select(1, -1)
+                 .to(at::kCPU);
   } else {
     dummy_forward();
   }
@@ -252,7 +258,9 @@ std::vector<std::vector<int64_t>> generate_batch(models::CausalLM& model,
         feed[r][0] = seqs[size_t(r)].back();
       }
     }
-    logits = model.forward_cached(feed, cache, any_done || cache.real.defined() ? mask : at::Tensor()).select(1, -1);
+    logits = model.forward_cached(feed.to(device), cache, any_done || cache.real.defined() ? mask.to(device) : at::Tensor())
+                 .select(1, -1)
+                 .to(at::kCPU);
   }
   if (stats) {
     stats->total_seconds = since();

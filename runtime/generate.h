@@ -37,10 +37,12 @@ using BeforeWeights =
 // before the weights are loaded.
 // `torch_dtype` is the training config's key (runtime/precision.h; `ftrun eval` passes it):
 // the base is held in that dtype, adapters stay fp32 as in training. generate and chat load in
-// float32, transformers 4.x's from_pretrained default.
+// float32, transformers 4.x's from_pretrained default. `device`: where the model is loaded
+// (`ftrun eval` passes its config's, runtime/device.h; generate and chat run on the CPU).
 Inference load_for_inference(const std::string& path, const std::string& base_override = "",
                              const std::string& template_override = "", const BeforeWeights& before_weights = nullptr,
-                             const std::string& torch_dtype = "float32");
+                             const std::string& torch_dtype = "float32",
+                             c10::Device device = c10::Device(c10::kCPU));
 
 // What HF's generate() calls GenerationConfig, with its defaults; do_sample=false is greedy.
 struct GenerateOptions {

@@ -57,16 +57,19 @@ Precision resolve_precision(const Config& cfg, const models::ModelConfig& mc, co
 
 AutocastGuard::AutocastGuard(bool enabled) : enabled_(enabled) {
   if (!enabled_) return;
-  prev_enabled_ = compat::autocast_enabled(at::kCPU);
-  prev_dtype_ = compat::autocast_dtype(at::kCPU);
-  compat::set_autocast(at::kCPU, true, at::kBFloat16);
+  const auto prev = compat::AutocastState::current();
+  prev_cpu_ = prev.cpu;
+  prev_cuda_ = prev.cuda;
+  prev_cpu_dtype_ = prev.cpu_dtype;
+  prev_cuda_dtype_ = prev.cuda_dtype;
+  compat::AutocastState::bf16().apply();  // CPU and CUDA: whichever device the run is on
   at::autocast::increment_nesting();
 }
 
 AutocastGuard::~AutocastGuard() {
   if (!enabled_) return;
   if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
-  compat::set_autocast(at::kCPU, prev_enabled_, prev_dtype_);
+  compat::AutocastState{prev_cpu_, prev_cuda_, prev_cpu_dtype_, prev_cuda_dtype_}.apply();
 }
 
 }  // namespace ftrun::runtime

@@ -43,7 +43,8 @@ at::ScalarType resolve_weights_dtype(const std::string& torch_dtype, const model
 Precision resolve_precision(const Config& cfg, const models::ModelConfig& model_config,
                             const peft::Strategy& strategy);
 
-// A CPU bf16 autocast region, as `with torch.autocast("cpu", torch.bfloat16)` opens one:
+// A bf16 autocast region on the CPU and on CUDA, as `with torch.autocast(device, torch.bfloat16)`
+// opens one on the run's device:
 // enabled for the guard's life, nesting counted, the cast cache cleared when the outermost
 // region closes (so casts of weights are not reused after an optimizer step). A disabled
 // guard changes nothing.
@@ -56,8 +57,9 @@ class AutocastGuard {
 
  private:
   bool enabled_;
-  bool prev_enabled_ = false;
-  at::ScalarType prev_dtype_ = at::kBFloat16;
+  // compat::AutocastState before the guard (CPU and CUDA), kept without its header here.
+  bool prev_cpu_ = false, prev_cuda_ = false;
+  at::ScalarType prev_cpu_dtype_ = at::kBFloat16, prev_cuda_dtype_ = at::kBFloat16;
 };
 
 }  // namespace ftrun::runtime

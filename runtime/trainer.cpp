@@ -17,6 +17,7 @@
 #include "data/dataset.h"
 #include "data/packing.h"
 #include "runtime/checkpoint.h"
+#include "runtime/device.h"
 #include "runtime/evaluate.h"
 #include "runtime/log.h"
 #include "runtime/metrics.h"
@@ -92,7 +93,9 @@ class NeftuneScope {
       auto dims = torch::tensor(int64_t(h.size(1) * h.size(2)), torch::kLong);
       const double mag = (torch::sqrt(dims).reciprocal() * alpha).item<double>();
       auto gen = at::make_generator<at::CPUGeneratorImpl>(seed);
-      return h + torch::zeros_like(h).uniform_(-mag, mag, gen);
+      // Drawn on the CPU (the same noise on every device), then moved to the embeddings' device.
+      auto noise = torch::zeros(h.sizes(), h.options().device(c10::kCPU)).uniform_(-mag, mag, gen);
+      return h + noise.to(h.device());
     });
   }
   ~NeftuneScope() {
@@ -123,8 +126,10 @@ StepStats Stepper::step(const std::vector<data::Batch>& micro_batches) {
   model_.train();
   engine_->begin();
   double loss_local = 0;
+  const auto device = model_.device();
   if (s.label_tokens > 0) {
-    for (const auto& b : micro_batches) {
+    for (const auto& host_batch : micro_batches) {
+      const auto b = batch_on(host_batch, device);  // pinned, asynchronous on a GPU
       at::Tensor loss;
       {
         // bf16: true (HF Trainer): the forward and the loss under CPU bf16 autocast; backward
@@ -132,7 +137,7 @@ StepStats Stepper::step(const std::vector<data::Batch>& micro_batches) {
         AutocastGuard autocast(autocast_);
         // NEFTune: this forward's noise, keyed by (seed, step, micro-batch, rank) for resume.
         NeftuneScope neftune(model_, neftune_alpha_,
-                             neftune_seed(seed_, engine_->steps(), &b - micro_batches.data(), comm_->rank()));
+                             neftune_seed(seed_, engine_->steps(), &host_batch - micro_batches.data(), comm_->rank()));
         // The head and its loss in chunks over the labelled positions (models/chunked_loss.h):
         // no [batch, seq, vocab] logits.
         loss = model_.forward_loss(b.input_ids, b.attention_mask, b.labels) / double(s.label_tokens);
@@ -230,14 +235,20 @@ class TrainRun {
   // The base model with the strategy applied, and the weights to start from: a checkpoint's
   // (resume) or an existing adapter's (adapter_name_or_path).
   void build_model(const std::string& resume) {
+    device_ = resolve_device(cfg_);
     strategy_ = peft::make_strategy(cfg_.peft_config);
     precision_ = resolve_precision(cfg_, setup_.model_config, *strategy_);
     for (const auto& note : precision_.notes)
       if (verbose_ && info_enabled()) std::printf("ftrun: %s\n", note.c_str());
     // The base in its dtype; the strategy's trainable tensors are made afterwards, in fp32.
-    model_ = models::load_pretrained(cfg_.model_dir, precision_.weights);
+    // Straight into the device's memory (runtime/device.h: device, use_cpu, LOCAL_RANK).
+    model_ = models::load_pretrained(cfg_.model_dir, precision_.weights, device_);
     model_->set_attention_kernel(models::resolve_attention_kernel(cfg_.attn_implementation));
     strategy_->apply(*model_);
+    // The strategy's tensors (LoRA, prefix encoder) are made on the CPU, with the CPU
+    // generator (the same init on every device), and join the base weights here; a checkpoint
+    // or adapter below is then read straight into them.
+    if (!device_.is_cpu()) model_->to(device_);
     std::string message;
     std::vector<std::string> skipped;  // damaged checkpoints --resume yes passed over
     resume_dir_ = resolve_resume(resume, args_.output_dir, &message, &skipped);
@@ -307,7 +318,7 @@ class TrainRun {
       for (const auto& r : history_)
         if (r.contains("skipped_steps") && r["skipped_steps"].is_number_integer() && r.value("step", int64_t(0)) <= start_step_)
           skipped_steps_ = std::max(skipped_steps_, r["skipped_steps"].get<int64_t>());
-      load_rank_state(*resume_dir_, stepper_->engine(), start_step_ - skipped_steps_, rank_);
+      load_rank_state(*resume_dir_, stepper_->engine(), start_step_ - skipped_steps_, rank_, device_);
       if (verbose_ && info_enabled())
         std::printf("ftrun: resumed from %s (step %lld, written by %d rank(s) at ZeRO stage %d)\n",
                     resume_dir_->c_str(), (long long)start_step_, state_.world_size, state_.zero_stage);
@@ -337,6 +348,7 @@ class TrainRun {
     }
     summary_.output_dir = args_.output_dir;
     order_ = data::epoch_order(n_, uint64_t(args_.seed), 0);
+    reset_cuda_peak_memory(device_);  // the peaks logged are those of training
     window_start_ = std::chrono::steady_clock::now();
   }
 
@@ -482,8 +494,9 @@ class TrainRun {
           if (unit < first && out.is_floating_point() && !torch::isfinite(out).all().item<bool>()) first = unit;
           return out;
         });
-        for (const auto& b : micro) {
+        for (const auto& host_batch : micro) {
           try {
+            const auto b = batch_on(host_batch, device_);
             model_->forward_loss(b.input_ids, b.attention_mask, b.labels);
           } catch (const std::exception&) {
             break;  // a diagnosis only; the error reported is the non-finite step's
@@ -531,16 +544,38 @@ class TrainRun {
     bool log_now = args_.logging_strategy != "no" && due(args_.logging_strategy, args_.logging_steps, done);
     if (!(log_now || (done == total_steps_ && args_.logging_strategy != "no" && window_steps_ > 0))) return;
     double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - window_start_).count();
-    record({{"step", done},
-            {"epoch", double(position_) / double(n_)},
-            {"loss", window_loss_ / double(window_steps_)},
-            {"learning_rate", stepper_->schedule().lr(done)},
-            {"grad_norm", st.grad_norm},
-            {"tokens_per_second", secs > 0 ? double(window_tokens_) / secs : 0.0}});
+    nlohmann::json rec = {{"step", done},
+                          {"epoch", double(position_) / double(n_)},
+                          {"loss", window_loss_ / double(window_steps_)},
+                          {"learning_rate", stepper_->schedule().lr(done)},
+                          {"grad_norm", st.grad_norm},
+                          {"tokens_per_second", secs > 0 ? double(window_tokens_) / secs : 0.0}};
+    add_cuda_peaks(rec);
+    record(rec);
     window_loss_ = 0;
     window_steps_ = 0;
     window_tokens_ = 0;
     window_start_ = std::chrono::steady_clock::now();
+  }
+
+  // On a GPU: every rank's peak CUDA memory since training started (allocated and reserved,
+  // MiB; torch.cuda.max_memory_allocated / max_memory_reserved), one entry per rank. Every
+  // rank logs at the same steps, so the sum that collects them is issued by all.
+  void add_cuda_peaks(nlohmann::json& rec) {
+    if (!device_.is_cuda()) return;
+    auto all = torch::zeros({2, world_}, torch::kDouble);
+    if (auto peak = cuda_peak_memory(device_)) {
+      all[0][rank_] = peak->allocated_mib;
+      all[1][rank_] = peak->reserved_mib;
+    }
+    if (world_ > 1) comm_->all_reduce_sum(all);
+    std::vector<double> allocated(static_cast<size_t>(world_)), reserved(static_cast<size_t>(world_));
+    for (int r = 0; r < world_; ++r) {
+      allocated[size_t(r)] = all[0][r].item<double>();
+      reserved[size_t(r)] = all[1][r].item<double>();
+    }
+    rec["cuda_peak_allocated_mib"] = allocated;
+    rec["cuda_peak_reserved_mib"] = reserved;
   }
 
   // Rows split across ranks, in lock-step (under ZeRO-3 each forward is collective).
@@ -607,6 +642,7 @@ class TrainRun {
   std::vector<data::PackedRow> packed_rows_;  // packing: the rows, as indices into train_samples_
   EvalData ev_;
   std::shared_ptr<models::CausalLM> model_;
+  c10::Device device_ = c10::Device(c10::kCPU);  // where the model and its state live
   std::unique_ptr<peft::Strategy> strategy_;
   Precision precision_;
   std::optional<fs::path> resume_dir_;

@@ -34,6 +34,7 @@ struct Slot {
 struct Flat {
   std::vector<Slot> slots;
   at::ScalarType dtype = at::kFloat;
+  c10::Device device = c10::Device(c10::kCPU);  // where its parameters live (a GPU or the CPU)
   int64_t numel = 0, padded = 0, shard = 0;
   at::Tensor full;   // [padded] when present (always for trainable under stages 0-2)
   at::Tensor local;  // [shard] the owned slice (stage 3's persistent storage)
@@ -44,7 +45,11 @@ struct Flat {
                                " but its unit's other parameters are " + c10::toString(dtype) +
                                " (one dtype per unit is supported)");
     }
+    if (!slots.empty() && p.device() != device)
+      throw std::runtime_error("ZeRO: parameter " + name + " is on " + p.device().str() + " but its unit's other parameters are on " +
+                               device.str());
     dtype = p.scalar_type();
+    device = p.device();
     slots.push_back({name, p, p.sizes().vec(), numel, p.numel(), decay, lr_scale});
     numel += p.numel();
   }
@@ -53,8 +58,9 @@ struct Flat {
     shard = padded / world;
   }
   // Packs the parameters' current values (which every rank holds at construction).
+  at::TensorOptions options() const { return torch::TensorOptions().dtype(dtype).device(device); }
   at::Tensor pack() const {
-    auto flat = torch::zeros({padded}, torch::TensorOptions().dtype(dtype));
+    auto flat = torch::zeros({padded}, options());
     for (const auto& s : slots) flat.narrow(0, s.offset, s.numel).copy_(s.param.detach().reshape({-1}));
     return flat;
   }
@@ -62,7 +68,7 @@ struct Flat {
     for (auto& s : slots) s.param.set_data(storage.narrow(0, s.offset, s.numel).view(s.shape));
   }
   void unbind() {
-    auto empty = torch::empty({0}, torch::TensorOptions().dtype(dtype));
+    auto empty = torch::empty({0}, options());
     for (auto& s : slots) s.param.set_data(empty);
   }
 };
@@ -129,7 +135,7 @@ struct ZeroEngine::Impl {
   void start_gather(Unit& u, bool async) {
     for (Flat* f : {&u.train, &u.frozen}) {
       if (f->slots.empty()) continue;
-      f->full = torch::empty({f->padded}, torch::TensorOptions().dtype(f->dtype));
+      f->full = torch::empty({f->padded}, f->options());
       if (async) inflight[size_t(u.index)].push_back(comm.all_gather_async(f->local, f->full));
       else comm.all_gather(f->local, f->full);
       gathered_bytes += bytes_of(f->full);
@@ -176,7 +182,7 @@ struct ZeroEngine::Impl {
   // --- gradient reduction --------------------------------------------------------------
   // Packs the unit's parameter grads (full size) into a flat buffer and resets them.
   at::Tensor take_grads(Unit& u) {
-    auto flat = torch::zeros({u.train.padded}, torch::TensorOptions().dtype(u.train.dtype));
+    auto flat = torch::zeros({u.train.padded}, u.train.options());
     for (auto& s : u.train.slots) {
       auto& g = s.param.mutable_grad();
       if (g.defined()) flat.narrow(0, s.offset, s.numel).copy_(g.reshape({-1}));
@@ -184,10 +190,37 @@ struct ZeroEngine::Impl {
     }
     return flat;
   }
+  // Stages 2 and 3 start a finished unit's reduce-scatter asynchronously (the hooks and the
+  // recompute run units in reverse), so it overlaps the next unit's backward; it is completed
+  // when the next one is issued (at most one in flight: one extra wire buffer of memory) and
+  // at the end of backward(), before anything reads the shards. Completion order is issue
+  // order, so each shard receives the same additions in the same order as when synchronous:
+  // results are bit-identical. Every rank issues the same collectives in the same order.
+  // Stage 1 (and the persistent unit) reduce synchronously, after finishing what is in flight.
+  struct Scattering {
+    Unit* unit;
+    at::Tensor wire, part;  // the packed gradients (read until wait()) and this rank's sum
+    std::unique_ptr<comm::Comm::Pending> pending;
+  };
+  std::vector<Scattering> scattering;
+  void finish_scatters() {
+    auto all = std::move(scattering);
+    scattering.clear();
+    for (auto& s : all) {
+      s.pending->wait();
+      s.unit->grad_shard.add_(s.part);
+    }
+  }
   void reduce_scatter_into_shard(Unit& u, const at::Tensor& flat) {
+    finish_scatters();
     auto part = torch::empty({u.train.shard}, flat.options());
-    comm.reduce_scatter_sum(flat, part);
-    u.grad_shard.add_(part);
+    if (u.stage < 2) {
+      comm.reduce_scatter_sum(flat, part);
+      u.grad_shard.add_(part);
+      return;
+    }
+    auto pending = comm.reduce_scatter_async(flat, part);
+    scattering.push_back({&u, flat, part, std::move(pending)});
   }
   bool has_pending_grads(const Unit& u) const {
     for (const auto& s : u.train.slots)
@@ -224,26 +257,22 @@ struct ZeroEngine::Impl {
 
 namespace {
 
-// The CPU autocast state a unit's forward ran under, re-entered for its recompute (backward
-// runs outside the trainer's autocast scope), as torch.utils.checkpoint does: otherwise a
-// bf16 forward would be recomputed, and differentiated, in fp32.
-struct AutocastState {
-  bool enabled = false;
-  at::ScalarType dtype = at::kBFloat16;
-  static AutocastState current() { return {compat::autocast_enabled(at::kCPU), compat::autocast_dtype(at::kCPU)}; }
-};
+// The autocast state (CPU and CUDA) a unit's forward ran under, re-entered for its recompute
+// (backward runs outside the trainer's autocast scope), as torch.utils.checkpoint does:
+// otherwise a bf16 forward would be recomputed, and differentiated, in fp32.
+using AutocastState = compat::AutocastState;
 class AutocastScope {
  public:
   explicit AutocastScope(AutocastState s)
-      : prev_(AutocastState::current()), changed_(s.enabled != prev_.enabled || s.dtype != prev_.dtype) {
+      : prev_(AutocastState::current()), changed_(s != prev_) {
     if (!changed_) return;
-    compat::set_autocast(at::kCPU, s.enabled, s.dtype);
+    s.apply();
     at::autocast::increment_nesting();
   }
   ~AutocastScope() {
     if (!changed_) return;
     if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
-    compat::set_autocast(at::kCPU, prev_.enabled, prev_.dtype);
+    prev_.apply();
   }
   AutocastScope(const AutocastScope&) = delete;
   AutocastScope& operator=(const AutocastScope&) = delete;
@@ -273,9 +302,14 @@ struct UnitFunction : public torch::autograd::Function<UnitFunction> {
     ctx->saved_data["unit"] = unit;
     ctx->saved_data["fn"] = fn_index;
     ctx->saved_data["rng"] = at::detail::getDefaultCPUGenerator().get_state();
+    // On a GPU dropout draws from the device's generator: its state is replayed too, as
+    // torch.utils.checkpoint's preserve_rng_state does.
+    if (x.is_cuda()) ctx->saved_data["cuda_rng"] = at::globalContext().defaultGenerator(x.device()).get_state();
     auto autocast = AutocastState::current();
-    ctx->saved_data["autocast"] = autocast.enabled;
-    ctx->saved_data["autocast_dtype"] = int64_t(autocast.dtype);
+    ctx->saved_data["autocast"] = autocast.cpu;
+    ctx->saved_data["autocast_dtype"] = int64_t(autocast.cpu_dtype);
+    ctx->saved_data["autocast_cuda"] = autocast.cuda;
+    ctx->saved_data["autocast_cuda_dtype"] = int64_t(autocast.cuda_dtype);
     ctx->save_for_backward({x});
     if (u.stage == 3) impl->gather(u);  // keep_params: stays gathered until the step
     if (sharded) impl->prefetch(unit + 1);
@@ -310,14 +344,24 @@ struct UnitFunction : public torch::autograd::Function<UnitFunction> {
       auto gen = at::detail::getDefaultCPUGenerator();
       auto current = gen.get_state();
       gen.set_state(ctx->saved_data["rng"].toTensor());
+      const bool cuda_rng = ctx->saved_data.count("cuda_rng") > 0;
+      at::Generator cuda_gen;
+      at::Tensor cuda_current;
+      if (cuda_rng) {
+        cuda_gen = at::globalContext().defaultGenerator(x.device());
+        cuda_current = cuda_gen.get_state();
+        cuda_gen.set_state(ctx->saved_data["cuda_rng"].toTensor());
+      }
       at::Tensor out;
       {
         torch::AutoGradMode enable(true);
-        AutocastScope autocast({ctx->saved_data["autocast"].toBool(),
-                                at::ScalarType(ctx->saved_data["autocast_dtype"].toInt())});
+        AutocastScope autocast({ctx->saved_data["autocast"].toBool(), ctx->saved_data["autocast_cuda"].toBool(),
+                                at::ScalarType(ctx->saved_data["autocast_dtype"].toInt()),
+                                at::ScalarType(ctx->saved_data["autocast_cuda_dtype"].toInt())});
         out = impl->saved_fns[size_t(ctx->saved_data["fn"].toInt())](xin);
       }
       gen.set_state(current);
+      if (cuda_rng) cuda_gen.set_state(cuda_current);
       if (out.requires_grad() && grad_out[0].defined()) torch::autograd::backward({out}, {grad_out[0]});
       if (want_input_grad) grad_x = xin.grad();
       if (sharded) {
@@ -403,8 +447,9 @@ ZeroEngine::ZeroEngine(models::CausalLM& model, const std::vector<at::Tensor>& t
       u.train.bind(u.train.full);
     }
     if (u.train.slots.empty()) continue;
-    if (u.stage == 0) u.grad_full = torch::zeros({u.train.padded});
-    if (u.stage >= 1) u.grad_shard = torch::zeros({u.train.shard});
+    const auto fp32 = u.train.options().dtype(at::kFloat);  // gradients accumulate in fp32
+    if (u.stage == 0) u.grad_full = torch::zeros({u.train.padded}, fp32);
+    if (u.stage >= 1) u.grad_shard = torch::zeros({u.train.shard}, fp32);
     int64_t lo = u.stage == 0 ? 0 : int64_t(I.rank) * u.train.shard;
     int64_t hi = u.stage == 0 ? u.train.padded : lo + u.train.shard;
     if (u.train.dtype != at::kFloat) {
@@ -486,6 +531,7 @@ void ZeroEngine::backward(const at::Tensor& loss) {
       u.pending = 0;
       I.reduce_scatter_into_shard(u, I.take_grads(u));
     }
+  I.finish_scatters();
   // Mixed precision: each micro-batch's bf16 gradients are folded into the fp32 buffers now,
   // so accumulation over micro-batches happens in fp32 (DeepSpeed's bf16 mode accumulates in
   // fp32 too). Stage 0 sums locally and all-reduces once per step; stage 1 reduce-scatters
@@ -501,6 +547,7 @@ void ZeroEngine::backward(const at::Tensor& loss) {
 double ZeroEngine::reduce_and_clip(double max_norm) {
   auto& I = *impl_;
   torch::NoGradGuard ng;
+  I.finish_scatters();  // none after backward(); a guard for callers that skip it
   {
     for (auto& u : I.units) {
       if (u.train.slots.empty() || u.stage > 1) continue;
@@ -525,8 +572,18 @@ double ZeroEngine::reduce_and_clip(double max_norm) {
   auto sq = torch::zeros({1}, torch::TensorOptions().dtype(at::kDouble));
   double replicated = 0;
   bool any_sharded = false;
+  // Each tensor's square sum is formed on its device as before, and all are read back in one
+  // copy (one device sync instead of one per tensor); the host adds them in double in the
+  // same order, so the norm is bit-identical.
+  at::Tensor parts;
+  if (!I.opt_grads.empty()) {
+    std::vector<at::Tensor> sums;
+    sums.reserve(I.opt_grads.size());
+    for (const auto& g : I.opt_grads) sums.push_back(g.to(at::kDouble).pow(2).sum());
+    parts = at::stack(sums).to(at::kCPU).contiguous();
+  }
   for (size_t i = 0; i < I.opt_grads.size(); ++i) {
-    double part = I.opt_grads[i].to(at::kDouble).pow(2).sum().item<double>();
+    double part = parts.data_ptr<double>()[i];
     if (I.opt_replicated[i]) replicated += part;
     else {
       sq += part;
@@ -575,7 +632,7 @@ void ZeroEngine::with_full_trainable(const std::function<void()>& fn) {
   for (size_t i = 0; i < I.units.size(); ++i) {
     auto& u = I.units[i];
     if (u.train.slots.empty() || u.gathered || u.stage != 3) continue;
-    u.train.full = torch::empty({u.train.padded}, torch::TensorOptions().dtype(u.train.dtype));
+    u.train.full = torch::empty({u.train.padded}, u.train.options());
     comm_->all_gather(u.train.local, u.train.full);
     u.train.bind(u.train.full);
     gathered.push_back(i);
@@ -655,8 +712,10 @@ std::vector<ZeroEngine::OwnedState> ZeroEngine::export_optimizer() const {
       st.unit = u.index;
       st.lo = u.stage == 0 ? 0 : std::min<int64_t>(int64_t(I.rank) * u.train.shard, u.train.numel);
       st.hi = u.stage == 0 ? u.train.numel : std::min<int64_t>(st.lo + u.train.shard, u.train.numel);
-      st.exp_avg = torch::zeros({st.hi - st.lo});
-      st.exp_avg_sq = torch::zeros({st.hi - st.lo});
+      // On the optimizer's device: a checkpoint copies each tensor to the host as it writes it.
+      const auto fp32 = u.train.options().dtype(at::kFloat);
+      st.exp_avg = torch::zeros({st.hi - st.lo}, fp32);
+      st.exp_avg_sq = torch::zeros({st.hi - st.lo}, fp32);
       if (u.mixed()) st.master = u.master.narrow(0, st.lo - u.master_lo, st.hi - st.lo).clone();
     }
     st.exp_avg.narrow(0, seg.start - st.lo, seg.len).copy_(I.optimizer->exp_avg()[i]);

@@ -3,7 +3,8 @@
 // are built from the rank so every expected value has a closed form, and the bytes counted
 // must equal the ring formulas of comm/comm.h. Failure tests check that an unreachable
 // master, a missing rank, a rank that throws and a rank that never joins all end in errors
-// naming the address or operation within the timeout, never in a hang.
+// naming the address or operation within the timeout, never in a hang. The asynchronous
+// reduce-scatter is checked against the synchronous one and hand-computed sums.
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
@@ -173,6 +174,87 @@ void check_bf16_collectives(Comm& comm) {
   EXPECT_EQ(delta("broadcast"), r == 0 ? 5u * 2 : 0u);
 }
 
+// reduce_scatter_async (issue 14: ZeRO-2/3 start a finished unit's gradient reduce-scatter and
+// wait for it during the next unit's backward). It must give the synchronous result bit for
+// bit and the documented sums: fp32 added in rank order ((x_0 + x_1) + x_2) + ..., computed here
+// by hand from every rank's (deterministic) input; bf16 summed in fp32 and rounded once.
+void check_async_reduce_scatter(Comm& comm) {
+  const int n = comm.world_size(), r = comm.rank();
+  const int64_t k = 5;
+  const auto before = comm.stats();
+  // Rank q's input: values whose fp32 sum depends on the order of the additions.
+  auto input_of = [&](int q) {
+    auto j = at::arange(0, n * k, at::kDouble);
+    return ((j * 0.37 + q).sin() * std::pow(10.0, q % 3) + 1.0 / (q + 3)).to(at::kFloat);
+  };
+  at::Tensor want = input_of(0).narrow(0, r * k, k).clone();
+  for (int q = 1; q < n; ++q) want = want + input_of(q).narrow(0, r * k, k);  // fp32, rank order
+  auto in = input_of(r);
+  auto sync_out = at::empty({k}, at::kFloat);
+  comm.reduce_scatter_sum(in, sync_out);
+  auto async_out = at::full({k}, -1.f);
+  auto p = comm.reduce_scatter_async(in, async_out);
+  // Another collective in flight at the same time (ZeRO-3's prefetch all-gather) and a
+  // synchronous one issued before either is waited for.
+  auto g_in = at::full({2}, float(r) + 0.5f);
+  auto g_out = at::empty({n * 2}, at::kFloat);
+  auto pg = comm.all_gather_async(g_in, g_out);
+  auto t = at::ones({3}, at::kDouble);
+  comm.all_reduce_sum(t);
+  pg->wait();
+  p->wait();
+  p->wait();  // a second wait is a no-op
+  expect_equal(async_out, sync_out, "reduce_scatter_async == reduce_scatter_sum (float32)");
+  expect_equal(async_out, want, "reduce_scatter_async float32 == rank-order sum");
+  expect_equal(t, at::full({3}, double(n), at::kDouble), "all_reduce while a reduce-scatter is in flight");
+  for (int q = 0; q < n; ++q) expect_equal(g_out.narrow(0, q * 2, 2), at::full({2}, float(q) + 0.5f), "all_gather_async beside it");
+
+  // In place, as ZeRO-2 keeps its shard: the output is this rank's slice of the input.
+  auto in2 = input_of(r);
+  auto mine = in2.narrow(0, r * k, k);
+  comm.reduce_scatter_async(in2, mine)->wait();
+  expect_equal(mine, want, "reduce_scatter_async in place");
+
+  // bf16: element j holds 1 on rank j % n and 2^-8 (half a bf16 ulp of 1) on the others. The
+  // fp32 sum 1 + (n-1) 2^-8 is exact; rounded once to bf16 it is 1 for n = 2 (a tie, to even),
+  // 1 + 2^-7 for n = 3 and 1 + 2^-6 for n = 4 (a tie, to even). Accumulating in bf16 instead
+  // would lose every 2^-8 added to a running 1 (the elements whose 1 is on rank 0 would stay 1).
+  auto bf_in_of = [&](int q) {
+    auto j = at::arange(0, n * k, at::kLong);
+    return at::where(j.remainder(n) == q, at::ones({n * k}), at::full({n * k}, 1.0f / 256)).to(at::kBFloat16);
+  };
+  const float exact = 1.0f + float(n - 1) / 256;
+  const float rounded = n == 2 ? 1.0f : n == 3 ? 1.0f + 1.0f / 128 : n == 4 ? 1.0f + 1.0f / 64 : -1.0f;
+  ASSERT_GT(rounded, 0.f) << "add the hand-rounded value for " << n << " ranks";
+  EXPECT_EQ(at::tensor({exact}).to(at::kBFloat16).item<float>(), rounded);  // the hand rounding
+  auto bf_want = at::full({k}, rounded).to(at::kBFloat16);
+  auto bf_in = bf_in_of(r);
+  auto bf_sync = at::empty({k}, at::kBFloat16);
+  comm.reduce_scatter_sum(bf_in, bf_sync);
+  auto bf_async = at::empty({k}, at::kBFloat16);
+  comm.reduce_scatter_async(bf_in, bf_async)->wait();
+  expect_equal(bf_async, bf_sync, "reduce_scatter_async == reduce_scatter_sum (bfloat16)");
+  expect_equal(bf_async, bf_want, "reduce_scatter_async bfloat16: fp32 sum rounded once");
+  auto bf_in2 = bf_in_of(r);
+  auto bf_mine = bf_in2.narrow(0, r * k, k);
+  comm.reduce_scatter_async(bf_in2, bf_mine)->wait();
+  expect_equal(bf_mine, bf_want, "reduce_scatter_async bfloat16 in place");
+
+  // The bytes are those of the synchronous form: (n-1)/n of the input, per call.
+  const auto& st = comm.stats();
+  auto delta = [&](const char* op) {
+    auto get = [&](const ftrun::comm::CommStats& s) { return s.bytes_by_op.count(op) ? s.bytes_by_op.at(op) : uint64_t(0); };
+    return get(st) - get(before);
+  };
+  auto calls = [&](const char* op) {
+    auto get = [&](const ftrun::comm::CommStats& s) { return s.calls_by_op.count(op) ? s.calls_by_op.at(op) : uint64_t(0); };
+    return get(st) - get(before);
+  };
+  EXPECT_EQ(delta("reduce_scatter"), 3 * share(uint64_t(n * k) * 4, n) + 3 * share(uint64_t(n * k) * 2, n));
+  EXPECT_EQ(calls("reduce_scatter"), 6u);
+  EXPECT_EQ(delta("all_gather"), share(uint64_t(n * 2) * 4, n));
+}
+
 // Bad arguments are rejected locally, before any rank communicates, naming the operation;
 // every rank makes the same bad call, so nobody is left waiting.
 void check_argument_errors(Comm& comm) {
@@ -215,6 +297,18 @@ TEST(Comm, WorldOfOneIsTheSingleComm) {
     EXPECT_EQ(comm->backend(), "single") << b;
     EXPECT_EQ(comm->world_size(), 1);
   }
+}
+
+// The world of one's asynchronous reduce-scatter is the synchronous identity, finished at once.
+TEST(Comm, WorldOfOneAsyncReduceScatter) {
+  auto comm = ftrun::comm::make_single_comm();
+  auto in = at::arange(0, 6, at::kFloat) * 0.5f;
+  auto out = at::zeros({6});
+  auto p = comm->reduce_scatter_async(in, out);
+  expect_equal(out, in, "single reduce_scatter_async");  // done before wait()
+  p->wait();
+  EXPECT_EQ(comm->stats().calls_by_op.at("reduce_scatter"), 1u);
+  EXPECT_EQ(comm->stats().bytes_sent, 0u);
 }
 
 TEST(Comm, BackendChoice) {
@@ -301,6 +395,7 @@ TEST(GlooComm, CollectivesTwoRanks) {
     EXPECT_EQ(comm->rank(), info.rank);
     check_collectives(*comm);
     check_bf16_collectives(*comm);
+    check_async_reduce_scatter(*comm);
     check_argument_errors(*comm);
     // The group still works after rejected calls.
     auto t = at::ones({3});
@@ -317,6 +412,7 @@ TEST(GlooComm, CollectivesFourRanks) {
     auto comm = init_comm(info, "gloo", 60s);
     check_collectives(*comm);
     check_bf16_collectives(*comm);
+    check_async_reduce_scatter(*comm);
   }, within(150s));
   EXPECT_TRUE(r.ok()) << r.report();
 }
