@@ -254,7 +254,7 @@ fs::path save_checkpoint(const SaveContext& ctx, const TrainerState& state) {
   }
   ctx.comm.barrier();
   save_weights(ctx, dir);
-  save_rank_state(dir, ctx.engine, rank, ctx.model.device());
+  save_rank_state(dir, ctx.engine, rank, ctx.device);
   ctx.comm.barrier();
   if (state.global_step == kill_in_save_step()) std::raise(SIGKILL);
   fs::path final_dir;

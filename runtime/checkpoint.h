@@ -89,6 +89,7 @@ struct SaveContext {
   sharding::ZeroEngine& engine;
   comm::Comm& comm;
   int zero_stage = 0;
+  c10::Device device = c10::Device(c10::kCPU);  // the run's (runtime/device.h): its RNG is saved too
 };
 
 // checkpoint-N for state.global_step: weights, every rank's optimizer shard and RNG, then on

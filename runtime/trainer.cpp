@@ -387,7 +387,7 @@ class TrainRun {
   }
 
   SaveContext save_context() {
-    return SaveContext{cfg_, *strategy_, *model_, stepper_->engine(), *comm_, setup_.zero_stage};
+    return SaveContext{cfg_, *strategy_, *model_, stepper_->engine(), *comm_, setup_.zero_stage, device_};
   }
 
   void loop() {

@@ -7,6 +7,7 @@
 #include <cstdlib>
 
 #include "models/model.h"
+#include "runtime/device.h"
 #include "sharding/zero.h"
 
 namespace {
@@ -19,6 +20,11 @@ namespace {
 namespace ftrun::models {
 nlohmann::json config_for_save(const CausalLM&, at::ScalarType) { not_in_fuzz_build("config_for_save"); }
 }  // namespace ftrun::models
+
+namespace ftrun::runtime {
+at::Tensor cuda_rng_state(const c10::Device&) { not_in_fuzz_build("cuda_rng_state"); }
+void set_cuda_rng_state(const c10::Device&, const at::Tensor&) { not_in_fuzz_build("set_cuda_rng_state"); }
+}  // namespace ftrun::runtime
 
 namespace ftrun::sharding {
 void ZeroEngine::with_full_trainable(const std::function<void()>&) { not_in_fuzz_build("with_full_trainable"); }
