@@ -76,14 +76,7 @@ class NcclComm : public Comm {
   std::unique_ptr<Pending> reduce_scatter_async(const at::Tensor& input, at::Tensor& output) override {
     check_reduce_scatter("nccl", input, output, n_);
     count("reduce_scatter", share_bytes(nbytes(input), n_));
-    if (input.numel() == 0) return done();
-    if (!input.is_cuda() || !output.is_cuda()) {
-      at::Tensor d_in = staged(input), d_out = staged(output);
-      finish(start_reduce_scatter(d_in, d_out));
-      output.copy_(d_out);
-      return done();
-    }
-    return pending(start_reduce_scatter(input, output));
+    return launch(&NcclComm::start_reduce_scatter, input, output);
   }
   void all_gather(const at::Tensor& input, at::Tensor& output) override {
     all_gather_async(input, output)->wait();
@@ -91,14 +84,7 @@ class NcclComm : public Comm {
   std::unique_ptr<Pending> all_gather_async(const at::Tensor& input, at::Tensor& output) override {
     check_all_gather("nccl", input, output, n_);
     count("all_gather", share_bytes(nbytes(output), n_));
-    if (input.numel() == 0) return done();
-    if (!input.is_cuda() || !output.is_cuda()) {
-      at::Tensor d_in = staged(input), d_out = staged(output);
-      finish(start_all_gather(d_in, d_out));
-      output.copy_(d_out);
-      return done();
-    }
-    return pending(start_all_gather(input, output));
+    return launch(&NcclComm::start_all_gather, input, output);
   }
   void broadcast(at::Tensor& t, int root) override {
     check_dense("nccl", "broadcast", t);
@@ -127,6 +113,18 @@ class NcclComm : public Comm {
     std::function<void()> then;
     std::vector<at::Tensor> more;
   };
+
+  // A reduce-scatter or all-gather: on GPU tensors started and returned in flight; host
+  // tensors are staged through the device and completed at once (a finished handle).
+  using Start = Started (NcclComm::*)(const at::Tensor&, at::Tensor&);
+  std::unique_ptr<Pending> launch(Start start, const at::Tensor& input, at::Tensor& output) {
+    if (input.numel() == 0) return done();
+    if (input.is_cuda() && output.is_cuda()) return pending((this->*start)(input, output));
+    at::Tensor d_in = staged(input), d_out = staged(output);
+    finish((this->*start)(d_in, d_out));
+    output.copy_(d_out);
+    return done();
+  }
 
   // The device copy of t: t itself when it is on a GPU, else a copy on the current device.
   static at::Tensor staged(const at::Tensor& t) {

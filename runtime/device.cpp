@@ -31,6 +31,9 @@ bool build_has_cuda() {
 int visible_cuda_devices() { return build_has_cuda() ? int(torch::cuda::device_count()) : 0; }
 
 namespace {
+// The config's name in errors.
+std::string config_name(const Config& cfg) { return cfg.path.empty() ? std::string("config") : cfg.path; }
+
 std::string visible_desc() {
   const char* v = std::getenv("CUDA_VISIBLE_DEVICES");
   return v ? " (CUDA_VISIBLE_DEVICES=" + std::string(v) + ")" : std::string();
@@ -38,7 +41,7 @@ std::string visible_desc() {
 }  // namespace
 
 c10::Device resolve_device(const Config& cfg, int local_rank) {
-  const std::string where = cfg.path.empty() ? std::string("config") : cfg.path;
+  const std::string where = config_name(cfg);
   if (cfg.training_args.use_cpu) {
     if (cfg.device == "cuda")
       throw std::runtime_error(where + ": device: cuda contradicts training_args.use_cpu: true; drop one of them");
@@ -71,7 +74,7 @@ c10::Device resolve_device(const Config& cfg) { return resolve_device(cfg, comm:
 std::string comm_backend_for(const Config& cfg, const c10::Device& device, int world_size) {
   const std::string& b = cfg.comm_backend;
   if (world_size <= 1) return b;
-  const std::string where = cfg.path.empty() ? std::string("config") : cfg.path;
+  const std::string where = config_name(cfg);
   if (device.is_cuda()) {
     if (b == "gloo" || b == "mpi")
       throw std::runtime_error(where + ": comm_backend: " + b + " moves host memory, and this run trains on " +

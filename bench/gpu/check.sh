@@ -153,28 +153,28 @@ else
   stamp "1. CUDA unit tests (FTRUN_TEST_DEVICE=$TEST_DEVICE; $TESTS_CAP s for both)"
   : > "$OUT/tests.log"
   t1=$SECONDS
-  if [ -n "$GPU_TEST" ]; then
-    FTRUN_TEST_DEVICE=$TEST_DEVICE timeout "$GTEST_CAP" "$WRAP/gpu_test" --gtest_output="xml:$OUT/gpu_test.xml" >> "$OUT/tests.log" 2>&1
-    rc=$?
-    echo "gpu_test: rc $rc ($([ $rc = 124 ] && echo "timed out after $GTEST_CAP s" || echo "$((SECONDS - t1)) s"))" | tee -a "$OUT/tests.log"
-    [ $rc = 0 ] || TESTS_OK=0
-  elif [ "$ALLOW_MISSING" = 1 ]; then
-    echo "gpu_test: MISSING (not built: tests/gpu not landed?); allowed by --allow-missing-tests" | tee -a "$OUT/tests.log"
-  else
-    echo "gpu_test: MISSING (no gpu_test in bench/gpu/carry/bin or build-cuda)" | tee -a "$OUT/tests.log"; TESTS_OK=0
-  fi
-  if [ -f tests/gpu/gpu_e2e.sh ]; then
-    cap=$((TESTS_CAP - (SECONDS - t1))); [ $cap -lt 20 ] && cap=20
-    t2=$SECONDS
-    FTRUN_TEST_DEVICE=$TEST_DEVICE timeout "$cap" bash tests/gpu/gpu_e2e.sh "$WRAP/ftrun" >> "$OUT/tests.log" 2>&1
-    rc=$?
-    echo "gpu_e2e.sh: rc $rc ($([ $rc = 124 ] && echo "timed out after $cap s" || echo "$((SECONDS - t2)) s"))" | tee -a "$OUT/tests.log"
-    [ $rc = 0 ] || TESTS_OK=0
-  elif [ "$ALLOW_MISSING" = 1 ]; then
-    echo "gpu_e2e.sh: MISSING (tests/gpu/gpu_e2e.sh not in the tree); allowed by --allow-missing-tests" | tee -a "$OUT/tests.log"
-  else
-    echo "gpu_e2e.sh: MISSING (tests/gpu/gpu_e2e.sh not in the tree)" | tee -a "$OUT/tests.log"; TESTS_OK=0
-  fi
+  # run_test NAME PRESENT CAP MISSING_WHY CMD...: one test program under `timeout CAP`, its
+  # output to tests.log and a one-line verdict; absent (PRESENT empty) fails step 1 unless
+  # --allow-missing-tests.
+  run_test() {
+    local name=$1 present=$2 cap=$3 why=$4 t=$SECONDS rc
+    shift 4
+    if [ -n "$present" ]; then
+      FTRUN_TEST_DEVICE=$TEST_DEVICE timeout "$cap" "$@" >> "$OUT/tests.log" 2>&1
+      rc=$?
+      echo "$name: rc $rc ($([ $rc = 124 ] && echo "timed out after $cap s" || echo "$((SECONDS - t)) s"))" | tee -a "$OUT/tests.log"
+      [ $rc = 0 ] || TESTS_OK=0
+    elif [ "$ALLOW_MISSING" = 1 ]; then
+      echo "$name: MISSING ($why); allowed by --allow-missing-tests" | tee -a "$OUT/tests.log"
+    else
+      echo "$name: MISSING ($why)" | tee -a "$OUT/tests.log"; TESTS_OK=0
+    fi
+  }
+  run_test gpu_test "$GPU_TEST" "$GTEST_CAP" "no gpu_test in bench/gpu/carry/bin or build-cuda" \
+    "$WRAP/gpu_test" --gtest_output="xml:$OUT/gpu_test.xml"
+  cap=$((TESTS_CAP - (SECONDS - t1))); [ $cap -lt 20 ] && cap=20
+  run_test gpu_e2e.sh "$([ -f tests/gpu/gpu_e2e.sh ] && echo yes)" "$cap" "tests/gpu/gpu_e2e.sh not in the tree" \
+    bash tests/gpu/gpu_e2e.sh "$WRAP/ftrun"
   # The gtest summary lines and any failure names, for the call's output tail.
   grep -E '^\[ *(PASSED|FAILED|SKIPPED) *\]|tests? ran|^(ok|FAIL|PASS)' "$OUT/tests.log" | tail -n 30
   [ "$TESTS_OK" = 1 ] && echo "step 1: PASS" || { echo "step 1: FAIL (tests.log)"; STATUS=1; }
